@@ -1,0 +1,60 @@
+# SPDX-License-Identifier: MIT
+#
+# knlp: a Kconfig-driven experiment matrix. Two commands set everything up:
+#   make        creates .venv, applies defconfigs/default if there is no .config,
+#               runs the matrix and prints where the results are
+#   make test   creates .venv and runs the test suite
+# `make help` lists every target and variable.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+export PYTHONDONTWRITEBYTECODE := 1
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+include scripts/venv.Makefile
+include scripts/kconfig.Makefile
+include scripts/matrix.Makefile
+include scripts/test.Makefile
+
+help:
+	@echo "knlp: optimizer and pruning experiment matrix (Kconfig -> .config -> runs -> results/)"
+	@echo ""
+	@echo "Configuration:"
+	@echo "  menuconfig        - edit .config in kconfiglib's curses menus"
+	@echo "  oldconfig         - update .config to the current Kconfig, asking for new symbols"
+	@echo "  olddefconfig      - update .config, taking defaults for new symbols"
+	@echo "  savedefconfig     - write the minimal config to ./defconfig"
+	@echo "  defconfig-<name>  - apply defconfigs/<name> (see list-defconfigs)"
+	@echo "  list-defconfigs   - list the defconfigs with their one-line purpose"
+	@echo ""
+	@echo "Running:"
+	@echo "  all (default)     - run the matrix of .config; finished runs are skipped"
+	@echo "  dry-run           - two CPU steps per planned run + memory check, one table"
+	@echo "  continue          - resume the most recent matrix with the config it started with"
+	@echo "  status            - where the most recent matrix stands, run by run"
+	@echo "  update-graphs     - redraw every matrix's plots and summaries from disk"
+	@echo "  archive           - copy the latest matrix's key results to results/archive/"
+	@echo "  dashboard         - serve trackio's dashboard on http://127.0.0.1:7860"
+	@echo "  autotune          - warm the kernel autotuning cache for the configured models"
+	@echo "  bench-kernels     - benchmark kernels against torch (JSON + Markdown report)"
+	@echo ""
+	@echo "Maintenance:"
+	@echo "  venv              - create .venv and install requirements.txt"
+	@echo "  test              - run the test suite (pytest)"
+	@echo "  clean-results     - delete results/runs and results/matrices (keeps archive/)"
+	@echo "  help              - this text"
+	@echo ""
+	@echo "Variables:"
+	@echo "  TIME=<seconds>    - per-run wall-clock budget; runs stop cleanly and evaluate"
+	@echo "  BASELINE=<run id> - show each run's delta against this run (summary and graphs)"
+	@echo "  MODELS=<dir>      - where checkpoints and final weights go (default: run folder)"
+	@echo "  JOBS=<n>          - runs in parallel (default: one per GPU, 1 on CPU)"
+	@echo "  FORCE=1           - re-run even finished runs"
+	@echo "  V=1               - show the commands make runs"
+
+.PHONY: help

@@ -1,0 +1,310 @@
+"""Tiled matmul C = act(A @ B + bias) in Triton, with an autograd.Function so it trains.
+
+Layout follows Triton's tutorial 03: one program per BLOCK_M x BLOCK_N tile of C, launched
+in grouped order (GROUP_M tile-rows share B tiles in L2), fp32 accumulation over BLOCK_K
+steps, bias and activation (relu, exact-erf gelu) applied in the fp32 epilogue. A and B may
+have any strides (a transposed view costs no copy: the backward passes and the Linear weight
+[N, K] use them). Any M, N, K: rows/cols past the edge are wrapped (`% M`) on load and masked
+on store; K is masked unless it divides by BLOCK_K (EVEN_K).
+
+The backward runs the same kernel twice: dA = dZ @ B^T and dB = A^T @ dZ (dW = dZ^T @ X for
+a Linear weight, written directly as [N, K]), with dZ = dC * act'(Z) from a small fused
+elementwise kernel.
+
+CPU path: torch.addmm (+ activation). On a CPU the vendor BLAS is the fastest path there is;
+the Triton kernel runs on CPU tensors only under TRITON_INTERPRET=1 (tests).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import autotune
+from ._common import (ELEMENT_BYTES, SUPPORTED_DTYPES, KernelPlanError, autocast_inputs,
+                      dot_precision, empty, launch_knobs, next_pow2, validate_plan)
+from ._triton import HAS_TRITON, INTERPRET, require, tl, triton
+from .reference import activate
+
+ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2}
+
+# --- plans --------------------------------------------------------------------------------
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). The first entry is the default when
+# tuning is off (KERNELS_AUTOTUNE=0). 16-bit inputs: tensor-core tiles from tutorial 03's
+# Hopper list; the filter below drops tiles far larger than the problem.
+_PLANS_16BIT = [
+    (128, 128, 64, 8, 4), (128, 256, 64, 8, 3), (128, 256, 64, 8, 4), (256, 128, 64, 8, 3),
+    (128, 128, 64, 4, 4), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4),
+    (32, 64, 64, 4, 4), (16, 64, 128, 4, 4),
+]
+# fp32 in full precision (ieee) runs on FMA units, not tensor cores: smaller K steps.
+_PLANS_FP32 = [
+    (64, 64, 32, 4, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3), (128, 128, 32, 8, 3),
+    (32, 64, 32, 4, 3), (16, 64, 32, 4, 3),
+]
+_INTERPRET_MAX_TILE = 32   # the CPU interpreter's cost grows with tile size: keep tiles small
+
+
+def _plan(bm, bn, bk, warps, stages, group=8):
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group,
+            "num_warps": warps, "num_stages": stages}
+
+
+def smem_bytes(plan: dict, dtype: torch.dtype) -> int:
+    """Shared memory of the software pipeline: one A and one B tile per stage (an upper
+    bound: Triton keeps num_stages buffers at most)."""
+    per_stage = (plan["BLOCK_M"] + plan["BLOCK_N"]) * plan["BLOCK_K"] * ELEMENT_BYTES[dtype]
+    return per_stage * plan["num_stages"]
+
+
+def candidate_plans(M: int, N: int, K: int, dtype: torch.dtype,
+                    device: torch.device) -> list[dict]:
+    """The autotune grid for one problem, filtered: no tile dimension more than the next power
+    of two above the matching problem dimension (a 256-row tile for 5 rows only wastes work),
+    no plan over the device's shared memory."""
+    if device.type != "cuda":  # interpreter: one small plan
+        clamp = lambda d: max(16, min(_INTERPRET_MAX_TILE, next_pow2(d)))
+        return [_plan(clamp(M), clamp(N), clamp(K), 4, 1, group=4)]
+    table = _PLANS_FP32 if dtype == torch.float32 else _PLANS_16BIT
+    fits = lambda tile, dim: tile <= max(16, next_pow2(dim))
+    plans = []
+    for bm, bn, bk, w, s in table:
+        p = _plan(bm, bn, bk, w, s)
+        if fits(bm, M) and fits(bn, N) and fits(bk, K):
+            try:
+                validate_plan("matmul", p, (M, N, K), smem_bytes(p, dtype), device)
+            except KernelPlanError:
+                continue
+            plans.append(p)
+    if not plans:
+        clamp = lambda d: max(16, min(64, next_pow2(d)))
+        plans.append(_plan(clamp(M), clamp(N), clamp(K), 4, 3))
+    return plans
+
+
+# --- kernels ------------------------------------------------------------------------------
+if HAS_TRITON:
+    @triton.jit
+    def _matmul_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, z_ptr,
+                       M, N, K,
+                       stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
+                       HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+                       STORE_PREACT: tl.constexpr, EVEN_K: tl.constexpr,
+                       DOT_PRECISION: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       GROUP_M: tl.constexpr):
+        # grouped launch order: GROUP_M tile-rows sweep the tile-columns together
+        pid = tl.program_id(0)
+        num_pid_m = tl.cdiv(M, BLOCK_M)
+        num_pid_n = tl.cdiv(N, BLOCK_N)
+        num_pid_in_group = GROUP_M * num_pid_n
+        group_id = pid // num_pid_in_group
+        first_pid_m = group_id * GROUP_M
+        group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
+        pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+        pid_n = (pid % num_pid_in_group) // group_size_m
+
+        # rows/cols past the edge wrap around: loads stay in bounds without masks,
+        # the store below masks them out
+        offs_am = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)) % M
+        offs_bn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)) % N
+        offs_k = tl.arange(0, BLOCK_K)
+        a_ptrs = a_ptr + offs_am[:, None] * stride_am + offs_k[None, :] * stride_ak
+        b_ptrs = b_ptr + offs_k[:, None] * stride_bk + offs_bn[None, :] * stride_bn
+
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k in range(0, tl.cdiv(K, BLOCK_K)):
+            if EVEN_K:
+                a = tl.load(a_ptrs)
+                b = tl.load(b_ptrs)
+            else:
+                a = tl.load(a_ptrs, mask=offs_k[None, :] < K - k * BLOCK_K, other=0.0)
+                b = tl.load(b_ptrs, mask=offs_k[:, None] < K - k * BLOCK_K, other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            a_ptrs += BLOCK_K * stride_ak
+            b_ptrs += BLOCK_K * stride_bk
+
+        offs_cm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_cn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        c_mask = (offs_cm[:, None] < M) & (offs_cn[None, :] < N)
+        c_offs = offs_cm[:, None] * stride_cm + offs_cn[None, :] * stride_cn
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_cn, mask=offs_cn < N, other=0.0).to(tl.float32)
+            acc = acc + bias[None, :]
+        if STORE_PREACT:  # gelu's backward needs the pre-activation
+            tl.store(z_ptr + c_offs, acc.to(z_ptr.dtype.element_ty), mask=c_mask)
+        if ACTIVATION == 1:
+            acc = tl.maximum(acc, 0.0)
+        elif ACTIVATION == 2:
+            acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
+        tl.store(c_ptr + c_offs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
+
+    @triton.jit
+    def _act_grad_kernel(g_ptr, s_ptr, out_ptr, n, ACTIVATION: tl.constexpr,
+                         BLOCK: tl.constexpr):
+        # dZ = dC * act'(.): relu reads its output C, gelu its pre-activation Z
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        s = tl.load(s_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if ACTIVATION == 1:
+            d = tl.where(s > 0.0, g, 0.0)
+        else:
+            cdf = 0.5 * (1.0 + tl.math.erf(s * 0.7071067811865476))
+            pdf = tl.exp(-0.5 * s * s) * 0.3989422804014327
+            d = g * (cdf + s * pdf)
+        tl.store(out_ptr + offs, d.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# --- launchers ----------------------------------------------------------------------------
+def _layout(t: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """Row-major ("r") or column-major ("c") view; anything else is copied row-major."""
+    if t.stride(-1) == 1:
+        return t, "r"
+    if t.stride(-2) == 1:
+        return t, "c"
+    return t.contiguous(), "r"
+
+
+def launch(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
+           activation: str | None = None, store_preact: bool = False,
+           config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """C = act(a @ b + bias) for 2-D a [M, K] and b [K, N] of any strides.
+    Returns (C, Z) with Z the pre-activation when store_preact, else None."""
+    if a.dim() != 2 or b.dim() != 2:
+        raise ValueError(f"matmul: the kernel takes 2-D a [M, K] and b [K, N], got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    M, K = a.shape
+    K2, N = b.shape
+    if K != K2:
+        raise ValueError(f"matmul: a is [M, K]=[{M}, {K}] but b is [K, N]=[{K2}, {N}]: the "
+                         "inner dimensions differ")
+    if a.dtype != b.dtype or a.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"matmul: a is {a.dtype} and b is {b.dtype}; both must be one of "
+                        "bfloat16, float16, float32 (cast them, or run under torch.autocast)")
+    if a.device != b.device:
+        raise ValueError(f"matmul: a is on {a.device} and b on {b.device}")
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != N):
+        raise ValueError(f"matmul: bias must be [N]=[{N}], got {tuple(bias.shape)}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"matmul: activation={activation!r}; choose None, 'relu' or 'gelu'")
+    require("the Triton matmul")
+    c = empty((M, N), a.dtype, a.device)
+    z = empty((M, N), a.dtype, a.device) if store_preact else None
+    if M == 0 or N == 0:
+        return c, z
+    if K == 0:  # an empty sum: the epilogue alone
+        pre = torch.zeros((M, N), dtype=torch.float32, device=a.device)
+        if bias is not None:
+            pre = pre + bias.float()
+        if z is not None:
+            z.copy_(pre)
+        c.copy_(activate(pre, activation))
+        return c, z
+
+    a, la = _layout(a)
+    b, lb = _layout(b)
+
+    def run(plan):
+        meta, opts = launch_knobs(plan)
+        grid = (triton.cdiv(M, plan["BLOCK_M"]) * triton.cdiv(N, plan["BLOCK_N"]),)
+        _matmul_kernel[grid](
+            a, b, c, bias if bias is not None else c, z if z is not None else c,
+            M, N, K, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+            c.stride(0), c.stride(1),
+            HAS_BIAS=bias is not None, ACTIVATION=ACTIVATIONS[activation],
+            STORE_PREACT=z is not None, EVEN_K=K % plan["BLOCK_K"] == 0,
+            DOT_PRECISION=dot_precision(a.dtype), **meta, **opts)
+
+    if config is None:
+        config = autotune.pick(
+            "matmul", {"dtype": str(a.dtype).replace("torch.", ""), "layout": la + lb,
+                       "M": autotune.bucket(M), "N": N, "K": K},
+            candidate_plans(M, N, K, a.dtype, a.device),
+            lambda p: autotune.median_ms(lambda: run(p)), a.device)
+    validate_plan("matmul", config, (M, N, K), smem_bytes(config, a.dtype), a.device)
+    try:
+        run(config)
+    except Exception as exc:
+        if type(exc).__module__.startswith("triton"):
+            raise KernelPlanError("matmul", "compile", (M, N, K),
+                                  f"{type(exc).__name__}: {exc}", config) from exc
+        raise
+    return c, z
+
+
+def _act_grad(g: torch.Tensor, saved: torch.Tensor, activation: str) -> torch.Tensor:
+    out = empty(g.shape, g.dtype, g.device)
+    n = g.numel()
+    block = 1024 if g.device.type == "cuda" else 256
+    _act_grad_kernel[(triton.cdiv(n, block),)](g, saved, out, n,
+                                               ACTIVATION=ACTIVATIONS[activation], BLOCK=block)
+    return out
+
+
+class _MatmulFn(torch.autograd.Function):
+    """act(a @ b + bias); with weight_layout, b is a Linear weight [N, K] used as b.t()."""
+
+    @staticmethod
+    def forward(ctx, a, b, bias, activation, weight_layout):
+        K = a.shape[-1]
+        lead = a.shape[:-1]
+        a2 = a.reshape(-1, K)
+        bk = b.t() if weight_layout else b
+        store_z = activation == "gelu" and any(ctx.needs_input_grad[:3])
+        c, z = launch(a2, bk, bias, activation, store_preact=store_z)
+        ctx.activation, ctx.weight_layout, ctx.lead = activation, weight_layout, lead
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+        ctx.save_for_backward(a2, b, z if activation == "gelu" else
+                              (c if activation == "relu" else None))
+        return c.reshape(*lead, c.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        a2, b, saved = ctx.saved_tensors
+        g = grad.reshape(-1, grad.shape[-1]).to(a2.dtype)
+        if ctx.activation is not None:
+            g = _act_grad(g.contiguous(), saved, ctx.activation)
+        bk = b.t() if ctx.weight_layout else b
+        da = db = dbias = None
+        if ctx.needs_input_grad[0]:
+            da = launch(g, bk.t())[0].reshape(*ctx.lead, a2.shape[1])
+        if ctx.needs_input_grad[1]:
+            # a Linear weight's gradient is written [N, K] directly, matching the parameter
+            db = launch(g.t(), a2)[0] if ctx.weight_layout else launch(a2.t(), g)[0]
+        if ctx.needs_input_grad[2]:
+            dbias = g.float().sum(0).to(ctx.bias_dtype)
+        return da, db, dbias, None, None
+
+
+def triton_matmul(a, b, bias=None, activation=None):
+    """The Triton path of kernels.matmul: a [..., M, K] @ b [K, N] (+ bias [N]), activation."""
+    if b.dim() != 2:
+        raise ValueError(f"matmul: b must be 2-D [K, N], got {tuple(b.shape)}; for a batched b "
+                         "use torch.matmul")
+    if a.dim() < 1 or a.shape[-1] != b.shape[0]:
+        raise ValueError(f"matmul: a {tuple(a.shape)} @ b {tuple(b.shape)}: a's last "
+                         "dimension must equal b's first")
+    a, b, bias = autocast_inputs(a, b, bias)
+    return _MatmulFn.apply(a, b, bias, activation, False)
+
+
+def triton_linear(x, weight, bias=None):
+    """The Triton path of kernels.linear: F.linear semantics, weight [out, in]."""
+    if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: x {tuple(x.shape)} and weight {tuple(weight.shape)}: "
+                         "x's last dimension must equal weight's in_features (dim 1)")
+    x, weight, bias = autocast_inputs(x, weight, bias)
+    return _MatmulFn.apply(x, weight, bias, None, True)
+
+
+def cpu_matmul(a, b, bias=None, activation=None):
+    """The cpu path: one addmm (bias fused by BLAS) and the activation; autograd by torch."""
+    if b.dim() != 2 or a.shape[-1] != b.shape[0]:
+        raise ValueError(f"matmul: a {tuple(a.shape)} @ b {tuple(b.shape)}: b must be 2-D "
+                         "[K, N] with K = a's last dimension")
+    a2 = a.reshape(-1, a.shape[-1])
+    y = torch.addmm(bias, a2, b) if bias is not None else a2 @ b
+    return activate(y, activation).reshape(*a.shape[:-1], b.shape[1])
+
+
+def cpu_linear(x, weight, bias=None):
+    return torch.nn.functional.linear(x, weight, bias)

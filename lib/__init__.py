@@ -1,0 +1,1 @@
+"""Shared training code: config schema, trainer, optimizers, pruning, checkpoints, metrics."""

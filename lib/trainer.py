@@ -1,0 +1,402 @@
+"""The one training loop behind every <model>/train.py.
+
+A model folder hands over a ModelSpec (how to build its model and data, which task it is)
+and its config class; this file does the rest: CLI/JSON config, DDP from the environment,
+AMP, torch.compile, gradient accumulation, warm-up + cosine LR, pruning hooks, evaluation,
+atomic checkpoints with exact resume, TIME budget, NaN/inf detection, throughput and peak
+memory, GPU/CPU monitoring, trackio, and the run's files:
+
+  <out_dir>/config.json     resolved config         <out_dir>/status.json   running/done/failed
+  <out_dir>/metrics.jsonl   train/eval/system rows  <out_dir>/summary.json  final metrics
+  <out_dir>/train.log       the log                 <models_dir>/ckpt_*.pt  checkpoints
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+from lib import checkpoint, cli, data, fsio, runrecord
+from lib.runconfig import ConfigError, RunConfig
+from lib.tasks import Classification
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    config_class: type                              # <model>/config.py's Config
+    build_model: Callable                           # cfg -> nn.Module
+    build_datasets: Callable                        # cfg -> (train Dataset, eval Dataset)
+    example_batch: Callable                         # (cfg, n) -> synthetic batch, for dry-run
+    task: object = None                             # lib.tasks.Classification() by default
+
+    def __post_init__(self):
+        self.task = self.task or Classification()
+
+
+class TrainingFailed(RuntimeError):
+    """Stops the run with status failed; the last good checkpoint stays."""
+
+
+# -----------------------------------------------------------------------------
+# set-up helpers
+
+def ddp_env():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def resolve_paths(cfg: RunConfig) -> RunConfig:
+    if not cfg.data_dir or cfg.data_dir == "data":
+        cfg.data_dir = os.path.join(REPO, "data")
+    if not cfg.out_dir:
+        cfg.out_dir = os.path.join(REPO, "results", "runs", cfg.run_id())
+    if not cfg.models_dir:
+        cfg.models_dir = os.path.join(cfg.out_dir, "checkpoints")
+    if cfg.trackio and not cfg.trackio_dir:
+        cfg.trackio_dir = os.path.join(REPO, "results", "trackio")
+    if cfg.trackio and not cfg.trackio_project:
+        cfg.trackio_project = cfg.model
+    return cfg
+
+
+def amp_context(cfg: RunConfig):
+    if cfg.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+    return torch.autocast(device_type=cfg.device, dtype=dtype)
+
+
+def lr_at(cfg: RunConfig, step: int, total: int) -> float:
+    """Linear warm-up, then cosine to 10 percent of lr (or constant). Stateless in step,
+    so a resumed run needs no scheduler state."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0))))
+
+
+def peak_memory_mb(device: str) -> float:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def set_seed(seed: int) -> None:
+    import random
+    import numpy as np
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_training(spec: ModelSpec, cfg: RunConfig, total_steps: int, device):
+    """Model, optimizer and pruner, in that order (pruner reads the optimizer's state)."""
+    from lib import optim, pruning
+    set_seed(cfg.seed)
+    model = spec.build_model(cfg)
+    if cfg.kernel_backend != "torch" or cfg.kernel_linear:
+        import kernels
+        kernels.set_backend(cfg.kernel_backend)
+        if cfg.kernel_linear:  # same parameters and state_dict; forward goes to kernels.linear
+            for m in model.modules():
+                if type(m) is torch.nn.Linear:
+                    m.__class__ = kernels.Linear
+    model = model.to(device)
+    optimizer = optim.build_optimizer(model, cfg)
+    pruner = pruning.build_pruner(model, optimizer, cfg, total_steps)
+    return model, optimizer, pruner
+
+
+# -----------------------------------------------------------------------------
+# the run
+
+class Run:
+    def __init__(self, spec: ModelSpec, cfg: RunConfig):
+        self.spec, self.cfg, self.task = spec, cfg, spec.task
+        self.rank, self.local_rank, self.world = ddp_env()
+        self.master = self.rank == 0
+        self.log_file = self.tracker = self.monitor = None
+
+    def log(self, msg: str) -> None:
+        if not self.master:
+            return
+        line = f"[{self.cfg.model} {time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        if self.log_file:
+            self.log_file.write(line + "\n")
+            self.log_file.flush()
+
+    def write_status(self, status: str, **extra) -> None:
+        if self.master:
+            runrecord.write_status(self.cfg.out_dir, status, **extra)
+
+    def metric(self, row: dict) -> None:
+        if self.master:
+            fsio.append_jsonl(os.path.join(self.cfg.out_dir, "metrics.jsonl"), row)
+            if self.tracker:
+                self.tracker.log(row)
+
+    # -------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.cfg
+        if self.world > 1:
+            backend = "nccl" if cfg.device == "cuda" else "gloo"
+            dist.init_process_group(backend=backend)
+        if cfg.device == "cuda":
+            if not torch.cuda.is_available():
+                raise ConfigError("device=cuda but torch sees no GPU; pick the CPU preset "
+                                  "(CONFIG_HW_CPU) or run on a GPU machine")
+            torch.cuda.set_device(self.local_rank)
+            self.device = torch.device("cuda", self.local_rank)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        else:
+            self.device = torch.device("cpu")
+        if self.master:
+            os.makedirs(cfg.out_dir, exist_ok=True)
+            fsio.atomic_write_json(os.path.join(cfg.out_dir, "config.json"), cfg.to_dict())
+            self.log_file = open(os.path.join(cfg.out_dir, "train.log"), "a")
+        if self.master:
+            from lib import monitor, tracking
+            self.tracker = tracking.open_run(cfg)
+            self.monitor = monitor.start(cfg, self.device, self.metric)
+
+    def build(self) -> None:
+        cfg, spec = self.cfg, self.spec
+        train_ds, eval_ds = spec.build_datasets(cfg)
+        self.train_ds = data.SeededDataset(train_ds, cfg.seed)
+        self.eval_ds = eval_ds
+        self.steps_per_epoch = len(train_ds) // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"batch_size={cfg.batch_size} is larger than the training set "
+                              f"({len(train_ds)} samples); lower batch_size")
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.model, self.optimizer, self.pruner = build_training(spec, cfg, self.total_steps,
+                                                                 self.device)
+        self.raw_model = self.model
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        if self.world > 1:
+            ids = [self.local_rank] if cfg.device == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.scaler = torch.amp.GradScaler(cfg.device, enabled=cfg.precision == "fp16")
+        from lib import optim
+        self.grad_clip = optim.effective_grad_clip(cfg)
+        nparams = sum(p.numel() for p in self.raw_model.parameters())
+        self.log(f"{nparams/1e6:.3f}M params; {len(train_ds)} train / {len(eval_ds)} eval samples; "
+                 f"{self.total_steps} steps of {cfg.batch_size} (= {self.world} procs x "
+                 f"{cfg.grad_accum} accum x {cfg.batch_size // (self.world * cfg.grad_accum)}); "
+                 f"{cfg.optimizer} + {cfg.pruning_method} pruning to {cfg.target_sparsity:g}")
+        self.nparams = nparams
+
+    # -------------------------------------------------------------------------
+    def state(self, step: int, epoch: int, batch_in_epoch: int, elapsed: float) -> dict:
+        return {"model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "pruner": self.pruner.state_dict(), "scaler": self.scaler.state_dict(),
+                "epoch": epoch, "batch_in_epoch": batch_in_epoch, "elapsed": elapsed,
+                "rng": checkpoint.rng_state(), "config": self.cfg.semantic_dict()}
+
+    def save_checkpoint(self, step, epoch, batch_in_epoch, elapsed) -> None:
+        if self.master:
+            checkpoint.save(self.cfg.models_dir, self.state(step, epoch, batch_in_epoch, elapsed),
+                            step, keep=self.cfg.keep_checkpoints)
+        if self.world > 1:
+            dist.barrier()
+
+    def resume(self):
+        """Return (step, epoch, batch_in_epoch, elapsed) to start from."""
+        ck = checkpoint.load_latest(self.cfg.models_dir)
+        if ck is None:
+            return 0, 0, 0, 0.0
+        if ck["config"] != self.cfg.semantic_dict():
+            raise ConfigError(f"checkpoint {ck['path']} was made with a different config; "
+                              f"re-run from scratch with FORCE=1 or point MODELS= elsewhere")
+        self.raw_model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.pruner.load_state_dict(ck["pruner"])
+        self.scaler.load_state_dict(ck["scaler"])
+        checkpoint.set_rng_state(ck["rng"])
+        step = ck["step"]
+        if self.master:  # drop metric rows logged after the checkpoint: they will be redone
+            path = os.path.join(self.cfg.out_dir, "metrics.jsonl")
+            rows = [r for r in fsio.read_jsonl(path) if r.get("step", 0) <= step]
+            import json
+            fsio.atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+        self.log(f"resumed from {ck['path']} at step {step}")
+        return step, ck["epoch"], ck["batch_in_epoch"], ck["elapsed"]
+
+    # -------------------------------------------------------------------------
+    def evaluate(self, step: int) -> dict:
+        self.model.eval()
+        sums: dict = {}
+        with amp_context(self.cfg):
+            for batch in data.eval_loader(self.eval_ds, self.cfg, self.rank, self.world):
+                batch = [t.to(self.device, non_blocking=True) for t in batch]
+                for k, v in self.task.eval_sums(self.raw_model, batch).items():
+                    sums[k] = sums.get(k, 0.0) + v
+        if self.world > 1:
+            keys = sorted(sums)
+            t = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            sums = dict(zip(keys, t.tolist()))
+        self.model.train()
+        return self.task.finish(sums)
+
+    def train_step(self, micro_batches) -> float:
+        """One optimizer step over grad_accum micro-batches; returns the mean loss."""
+        cfg, model = self.cfg, self.model
+        total = torch.zeros((), device=self.device)
+        for i, batch in enumerate(micro_batches):
+            batch = [t.to(self.device, non_blocking=True) for t in batch]
+            sync = i == len(micro_batches) - 1 or self.world == 1
+            ctx = contextlib.nullcontext() if sync else model.no_sync()
+            with ctx, amp_context(cfg):
+                loss = self.task.loss(model, batch) / len(micro_batches)
+            with ctx:
+                self.scaler.scale(loss).backward()
+            total += loss.detach()
+        return total
+
+    def loop(self) -> None:
+        cfg = self.cfg
+        step, epoch, start_batch, elapsed0 = self.resume()
+        t_start = time.time() - elapsed0
+        self.write_status("running", step=step, total_steps=self.total_steps)
+        window_t, window_units, last_loss = time.time(), 0, float("nan")
+        stop_reason = "finished"
+        while step < self.total_steps:
+            loader = data.train_loader(self.train_ds, cfg, epoch, start_batch, self.rank, self.world)
+            micro, b = [], start_batch
+            for batch in loader:
+                micro.append(batch)
+                if len(micro) < cfg.grad_accum:
+                    continue
+                step += 1
+                b += 1
+                lr = lr_at(cfg, step - 1, self.total_steps)
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr
+                loss = self.train_step(micro)
+                window_units += sum(self.task.units(m) for m in micro) * self.world
+                micro = []
+                self.scaler.unscale_(self.optimizer)
+                self.pruner.before_step(step)
+                if self.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.pruner.after_step(step)
+
+                ckpt_due = step % cfg.checkpoint_interval == 0 and step < self.total_steps
+                if step % cfg.log_interval == 0 or step == self.total_steps or ckpt_due:
+                    if self.world > 1:
+                        dist.all_reduce(loss)
+                        loss /= self.world
+                    last_loss = loss.item()
+                    if not math.isfinite(last_loss):
+                        raise TrainingFailed(f"loss is {last_loss} at step {step}; lower lr or "
+                                             f"use fp32/bf16; last good checkpoint kept")
+                if step % cfg.log_interval == 0 or step == self.total_steps:
+                    now = time.time()
+                    rate = window_units / max(now - window_t, 1e-9)
+                    window_t, window_units = now, 0
+                    self.metric({"kind": "train", "step": step, "epoch": epoch, "loss": last_loss,
+                                 "lr": lr, "throughput": rate, "unit": self.task.unit,
+                                 "time": now - t_start, "sparsity_target": self.pruner.target_at(step)})
+                    self.log(f"step {step}/{self.total_steps} loss {last_loss:.4f} lr {lr:.2e} "
+                             f"{rate:,.0f} {self.task.unit}/s")
+                if cfg.eval_interval and step % cfg.eval_interval == 0 and step < self.total_steps:
+                    self.metric({"kind": "eval", "step": step, **self.evaluate(step)})
+                if ckpt_due:
+                    self.save_checkpoint(step, epoch, b, time.time() - t_start)
+                if cfg.time_budget and time.time() - t_start >= cfg.time_budget:
+                    stop_reason = f"time budget of {cfg.time_budget:g}s reached at step {step}"
+                    break
+                if step >= self.total_steps:
+                    break
+            if stop_reason != "finished":
+                break
+            epoch, start_batch = epoch + 1, 0
+            if not cfg.eval_interval and step < self.total_steps:
+                self.metric({"kind": "eval", "step": step, "epoch": epoch, **self.evaluate(step)})
+        self.finish(step, time.time() - t_start, last_loss, stop_reason)
+
+    def finish(self, step, wall, last_loss, stop_reason) -> None:
+        from lib import pruning
+        self.pruner.finalize()
+        final = self.evaluate(step)
+        sp = pruning.measure_sparsity(self.raw_model, self.cfg)
+        self.metric({"kind": "eval", "step": step, "final": True, **final})
+        rows = [r for r in fsio.read_jsonl(os.path.join(self.cfg.out_dir, "metrics.jsonl"))
+                if r.get("kind") == "train"] if self.master else []
+        rates = [r["throughput"] for r in rows[1:]] or [r["throughput"] for r in rows] or [0.0]
+        summary = {"run_id": os.path.basename(self.cfg.out_dir), "model": self.cfg.model,
+                   "optimizer": self.cfg.optimizer, "pruning_method": self.cfg.pruning_method,
+                   "target_sparsity": self.cfg.target_sparsity, "sparsity": sp["sparsity"],
+                   "steps": step, "train_loss": last_loss, "wall_time_s": wall,
+                   "peak_memory_mb": peak_memory_mb(self.cfg.device),
+                   "throughput": sorted(rates)[len(rates) // 2], "unit": self.task.unit,
+                   "params": self.nparams, "primary_metric": self.task.primary,
+                   "stop_reason": stop_reason, "layer_sparsity": sp["layers"],
+                   **{f"eval_{k}": v for k, v in final.items()}}
+        if self.master:
+            checkpoint.save_model(self.cfg.models_dir, self.raw_model)
+            fsio.atomic_write_json(os.path.join(self.cfg.out_dir, "summary.json"), summary)
+            self.write_status("done", step=step, total_steps=self.total_steps, reason=stop_reason)
+        head = final.get(self.task.primary)
+        self.log(f"done: {self.task.primary} {head:.4f}, sparsity {sp['sparsity']:.4f}, "
+                 f"{wall:.1f}s ({stop_reason})")
+
+
+def run(spec: ModelSpec, cfg: RunConfig) -> int:
+    r = Run(spec, cfg)
+    try:
+        r.setup()
+        r.build()
+        r.loop()
+        return 0
+    except (ConfigError, checkpoint.CheckpointError, TrainingFailed, ValueError) as e:
+        r.write_status("failed", reason=str(e))
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        r.write_status("interrupted", reason="interrupted by the user (SIGINT/SIGTERM)")
+        return 130
+    except BaseException as e:
+        r.write_status("failed", reason=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        if getattr(r, "tracker", None):
+            r.tracker.finish()
+        if getattr(r, "monitor", None):
+            r.monitor.stop()
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def main(spec: ModelSpec, argv=None) -> int:
+    """Entry point of every train.py."""
+    try:
+        mode, payload = cli.parse(spec.config_class, argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if mode == "dry-run":
+        from lib import dryrun
+        return dryrun.main(spec, payload)
+    cfg = resolve_paths(payload)
+    return run(spec, cfg)

@@ -1,0 +1,33 @@
+# SPDX-License-Identifier: MIT
+# The matrix: run it, resume it, check it, report it (scripts/matrix.py).
+
+MATRIX_ARGS := $(if $(JOBS),--jobs $(JOBS)) $(if $(TIME),--time $(TIME)) \
+	$(if $(MODELS),--models $(MODELS)) $(if $(BASELINE),--baseline $(BASELINE)) \
+	$(if $(filter 1 y yes,$(FORCE)),--force)
+
+all: $(STAMP) .config
+	$(Q)$(PY) scripts/matrix.py run $(MATRIX_ARGS)
+
+continue: $(STAMP)
+	$(Q)$(PY) scripts/matrix.py continue $(MATRIX_ARGS)
+
+dry-run: $(STAMP) .config
+	$(Q)$(PY) scripts/matrix.py dry-run
+
+status: $(STAMP)
+	$(Q)$(PY) scripts/matrix.py status $(MATRIX_ARGS)
+
+update-graphs: $(STAMP)
+	$(Q)$(PY) scripts/matrix.py update-graphs $(MATRIX_ARGS)
+
+archive: $(STAMP)
+	$(Q)$(PY) scripts/matrix.py archive $(MATRIX_ARGS)
+
+dashboard: $(STAMP)
+	$(Q)TRACKIO_DIR=$(CURDIR)/results/trackio $(VENV)/bin/trackio show \
+		--project "$$($(PY) -c "import sys; sys.path.insert(0, '.'); from scripts import plan; print(plan.plan('.config').name)")"
+
+clean-results:
+	$(Q)rm -rf results/runs results/matrices results/trackio results/.lock
+
+.PHONY: all continue dry-run status update-graphs archive dashboard clean-results

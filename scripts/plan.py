@@ -1,0 +1,164 @@
+"""Turn .config into the test matrix: a list of fully resolved run configs.
+
+.config is read only through kconfiglib. For each selected model x optimizer x pruning
+method x sparsity level, every field of the model's Config (<model>/config.py) is taken
+from the first Kconfig symbol that .config sets, in this order:
+
+    <MODEL>_<OPTIMIZER>_<FIELD>   e.g. CONFIG_LENET5_SGD_LR   (per-optimizer override)
+    <MODEL>_<FIELD>               e.g. CONFIG_LENET5_BATCH_SIZE
+    <FIELD>                       e.g. CONFIG_PRUNING_SCOPE, CONFIG_PRECISION
+    the Config default
+
+Combinations that make no sense are skipped, each with its reason. Planning is pure:
+the same .config always gives the same runs and run ids.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from dataclasses import dataclass, field
+
+import kconfiglib
+
+from lib.runconfig import ConfigError, OPTIMIZERS, PRUNING_METHODS, RunConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = ("lenet5", "resnet18", "resnet50", "gpt2")
+
+
+@dataclass
+class Plan:
+    name: str
+    runs: list = field(default_factory=list)        # RunConfig objects
+    skipped: list = field(default_factory=list)     # (description, reason)
+    hw: str = "cpu"
+    jobs: int = 0                                   # CONFIG_JOBS (0 = auto)
+
+
+def load_kconfig(config_path: str) -> kconfiglib.Kconfig:
+    """Parse Kconfig and load config_path; any warning (undefined symbol, bad value) is an
+    error naming the file and the fix."""
+    if not os.path.exists(config_path):
+        raise ConfigError(f"{config_path} does not exist; run `make defconfig-<name>` "
+                          f"(see `make list-defconfigs`) or `make menuconfig`")
+    os.environ["srctree"] = REPO
+    kconf = kconfiglib.Kconfig(os.path.join(REPO, "Kconfig"), warn_to_stderr=False)
+    kconf.load_config(config_path)
+    bad = [w for w in kconf.warnings if "undefined symbol" in w or "invalid" in w
+           or "out of range" in w or "was assigned the value" in w]
+    if bad:
+        first = bad[0].replace("\n", " ")
+        raise ConfigError(f"{config_path}: {first} -- fix it with `make menuconfig` or "
+                          f"`make olddefconfig`")
+    return kconf
+
+
+def _set(kconf, name: str):
+    """The symbol's value if .config sets it (visible with a value), else None."""
+    sym = kconf.syms.get(name)
+    if sym is None or not sym.config_string:
+        return None
+    if sym.orig_type in (kconfiglib.BOOL, kconfiglib.TRISTATE):
+        return sym.str_value == "y"
+    return sym.str_value
+
+
+def model_config_class(model: str):
+    path = os.path.join(REPO, model, "config.py")
+    if not os.path.exists(path):
+        raise ConfigError(f"model {model!r} has no {model}/config.py; unselect CONFIG_MODEL_"
+                          f"{model.upper()} or add the model folder")
+    spec = importlib.util.spec_from_file_location(f"{model}.config", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.Config
+
+
+def parse_sparsities(text: str) -> list[float]:
+    levels = []
+    for tok in [t for t in re.split(r"[,\s]+", text.strip()) if t]:
+        try:
+            s = float(tok)
+        except ValueError:
+            raise ConfigError(f"CONFIG_MATRIX_SPARSITY_LEVELS: {tok!r} is not a number; use "
+                              f"fractions like \"0.5 0.7\"") from None
+        if not 0.0 < s < 1.0:
+            raise ConfigError(f"CONFIG_MATRIX_SPARSITY_LEVELS: {tok} is outside (0, 1); a "
+                              f"sparsity is a fraction, e.g. 0.7 for 70 percent")
+        levels.append(s)
+    return sorted(set(levels))
+
+
+def resolve(kconf, model: str, optimizer: str, method: str, sparsity: float,
+            overrides: dict) -> RunConfig:
+    cls = model_config_class(model)
+    values, source = {}, {}
+    for name in cls.field_types():
+        for sym in (f"{model}_{optimizer}_{name}", f"{model}_{name}", name):
+            v = _set(kconf, sym.upper())
+            if v is not None:
+                values[name], source[name] = v, f"CONFIG_{sym.upper()}"
+                break
+    values.update(model=model, optimizer=optimizer, pruning_method=method,
+                  target_sparsity=sparsity if method != "none" else 0.0)
+    values.update(overrides)
+    try:
+        return cls.from_dict(values, source=".config").validate()
+    except ConfigError as e:
+        where = source.get(str(e).split("=", 1)[0])   # messages start with "<field>=<value>"
+        raise ConfigError(f"{where + ': ' if where else ''}{e}") from None
+
+
+def combination_reason(optimizer: str, method: str):
+    """Why a combination is skipped, or None when it runs."""
+    if method == "state" and optimizer != "adamwprune":
+        return "state pruning reads AdamWPrune's moments; it runs only with adamwprune"
+    if optimizer == "adamwprune" and method in ("magnitude", "movement"):
+        return "adamwprune prunes by its own state; magnitude/movement run with the other optimizers"
+    return None
+
+
+def plan(config_path: str, overrides: dict | None = None) -> Plan:
+    """overrides: run-config fields set on the make command line (TIME -> time_budget, ...)."""
+    kconf = load_kconfig(config_path)
+    overrides = dict(overrides or {})
+    p = Plan(name=_set(kconf, "MATRIX_NAME") or "custom", hw=_set(kconf, "HW_NAME") or "cpu",
+             jobs=int(_set(kconf, "JOBS") or 0))
+    models = [m for m in MODELS if _set(kconf, f"MODEL_{m.upper()}")]
+    optimizers = [o for o in OPTIMIZERS if _set(kconf, f"MATRIX_OPTIMIZER_{o.upper()}")]
+    methods = [m for m in PRUNING_METHODS if _set(kconf, f"MATRIX_PRUNING_{m.upper()}")]
+    if not models:
+        raise ConfigError(f"{config_path} selects no model; enable one under Models in "
+                          f"`make menuconfig` (e.g. CONFIG_MODEL_LENET5=y)")
+    if not optimizers:
+        raise ConfigError(f"{config_path} selects no optimizer; enable one of "
+                          f"CONFIG_MATRIX_OPTIMIZER_* in `make menuconfig`")
+    if not methods:
+        raise ConfigError(f"{config_path} selects no pruning method; enable CONFIG_MATRIX_"
+                          f"PRUNING_NONE or another CONFIG_MATRIX_PRUNING_*")
+    levels = parse_sparsities(_set(kconf, "MATRIX_SPARSITY_LEVELS") or "")
+    if any(m != "none" for m in methods) and not levels:
+        raise ConfigError("CONFIG_MATRIX_SPARSITY_LEVELS is empty but a pruning method is "
+                          "selected; set levels like \"0.5 0.7\"")
+    models_dir = overrides.pop("models_root", None) or _set(kconf, "MODELS_DIR") or ""
+    for model in models:
+        for opt in optimizers:
+            for method in methods:
+                reason = combination_reason(opt, method)
+                if reason:
+                    p.skipped.append((f"{model} {opt} {method}", reason))
+                    continue
+                for s in ([0.0] if method == "none" else levels):
+                    cfg = resolve(kconf, model, opt, method, s, overrides)
+                    cfg.trackio_project = p.name
+                    if models_dir:
+                        root = models_dir if os.path.isabs(models_dir) else os.path.join(REPO, models_dir)
+                        cfg.models_dir = os.path.join(root, cfg.run_id())
+                    p.runs.append(cfg)
+    ids = [c.run_id() for c in p.runs]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise ConfigError(f"two runs resolve to the same config ({sorted(dup)[0]}); remove the "
+                          f"duplicate selection")
+    return p
