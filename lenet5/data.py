@@ -10,23 +10,13 @@ See docs/data.md for why.
 import os
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import TensorDataset
 
 from lib.runconfig import ConfigError
 
 
 def digits():
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0   # N,1,8,8 in [0,1]
-    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-    x = (x - x.mean()) / x.std()
-    y = torch.tensor(d.target, dtype=torch.long)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    n_train = int(0.8 * len(y))
-    tr, te = perm[:n_train], perm[n_train:]
-    return TensorDataset(x[tr], y[tr]), TensorDataset(x[te], y[te])
+    from lib import digits as shipped
+    return shipped.split(*shipped.images(size=32))
 
 
 def mnist(data_dir: str, download: bool):

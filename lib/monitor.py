@@ -76,8 +76,8 @@ class Monitor:
             try:
                 self.emit(row)
                 self.samples += 1
-            except Exception:
-                return
+            except Exception as e:  # a full disk or a tracker hiccup must not stop sampling
+                print(f"warning: monitor sample not recorded ({type(e).__name__}: {e})", flush=True)
 
     def stop(self):
         self.stop_event.set()

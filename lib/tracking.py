@@ -18,7 +18,9 @@ class Tracker:
         self.trackio = trackio
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            trackio.init(project=cfg.trackio_project, name=os.path.basename(cfg.out_dir),
+            # keep the Run: trackio's module-level log() finds it through a ContextVar,
+            # which the monitor thread does not share
+            self.run = trackio.init(project=cfg.trackio_project, name=os.path.basename(cfg.out_dir),
                          config=cfg.semantic_dict(), resume="allow", embed=False,
                          auto_log_gpu=False, auto_log_cpu=False)
 
@@ -27,12 +29,12 @@ class Tracker:
         values = {f"{kind}/{k}": v for k, v in row.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
         if kind == "system":
-            self.trackio.log_system(values)
+            self.run.log_system(values)
         elif values:
-            self.trackio.log(values, step=row.get("step"))
+            self.run.log(values, step=row.get("step"))
 
     def finish(self) -> None:
-        self.trackio.finish()
+        self.run.finish()
 
 
 def open_run(cfg):

@@ -24,10 +24,9 @@ import torch
 import torch.distributed as dist
 
 from lib import checkpoint, cli, data, fsio, runrecord
+from lib.paths import REPO, RESULTS, RUNS
 from lib.runconfig import ConfigError, RunConfig
 from lib.tasks import Classification
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass
@@ -59,11 +58,11 @@ def resolve_paths(cfg: RunConfig) -> RunConfig:
     if not cfg.data_dir or cfg.data_dir == "data":
         cfg.data_dir = os.path.join(REPO, "data")
     if not cfg.out_dir:
-        cfg.out_dir = os.path.join(REPO, "results", "runs", cfg.run_id())
+        cfg.out_dir = os.path.join(RUNS, cfg.run_id())
     if not cfg.models_dir:
         cfg.models_dir = os.path.join(cfg.out_dir, "checkpoints")
     if cfg.trackio and not cfg.trackio_dir:
-        cfg.trackio_dir = os.path.join(REPO, "results", "trackio")
+        cfg.trackio_dir = os.path.join(RESULTS, "trackio")
     if cfg.trackio and not cfg.trackio_project:
         cfg.trackio_project = cfg.model
     return cfg
@@ -362,7 +361,13 @@ class Run:
                  f"{wall:.1f}s ({stop_reason})")
 
 
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run(spec: ModelSpec, cfg: RunConfig) -> int:
+    import signal
+    signal.signal(signal.SIGTERM, _sigterm)    # runner's stop: finish like Ctrl-C
     r = Run(spec, cfg)
     try:
         r.setup()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import sys
 
-import kconfiglib
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from scripts.plan import parse_kconfig, rejected_assignments  # noqa: E402
 DEFCONFIGS = os.path.join(REPO, "defconfigs")
 
 
@@ -27,14 +27,12 @@ def describe(name: str) -> str:
 
 def load(name: str) -> kconfiglib.Kconfig:
     """Parse Kconfig and apply defconfigs/<name>; any warning is an error."""
-    os.environ["srctree"] = REPO
-    kconf = kconfiglib.Kconfig(os.path.join(REPO, "Kconfig"), warn_to_stderr=False)
-    if kconf.warnings:
-        raise SystemExit(f"error: Kconfig itself warns: {kconf.warnings[0]}")
+    kconf = parse_kconfig()
     kconf.load_config(os.path.join(DEFCONFIGS, name))
-    if kconf.warnings:
-        w = kconf.warnings[0].replace("\n", " ")
-        raise SystemExit(f"error: defconfigs/{name}: {w} -- fix the defconfig (see `make menuconfig`)")
+    bad = rejected_assignments(kconf)
+    if bad:
+        raise SystemExit(f"error: defconfigs/{name}: {bad[0]} -- fix the defconfig "
+                         f"(see `make menuconfig`)")
     return kconf
 
 

@@ -33,9 +33,8 @@ from lib.runconfig import ConfigError                             # noqa: E402
 from scripts import plan as planner, report                       # noqa: E402
 from scripts.executor import Job, LocalExecutor, die_with_parent  # noqa: E402
 
-REPO = planner.REPO
-RESULTS = os.path.join(REPO, "results")
-MATRICES = os.path.join(RESULTS, "matrices")
+from lib.paths import MATRICES, REPO, RESULTS  # noqa: E402
+
 LATEST = os.path.join(MATRICES, "LATEST")
 
 

@@ -36,20 +36,45 @@ class Plan:
     jobs: int = 0                                   # CONFIG_JOBS (0 = auto)
 
 
+def parse_kconfig() -> kconfiglib.Kconfig:
+    os.environ["srctree"] = REPO
+    kconf = kconfiglib.Kconfig(os.path.join(REPO, "Kconfig"), warn_to_stderr=False)
+    if kconf.warnings:
+        raise ConfigError(f"Kconfig itself warns: {kconf.warnings[0]}")
+    kconf.warn_assign_undef = True
+    return kconf
+
+
+def rejected_assignments(kconf) -> list[str]:
+    """What Kconfig refused from the loaded file: warnings (undefined symbol, bad value)
+    and values it silently replaced (out of range, unmet dependency)."""
+    bad = [w.replace("\n", " ").replace("warning: ", "") for w in kconf.warnings]
+    for sym in kconf.unique_defined_syms:
+        if sym.user_value is None or sym.choice or not any(n.prompt for n in sym.nodes):
+            continue
+        want = sym.user_value
+        if sym.orig_type in (kconfiglib.BOOL, kconfiglib.TRISTATE):
+            want = kconfiglib.TRI_TO_STR[want]
+        if str(want) != sym.str_value:
+            why = (f"outside its range" if sym.orig_type in (kconfiglib.INT, kconfiglib.HEX)
+                   and sym.visibility else f"its dependencies are not met "
+                   f"({kconfiglib.expr_str(sym.direct_dep)})")
+            bad.append(f"CONFIG_{sym.name}={want} was rejected: {why}; Kconfig used "
+                       f"{sym.str_value or 'n'}")
+    return bad
+
+
 def load_kconfig(config_path: str) -> kconfiglib.Kconfig:
-    """Parse Kconfig and load config_path; any warning (undefined symbol, bad value) is an
-    error naming the file and the fix."""
+    """Parse Kconfig and load config_path; anything Kconfig rejects is an error naming the
+    symbol and the fix."""
     if not os.path.exists(config_path):
         raise ConfigError(f"{config_path} does not exist; run `make defconfig-<name>` "
                           f"(see `make list-defconfigs`) or `make menuconfig`")
-    os.environ["srctree"] = REPO
-    kconf = kconfiglib.Kconfig(os.path.join(REPO, "Kconfig"), warn_to_stderr=False)
+    kconf = parse_kconfig()
     kconf.load_config(config_path)
-    bad = [w for w in kconf.warnings if "undefined symbol" in w or "invalid" in w
-           or "out of range" in w or "was assigned the value" in w]
+    bad = rejected_assignments(kconf)
     if bad:
-        first = bad[0].replace("\n", " ")
-        raise ConfigError(f"{config_path}: {first} -- fix it with `make menuconfig` or "
+        raise ConfigError(f"{config_path}: {bad[0]} -- fix it with `make menuconfig` or "
                           f"`make olddefconfig`")
     return kconf
 

@@ -9,9 +9,7 @@ import shutil
 import time
 
 from lib import fsio
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(REPO, "results")
+from lib.paths import ARCHIVE, RUNS
 GRAPHS = ("accuracy_vs_sparsity.png", "training_curves.png", "memory_throughput.png")
 
 COLUMNS = [  # (header, key, format)
@@ -26,7 +24,7 @@ COLUMNS = [  # (header, key, format)
 
 
 def run_dir(run_id: str) -> str:
-    return os.path.join(RESULTS, "runs", run_id)
+    return os.path.join(RUNS, run_id)
 
 
 def collect(plan_runs: list, baseline: str | None = None) -> list[dict]:
@@ -51,7 +49,7 @@ def collect(plan_runs: list, baseline: str | None = None) -> list[dict]:
 
 
 def find_baseline(run_id: str) -> dict:
-    runs = os.path.join(RESULTS, "runs")
+    runs = RUNS
     names = sorted(os.listdir(runs)) if os.path.isdir(runs) else []
     hits = [n for n in names if n == run_id] or [n for n in names if n.startswith(run_id)]
     summ = fsio.read_json(os.path.join(runs, hits[0], "summary.json")) if len(hits) == 1 else None
@@ -193,7 +191,7 @@ def _save(fig, matrix_dir, name) -> str:
 
 def archive(matrix_dir: str, name: str) -> str:
     """Copy the key results to results/archive/<date>-<name>/ (tracked in git)."""
-    dest = os.path.join(RESULTS, "archive", f"{time.strftime('%Y-%m-%d')}-{name}")
+    dest = os.path.join(ARCHIVE, f"{time.strftime('%Y-%m-%d')}-{name}")
     os.makedirs(dest, exist_ok=True)
     for f in ("summary.md", "summary.csv", "config", "plan.json", *GRAPHS):
         src = os.path.join(matrix_dir, f)

@@ -1,0 +1,37 @@
+import pytest
+
+from lib.runconfig import ConfigError, RunConfig
+
+
+def test_hash_is_deterministic_and_ignores_where_things_go():
+    a = RunConfig(model="lenet5", optimizer="adamw")
+    b = RunConfig(model="lenet5", optimizer="adamw", out_dir="/x", models_dir="/y", num_workers=4)
+    assert a.run_id() == b.run_id()
+    c = RunConfig(model="lenet5", optimizer="adamw", lr=2e-3)
+    assert c.run_id() != a.run_id()
+    assert a.run_id().startswith("lenet5_adamw_none_s0-")
+
+
+def test_unknown_key_suggests_the_right_one():
+    with pytest.raises(ConfigError, match="did you mean lr"):
+        RunConfig.from_dict({"lrr": 0.1})
+
+
+def test_types_are_coerced_and_bad_values_named():
+    cfg = RunConfig.from_dict({"lr": "2e-3", "epochs": "3", "compile": "y"})
+    assert cfg.lr == 2e-3 and cfg.epochs == 3 and cfg.compile is True
+    with pytest.raises(ConfigError, match="lr='fast'"):
+        RunConfig.from_dict({"lr": "fast"})
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(target_sparsity=1.0, pruning_method="magnitude"), "target_sparsity"),
+    (dict(target_sparsity=-0.1), "target_sparsity"),
+    (dict(optimizer="adamx"), "unknown optimizer"),
+    (dict(optimizer="sgd", pruning_method="state", target_sparsity=0.5), "adamwprune"),
+    (dict(optimizer="adamwprune", pruning_method="magnitude", target_sparsity=0.5), "state"),
+    (dict(pruning_method="magnitude", target_sparsity=0.0), "needs a target"),
+])
+def test_impossible_combinations_are_rejected(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        RunConfig(model="m", **kw).validate()

@@ -1,0 +1,127 @@
+"""The shared trainer through LeNet-5's train.py, as a user runs it: exact resume after
+SIGKILL, TIME budget, NaN detection, and one clear line for each kind of bad input."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import torch
+
+from conftest import PY, REPO, run_cmd
+
+TRAIN = os.path.join(REPO, "lenet5", "train.py")
+FAST = ["--monitor-interval", "0", "--log-interval", "5"]
+
+
+def train(out, *args, **kw):
+    return run_cmd([PY, TRAIN, "--out-dir", str(out), *FAST, *args], **kw)
+
+
+def summary(out):
+    return json.load(open(os.path.join(out, "summary.json")))
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    args = ["--optimizer", "adamwprune", "--pruning-method", "state", "--target-sparsity", "0.7",
+            "--max-steps", "200", "--checkpoint-interval", "25"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(a, *args, check=True)
+    proc = subprocess.Popen([PY, TRAIN, "--out-dir", str(b), *FAST, *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckdir = b / "checkpoints"
+    deadline = time.time() + 120
+    while not (ckdir.exists() and any(p.suffix == ".pt" for p in ckdir.iterdir())):
+        assert time.time() < deadline and proc.poll() is None, "no checkpoint appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    st = json.load(open(b / "status.json"))
+    assert st["status"] == "running", "the kill must land mid-run for this test to mean anything"
+    resumed = train(b, *args, check=True)
+    assert "resumed from" in resumed.stdout
+    sa, sb = summary(a), summary(b)
+    for k in ("eval_accuracy", "eval_loss", "sparsity", "train_loss", "steps"):
+        assert sa[k] == sb[k], k
+    wa = torch.load(a / "checkpoints" / "model.pt")
+    wb = torch.load(b / "checkpoints" / "model.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # metric rows after the checkpoint were dropped and redone: no duplicate steps
+    steps = [json.loads(line)["step"] for line in open(b / "metrics.jsonl")
+             if json.loads(line).get("kind") == "train"]
+    assert steps == sorted(set(steps))
+
+
+def test_time_budget_stops_cleanly_and_hits_the_target(tmp_path):
+    p = train(tmp_path / "r", "--optimizer", "adamw", "--pruning-method", "magnitude",
+              "--target-sparsity", "0.5", "--epochs", "1000", "--time-budget", "2", check=True)
+    s = summary(tmp_path / "r")
+    assert "time budget" in s["stop_reason"]
+    assert s["steps"] < 1000 * 44
+    assert abs(s["sparsity"] - 0.5) < 1e-3, "finalize() must reach the target when time runs out"
+    assert json.load(open(tmp_path / "r" / "status.json"))["status"] == "done"
+
+
+def test_nan_loss_fails_the_run_and_keeps_the_checkpoint(tmp_path):
+    p = train(tmp_path / "r", "--optimizer", "sgd", "--lr", "1e12", "--max-steps", "80",
+              "--checkpoint-interval", "1", "--weight-decay", "0")
+    assert p.returncode != 0
+    st = json.load(open(tmp_path / "r" / "status.json"))
+    assert st["status"] == "failed" and "loss is" in st["reason"] and "step" in st["reason"]
+    assert list((tmp_path / "r" / "checkpoints").glob("ckpt_*.pt")), "last good checkpoint kept"
+
+
+def test_unknown_optimizer_is_one_clear_line(tmp_path):
+    p = train(tmp_path / "r", "--optimizer", "adamx")
+    assert p.returncode != 0
+    assert p.stderr.strip().count("\n") == 0
+    assert "unknown optimizer" in p.stderr and "adamwprune" in p.stderr
+    assert not (tmp_path / "r").exists(), "bad input must not create results"
+
+
+def test_sparsity_outside_range_and_state_without_adam(tmp_path):
+    p = train(tmp_path / "r", "--pruning-method", "magnitude", "--target-sparsity", "1.5")
+    assert p.returncode != 0 and "target_sparsity" in p.stderr and "[0, 1)" in p.stderr
+    p = train(tmp_path / "r", "--optimizer", "sgd", "--pruning-method", "state",
+              "--target-sparsity", "0.5")
+    assert p.returncode != 0 and "adamwprune" in p.stderr
+
+
+def test_unknown_flag_suggests(tmp_path):
+    p = train(tmp_path / "r", "--target-sparsty", "0.5")
+    assert p.returncode != 0 and "did you mean --target-sparsity" in p.stderr
+
+
+def test_corrupt_checkpoint_is_named_and_left_alone(tmp_path):
+    ck = tmp_path / "r" / "checkpoints"
+    ck.mkdir(parents=True)
+    (ck / "ckpt_00000010.pt").write_bytes(b"not a checkpoint")
+    p = train(tmp_path / "r", "--max-steps", "20")
+    assert p.returncode != 0
+    assert "ckpt_00000010.pt is corrupt" in p.stderr and "FORCE=1" in p.stderr
+    assert (ck / "ckpt_00000010.pt").read_bytes() == b"not a checkpoint"
+
+
+def test_runs_from_inside_the_model_folder(tmp_path):
+    p = run_cmd([PY, "train.py", "--optimizer", "adamwprune", "--pruning-method", "state",
+                 "--target-sparsity", "0.7", "--max-steps", "30", "--out-dir", str(tmp_path / "r"),
+                 *FAST], cwd=os.path.join(REPO, "lenet5"), check=True)
+    s = summary(tmp_path / "r")
+    assert abs(s["sparsity"] - 0.7) < 1e-3
+    for f in ("config.json", "status.json", "metrics.jsonl", "summary.json", "train.log"):
+        assert (tmp_path / "r" / f).exists(), f
+
+
+def test_trackio_and_monitor_record_the_run(tmp_path):
+    import sqlite3
+    out, tk = tmp_path / "r", tmp_path / "trackio"
+    run_cmd([PY, TRAIN, "--out-dir", str(out), "--max-steps", "150", "--log-interval", "10",
+             "--trackio", "--trackio-dir", str(tk), "--trackio-project", "proj",
+             "--monitor-interval", "0.1"], check=True)
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    system = [r for r in rows if r["kind"] == "system"]
+    assert system and all(r["rss_mb"] > 0 for r in system)
+    db = sqlite3.connect(tk / "proj.db")
+    logged = [json.loads(m) for (m,) in db.execute("select metrics from metrics")]
+    assert any("train/loss" in m for m in logged) and any("eval/accuracy" in m for m in logged)
+    assert db.execute("select count(*) from system_metrics").fetchone()[0] > 0

@@ -1,0 +1,66 @@
+"""The Kconfig tree and the defconfigs: they load cleanly, every symbol is documented,
+and every setting symbol reaches a run-config field."""
+import os
+
+import kconfiglib
+import pytest
+
+from conftest import PY, REPO, run_cmd
+from scripts import kconfig as kc
+from scripts import plan as planner
+
+
+@pytest.fixture(scope="module")
+def kconf():
+    os.environ["srctree"] = REPO
+    k = kconfiglib.Kconfig(os.path.join(REPO, "Kconfig"), warn_to_stderr=False)
+    assert not k.warnings, k.warnings
+    return k
+
+
+def test_every_visible_symbol_has_help(kconf):
+    missing = [n.item.name for n in kconf.node_iter() if isinstance(n.item, kconfiglib.Symbol)
+               and n.prompt and not n.help]
+    assert not missing, f"symbols without help text: {missing}"
+
+
+def test_every_setting_symbol_maps_to_a_field(kconf):
+    """A symbol that is not a matrix/menu switch must name a config field, or the planner
+    would silently ignore it."""
+    fields = set()
+    for model in planner.MODELS:
+        if os.path.exists(os.path.join(REPO, model, "config.py")):
+            cls = planner.model_config_class(model)
+            for f in cls.field_types():
+                fields |= {f.upper(), f"{model.upper()}_{f.upper()}"}
+                fields |= {f"{model.upper()}_{o.upper()}_{f.upper()}" for o in
+                           ("sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune")}
+    structural = ("MATRIX_", "MODEL_", "HW_", "EXECUTOR_", "PRECISION_", "JOBS", "MODELS_DIR")
+    orphans = [s.name for s in kconf.unique_defined_syms
+               if not s.choice and not s.name.startswith(structural) and s.name not in fields]
+    assert not orphans, f"symbols that reach no run-config field: {orphans}"
+
+
+def test_all_defconfigs_load_without_warnings():
+    assert kc.names(), "no defconfigs"
+    for name in kc.names():
+        kc.load(name)            # raises SystemExit on any warning
+
+
+def test_knlp_defconfig_names_exist():
+    for name in ("default", "lenet5", "lenet5-adamwprune", "lenet5-sgd"):
+        assert name in kc.names()
+
+
+def test_unknown_defconfig_lists_valid_ones(tmp_path):
+    p = run_cmd(["make", "--no-print-directory", "defconfig-no-such-thing"])
+    assert p.returncode != 0
+    assert "no defconfig named 'no-such-thing'" in p.stderr
+    assert "lenet5-adamwprune" in p.stderr
+
+
+def test_make_help_lists_targets_and_variables():
+    p = run_cmd(["make", "--no-print-directory", "help"], check=True)
+    for word in ("menuconfig", "defconfig-<name>", "dry-run", "continue", "update-graphs",
+                 "archive", "TIME=", "BASELINE=", "MODELS=", "JOBS=", "FORCE="):
+        assert word in p.stdout

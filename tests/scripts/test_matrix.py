@@ -1,0 +1,134 @@
+"""The matrix end to end on a tiny LeNet-5 matrix, as `make` drives it: run, up to date,
+graphs from disk, archive, baseline deltas, the lock, and SIGKILL + continue equal to an
+uninterrupted matrix."""
+import csv
+import fcntl
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import PY, REPO, run_cmd, write_config
+
+MATRIX = os.path.join(REPO, "scripts", "matrix.py")
+TINY = """CONFIG_MATRIX_NAME="tiny"
+CONFIG_MATRIX_OPTIMIZER_ADAMWPRUNE=y
+CONFIG_MATRIX_SPARSITY_LEVELS="0.7"
+CONFIG_LENET5_EPOCHS=3
+CONFIG_CHECKPOINT_INTERVAL=10
+# CONFIG_TRACKIO is not set
+CONFIG_MONITOR_INTERVAL="0"
+"""
+
+
+def matrix(cmd, config, *extra):
+    return run_cmd([PY, MATRIX, cmd, "--config", str(config), *extra])
+
+
+def rows(results):
+    mdir = open(results / "matrices" / "LATEST").read().strip()
+    with open(results / "matrices" / mdir / "summary.csv") as f:
+        return {r["run_id"]: r for r in csv.DictReader(f)}, results / "matrices" / mdir
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One uninterrupted tiny matrix, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("m")
+    os.environ["KNLP_RESULTS"] = str(tmp / "results")
+    cfg = write_config(tmp / ".config", TINY)
+    p = matrix("run", cfg)
+    del os.environ["KNLP_RESULTS"]
+    assert p.returncode == 0, p.stdout + p.stderr
+    return tmp, cfg, p
+
+
+def test_matrix_runs_and_reports(finished):
+    tmp, cfg, p = finished
+    got, mdir = rows(tmp / "results")
+    assert len(got) == 3 and all(r["status"] == "done" for r in got.values())
+    state = next(r for r in got.values() if r["pruning_method"] == "state")
+    assert abs(float(state["sparsity"]) - 0.7) < 1e-3
+    assert all(float(r["value"]) > 80 for r in got.values()), "LeNet-5 learns the digits"
+    for f in ("summary.md", "summary.csv", "config", "plan.json", "accuracy_vs_sparsity.png",
+              "training_curves.png", "memory_throughput.png"):
+        assert (mdir / f).exists(), f
+    archived = list((tmp / "results" / "archive").glob("*-tiny"))
+    assert archived and (archived[0] / "summary.md").exists() and (archived[0] / "config").exists()
+    assert "skip" not in p.stdout or "adamwprune" in p.stdout
+    assert "accuracy" in p.stdout and "results:" in p.stdout
+
+
+def test_second_make_is_up_to_date(finished, monkeypatch):
+    tmp, cfg, _ = finished
+    monkeypatch.setenv("KNLP_RESULTS", str(tmp / "results"))
+    t0 = time.time()
+    p = matrix("run", cfg)
+    assert p.returncode == 0 and "all 3 runs of matrix tiny are up to date" in p.stdout
+    assert time.time() - t0 < 20
+
+
+def test_update_graphs_redraws_from_disk(finished, monkeypatch):
+    tmp, cfg, _ = finished
+    monkeypatch.setenv("KNLP_RESULTS", str(tmp / "results"))
+    _, mdir = rows(tmp / "results")
+    for png in mdir.glob("*.png"):
+        png.unlink()
+    p = run_cmd([PY, MATRIX, "update-graphs"])
+    assert p.returncode == 0, p.stderr
+    assert len(list(mdir.glob("*.png"))) == 3
+
+
+def test_baseline_adds_deltas(finished, monkeypatch):
+    tmp, cfg, _ = finished
+    monkeypatch.setenv("KNLP_RESULTS", str(tmp / "results"))
+    got, _ = rows(tmp / "results")
+    dense = next(r for r in got.values() if r["optimizer"] == "adamw")
+    p = matrix("run", cfg, "--baseline", dense["run_id"][:20])
+    assert p.returncode == 0
+    p = run_cmd([PY, MATRIX, "archive", "--baseline", dense["run_id"]])
+    got, _ = rows(tmp / "results")
+    assert float(got[dense["run_id"]]["delta"]) == 0.0
+    assert all(r["delta"] not in ("", "-") for r in got.values())
+    p = matrix("run", cfg, "--baseline", "no_such_run")
+    assert p.returncode != 0 and "BASELINE=no_such_run" in p.stderr
+
+
+def test_second_runner_refuses_while_locked(finished, monkeypatch):
+    tmp, cfg, _ = finished
+    monkeypatch.setenv("KNLP_RESULTS", str(tmp / "results"))
+    with open(tmp / "results" / ".lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        p = matrix("run", cfg, "--force")
+    assert p.returncode != 0 and "another matrix is running" in p.stderr
+    got, _ = rows(tmp / "results")
+    assert all(r["status"] == "done" for r in got.values()), "the refused runner touched nothing"
+
+
+def test_sigkill_then_continue_equals_uninterrupted(finished, tmp_path, monkeypatch):
+    tmp, _, _ = finished
+    monkeypatch.setenv("KNLP_RESULTS", str(tmp_path / "results"))
+    cfg = write_config(tmp_path / ".config", TINY)
+    proc = subprocess.Popen([PY, MATRIX, "run", "--config", cfg], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    runs = tmp_path / "results" / "runs"
+    deadline = time.time() + 120
+    while not list(runs.glob("*/checkpoints/ckpt_*.pt")):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)  # the child train.py dies with its parent (PR_SET_PDEATHSIG)
+    statuses = [open(s).read() for s in runs.glob("*/status.json")]
+    assert not any('"done"' in s for s in statuses[1:]) or len(statuses) < 3
+    p = run_cmd([PY, MATRIX, "continue"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "resumed from" in "".join(open(f).read() for f in runs.glob("*/train.log"))
+    a, _ = rows(tmp / "results")
+    b, _ = rows(tmp_path / "results")
+    assert a.keys() == b.keys()
+    for rid in a:
+        for col in ("value", "eval_loss", "sparsity", "steps", "status"):
+            assert a[rid][col] == b[rid][col], (rid, col)

@@ -1,0 +1,69 @@
+"""The planner: .config -> resolved, hashed run configs, deterministic, with clear errors."""
+import pytest
+
+from conftest import write_config
+from lib.runconfig import ConfigError
+from scripts import kconfig as kc
+from scripts import plan as planner
+
+
+def plan_of(tmp_path, lines, **over):
+    return planner.plan(write_config(tmp_path / ".config", lines), over)
+
+
+def test_default_matrix_runs_and_skips(tmp_path):
+    p = plan_of(tmp_path, open(f"{planner.REPO}/defconfigs/default").read())
+    ids = [c.run_id() for c in p.runs]
+    assert len(ids) == 13 and len(set(ids)) == 13
+    combos = {(c.optimizer, c.pruning_method, c.target_sparsity) for c in p.runs}
+    assert ("adamwprune", "state", 0.7) in combos and ("sgd", "movement", 0.5) in combos
+    assert not any(c.pruning_method == "state" and c.optimizer != "adamwprune" for c in p.runs)
+    skipped = " ".join(w for w, _ in p.skipped)
+    assert "sgd state" in skipped and "adamwprune magnitude" in skipped
+    # the same .config always gives the same run ids
+    assert [c.run_id() for c in plan_of(tmp_path, open(f"{planner.REPO}/defconfigs/default").read()).runs] == ids
+
+
+def test_symbols_reach_fields_with_per_optimizer_override(tmp_path):
+    p = plan_of(tmp_path, 'CONFIG_MATRIX_OPTIMIZER_SGD=y\nCONFIG_LENET5_SGD_LR="0.07"\n'
+                          'CONFIG_LENET5_LR="3e-3"\nCONFIG_LENET5_EPOCHS=4\nCONFIG_SEED=9\n')
+    by_opt = {c.optimizer: c for c in p.runs}
+    assert by_opt["sgd"].lr == 0.07 and by_opt["adamw"].lr == 3e-3
+    assert by_opt["adamw"].epochs == 4 and by_opt["adamw"].seed == 9
+
+
+def test_time_override_changes_run_ids(tmp_path):
+    a = plan_of(tmp_path, "")
+    b = plan_of(tmp_path, "", time_budget=30.0)
+    assert b.runs[0].time_budget == 30.0 and a.runs[0].run_id() != b.runs[0].run_id()
+
+
+@pytest.mark.parametrize("lines, match", [
+    ('CONFIG_MATRIX_PRUNING_MAGNITUDE=y\nCONFIG_MATRIX_SPARSITY_LEVELS="0.5 1.2"\n',
+     "MATRIX_SPARSITY_LEVELS: 1.2 is outside"),
+    ('CONFIG_MATRIX_PRUNING_MAGNITUDE=y\nCONFIG_MATRIX_SPARSITY_LEVELS="half"\n', "not a number"),
+    ("# CONFIG_MODEL_LENET5 is not set\n", "selects no model"),
+    ("# CONFIG_MATRIX_OPTIMIZER_ADAMW is not set\n", "selects no optimizer"),
+    ('CONFIG_LENET5_LR="fast"\n', "CONFIG_LENET5_LR"),
+])
+def test_bad_configs_name_the_symbol(tmp_path, lines, match):
+    with pytest.raises(ConfigError, match=match):
+        plan_of(tmp_path, lines)
+
+
+def test_symbol_kconfig_rejects_is_an_error(tmp_path):
+    bad = tmp_path / ".config"
+    bad.write_text("CONFIG_LENET5_EPOCHS=0\nCONFIG_NO_SUCH_SYMBOL=y\n")
+    with pytest.raises(ConfigError, match="make menuconfig|olddefconfig"):
+        planner.plan(str(bad))
+
+
+def test_missing_config_says_how_to_make_one(tmp_path):
+    with pytest.raises(ConfigError, match="make defconfig-"):
+        planner.plan(str(tmp_path / "nope"))
+
+
+@pytest.mark.parametrize("name", kc.names())
+def test_every_defconfig_plans(tmp_path, name):
+    p = plan_of(tmp_path, open(f"{planner.REPO}/defconfigs/{name}").read())
+    assert p.runs and p.name == name
