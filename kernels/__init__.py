@@ -60,10 +60,14 @@ def _exclude_from_compile() -> None:
     module = sys.modules[__name__]
     for name in ("matmul", "linear", "attention", "block_sparse_linear"):
         fn = module.__dict__[name]
-        if not getattr(fn, "_kernels_eager", False):
+        if getattr(fn, "_kernels_eager", False):
+            continue
+        try:
             wrapped = torch.compiler.disable(fn)
-            wrapped._kernels_eager = True
-            setattr(module, name, wrapped)
+        except Exception:   # a torch without a working dynamo: nothing to exclude from
+            return
+        wrapped._kernels_eager = True
+        setattr(module, name, wrapped)
 
 
 def get_backend() -> str:

@@ -64,10 +64,11 @@ def is_pow2(n) -> bool:
 
 def dot_precision(dtype: torch.dtype) -> str:
     """fp32 inputs follow torch's own switch, so a Triton fp32 product matches torch.matmul's
-    precision: full fp32 ("ieee") unless torch.backends.cuda.matmul.allow_tf32 is set."""
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+    precision: full fp32 ("ieee") unless torch.backends.cuda.matmul.allow_tf32 is set.
+    16-bit inputs ignore it; they get Triton's default ("tf32")."""
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
 
 
 ELEMENT_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
@@ -100,17 +101,26 @@ def device_limits(device: torch.device | None) -> tuple[int, int]:
     return DEFAULT_SMEM_BYTES, DEFAULT_MAX_THREADS
 
 
-def validate_plan(op: str, plan: dict, shape, smem_bytes: int,
-                  device: torch.device | None = None, min_block: int = 16) -> None:
+def validate_plan(op: str, plan: dict, shape, smem_bytes, device: torch.device | None = None,
+                  min_block: int = 16, required=()) -> None:
     """Raise KernelPlanError(stage="validate") for a plan the device cannot run.
 
-    Checks: every BLOCK_* knob is a power of two >= min_block (tl.dot needs >= 16 per side;
-    arange needs powers of two); a tile has at most 2**20 elements; GROUP_M >= 1;
-    num_warps is a power of two with 32*num_warps <= the device's threads per block;
-    num_stages >= 1; the plan's shared memory fits the device's per-block limit."""
+    Checks: the knobs in `required` are present; every BLOCK_* knob is a power of two
+    >= min_block (tl.dot needs >= 16 per side; tl.arange needs powers of two); a tile has at
+    most 2**20 elements; GROUP_M >= 1; num_warps is a power of two with 32*num_warps <= the
+    device's threads per block; num_stages >= 1; the plan's shared memory (`smem_bytes`, an
+    int or a function of the plan) fits the device's per-block limit."""
     def bad(msg):
         raise KernelPlanError(op, "validate", shape, msg, plan)
 
+    missing = [k for k in required if k not in plan]
+    if missing:
+        bad(f"missing knobs {missing}; a plan needs {list(required)}")
+    if callable(smem_bytes):
+        smem_bytes = smem_bytes(plan)
+    memo = (op, tuple(sorted(plan.items())), smem_bytes, str(device), min_block)
+    if memo in _VALID:
+        return
     smem_limit, max_threads = device_limits(device)
     blocks = {k: v for k, v in plan.items() if k.startswith("BLOCK_")}
     for name, value in blocks.items():
@@ -133,6 +143,10 @@ def validate_plan(op: str, plan: dict, shape, smem_bytes: int,
     if smem_bytes > smem_limit:
         bad(f"needs ~{smem_bytes} bytes of shared memory per block, the device allows "
             f"{smem_limit}; use smaller BLOCK_* or fewer num_stages")
+    _VALID.add(memo)
+
+
+_VALID: set = set()   # plans already validated (launchers validate on every call)
 
 
 def launch_knobs(plan: dict) -> tuple[dict, dict]:

@@ -32,6 +32,7 @@ from ._triton import HAS_TRITON, require, tl, triton
 
 LOG2E = 1.4426950408889634
 MAX_HEAD_DIM = 256
+KNOBS = ("BLOCK_M", "BLOCK_N", "BLOCK_D", "num_warps", "num_stages")
 CPU_BLOCK = 256   # keys per block on the CPU path: a 256-wide score block per query row
 
 # --- plans --------------------------------------------------------------------------------
@@ -381,11 +382,15 @@ def _tune(kind, q, Tq, Tk, D, causal, bh, run, config):
            "T": autotune.bucket(max(Tq, Tk)), "BH": autotune.bucket(bh)}
     return autotune.pick(f"attention.{kind}", key,
                          candidate_plans(kind, Tq, Tk, D, q.dtype, q.device),
-                         lambda p: autotune.median_ms(lambda: run(p)), q.device)
+                         run, q.device)
 
 
 def _launch(kind, run, plan, shape, dtype, device):
-    validate_plan(f"attention.{kind}", plan, shape, smem_bytes(kind, plan, dtype), device)
+    validate_plan(f"attention.{kind}", plan, shape, lambda p: smem_bytes(kind, p, dtype), device,
+                  required=KNOBS)
+    if plan["BLOCK_D"] < shape[-1]:
+        raise KernelPlanError(f"attention.{kind}", "validate", shape,
+                              f"BLOCK_D={plan['BLOCK_D']} is below the head dim {shape[-1]}", plan)
     try:
         run(plan)
     except Exception as exc:

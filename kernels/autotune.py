@@ -9,7 +9,8 @@ same shapes does not tune again:
         <device name>__torch-<version>__triton-<version>.json
 
 A new torch or Triton version starts a new file (old timings say nothing about a new
-compiler). KERNELS_AUTOTUNE=0 skips tuning and uses each op's first (default) plan.
+compiler). KERNELS_AUTOTUNE=0 skips tuning and uses each op's first (default) plan;
+KERNELS_AUTOTUNE=compile only compiles every candidate (to warm Triton's cache in parallel).
 
 Command line (docs/kernels.md; `make autotune` calls it):
     python -m kernels.autotune --preset gpt2 --dtype bf16
@@ -43,7 +44,7 @@ def cache_dir() -> Path:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+-]+", "-", str(text)).strip("-") or "unknown"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "unknown"
 
 
 def cache_file(device_name: str) -> Path:
@@ -72,6 +73,7 @@ def median_ms(fn, warmup_ms: int = 10, rep_ms: int = 40) -> float:
 class Autotuner:
     def __init__(self):
         self._memory: dict[tuple[str, str], dict] = {}
+        self._fast: dict[tuple, dict] = {}
         self.tuned: list[str] = []     # keys tuned by this process (tests read it)
 
     # --- the JSON file ----------------------------------------------------------------
@@ -104,15 +106,37 @@ class Autotuner:
         os.replace(tmp, path)
 
     # --- choosing a plan --------------------------------------------------------------
-    def pick(self, op: str, key_fields: dict, candidates: list[dict], bench,
+    def pick(self, op: str, key_fields: dict, candidates: list[dict], run,
              device: torch.device) -> dict:
-        """The fastest of `candidates` for this key; `bench(plan) -> ms` times one plan."""
+        """The fastest of `candidates` for this key; `run(plan)` launches the kernel once.
+
+        KERNELS_AUTOTUNE=0: the first candidate, nothing timed. KERNELS_AUTOTUNE=compile:
+        launch every candidate once (fills Triton's compile cache, e.g. from several
+        processes in parallel before a benchmark) and use the first; nothing is cached."""
         if not candidates:
             raise ValueError(f"{op}: no candidate plans to tune")
-        if (device.type != "cuda" or len(candidates) == 1
-                or os.environ.get(ENV_SWITCH, "1").strip() == "0"):
+        mode = os.environ.get(ENV_SWITCH, "1").strip().lower()
+        if device.type != "cuda" or len(candidates) == 1 or mode == "0":
             return candidates[0]
-        device_name = torch.cuda.get_device_name(device)
+        fast = (op, tuple(key_fields.items()), device.index, mode)
+        if fast in self._fast:          # per-call path: no file names, no string keys
+            return self._fast[fast]
+        if mode == "compile":
+            for plan in candidates:
+                try:
+                    run(plan)
+                except Exception as exc:
+                    print(f"kernels.autotune: {op} {plan_str(plan)}: {type(exc).__name__}",
+                          file=sys.stderr)
+            return candidates[0]
+        plan = self.lookup_or_tune(torch.cuda.get_device_name(device), op, key_fields,
+                                   candidates, lambda plan: median_ms(lambda: run(plan)))
+        self._fast[fast] = plan
+        return plan
+
+    def lookup_or_tune(self, device_name: str, op: str, key_fields: dict,
+                       candidates: list[dict], bench) -> dict:
+        """The cached plan for (device, op, key), else time every candidate and cache the best."""
         key = op + "|" + "|".join(f"{k}={v}" for k, v in key_fields.items())
         path = cache_file(device_name)
         memo = (str(path), key)
@@ -130,7 +154,8 @@ class Autotuner:
                 timings[plan_str(plan)] = bench(plan)
             except Exception as exc:  # compile failure, out of shared memory: skip the plan
                 timings[plan_str(plan)] = math.inf
-                errors[plan_str(plan)] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                first_line = (str(exc).splitlines() or [""])[0][:200]
+                errors[plan_str(plan)] = f"{type(exc).__name__}: {first_line}"
         best = min(candidates, key=lambda p: timings[plan_str(p)])
         if math.isinf(timings[plan_str(best)]):
             raise KernelPlanError(op, "compile", tuple(key_fields.values()),
@@ -151,8 +176,8 @@ class Autotuner:
 TUNER = Autotuner()
 
 
-def pick(op, key_fields, candidates, bench, device):
-    return TUNER.pick(op, key_fields, candidates, bench, device)
+def pick(op, key_fields, candidates, run, device):
+    return TUNER.pick(op, key_fields, candidates, run, device)
 
 
 # --- command line ------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from ._triton import HAS_TRITON, INTERPRET, require, tl, triton
 from .reference import activate
 
 ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2}
+KNOBS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
 
 # --- plans --------------------------------------------------------------------------------
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). The first entry is the default when
@@ -219,8 +220,9 @@ def launch(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
             "matmul", {"dtype": str(a.dtype).replace("torch.", ""), "layout": la + lb,
                        "M": autotune.bucket(M), "N": N, "K": K},
             candidate_plans(M, N, K, a.dtype, a.device),
-            lambda p: autotune.median_ms(lambda: run(p)), a.device)
-    validate_plan("matmul", config, (M, N, K), smem_bytes(config, a.dtype), a.device)
+            run, a.device)
+    validate_plan("matmul", config, (M, N, K), lambda p: smem_bytes(p, a.dtype), a.device,
+                  required=KNOBS)
     try:
         run(config)
     except Exception as exc:

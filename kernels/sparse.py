@@ -184,12 +184,13 @@ def launch(x: torch.Tensor, b: torch.Tensor, count: torch.Tensor, cols: torch.Te
             "block_sparse", {"dtype": str(x.dtype).replace("torch.", ""), "tile": tile,
                              "M": autotune.bucket(M), "N": N, "K": K},
             candidate_plans(M, tile, x.dtype, x.device),
-            lambda p: autotune.median_ms(lambda: run(p)), x.device)
+            run, x.device)
+    validate_plan("block_sparse", config, (M, N, K), lambda p: smem_bytes(p, x.dtype), x.device,
+                  required=("BLOCK_M", "BLOCK_T", "num_warps", "num_stages"))
     if config["BLOCK_T"] != tile:
         raise KernelPlanError("block_sparse", "validate", (M, N, K),
                               f"BLOCK_T={config['BLOCK_T']} must equal the layout tile {tile}",
                               config)
-    validate_plan("block_sparse", config, (M, N, K), smem_bytes(config, x.dtype), x.device)
     try:
         run(config)
     except Exception as exc:

@@ -114,18 +114,21 @@ GRIDS = {
                                 (64, 128, 128, 32, 0.9), (20, 64, 64, 8, 0.5)],
         "dtypes": ("fp32", "fp16", "bf16"),
     },
-    "full": {    # GPU: large and odd shapes; fp16/fp32 on the first cases only (compile time)
+    "full": {    # GPU: large and odd shapes; fp16/fp32 on the first cases only (each dtype
+                 # and edge pattern is another Triton compile, ~1-2 s each)
         "matmul": [(5, 123, 123), (127, 129, 131), ((8, 1024), 768, 3072), (16384, 768, 2304),
-                   (1000, 1000, 1000), (4096, 4096, 4096), (3, 5000, 7), (16384, 3072, 768)],
-        "attention": [(2, 3, 127, 127, 64), (1, 4, 1000, 1000, 64), (1, 2, 4096, 4096, 64),
-                      (1, 2, 4096, 4096, 128), (2, 2, 1023, 1023, 128), (1, 2, 300, 700, 64),
-                      (1, 2, 2048, 2048, 40), (1, 1, 1, 1, 64)],
+                   (1000, 1000, 1000), (3, 5000, 7), (4096, 4096, 4096)],
+        "attention": [(2, 3, 127, 127, 64), (2, 2, 1023, 1023, 128), (1, 4, 4096, 4096, 64),
+                      (1, 2, 4096, 4096, 128), (1, 2, 300, 700, 64), (1, 2, 2048, 2048, 40),
+                      (1, 1, 1, 1, 64)],
         "block_sparse_linear": [(333, 250, 130, 16, 0.7), (1000, 768, 3072, 32, 0.5),
                                 (4096, 4096, 4096, 64, 0.9), (16384, 768, 3072, 128, 0.9)],
         "dtypes": ("bf16", "fp16", "fp32"),
         "all_dtypes_first": 2,
+        "matmul_variants": ((False, None), (True, "gelu")),
     },
 }
+MATMUL_VARIANTS = ((False, None), (True, "gelu"), (True, "relu"))   # (bias, activation)
 
 
 def cases(op: str, grid: str = "small", dtypes=None) -> list[Case]:
@@ -140,7 +143,7 @@ def cases(op: str, grid: str = "small", dtypes=None) -> list[Case]:
                 continue
             dt = DTYPES[name]
             if op == "matmul":
-                for bias, act in ((False, None), (True, "gelu"), (True, "relu")):
+                for bias, act in spec.get("matmul_variants", MATMUL_VARIANTS):
                     out.append(Case(op, shape, dt, bias=bias, activation=act))
             elif op == "linear":
                 out.append(Case(op, shape, dt, bias=True))
@@ -255,20 +258,23 @@ def run_case(case: Case, impl, device="cpu", seed: int | None = None,
 
 def verify(ops=OPS, impls: dict | None = None, grid: str = "small", device="cpu",
            dtypes=None, backward: bool = True, seed: int | None = None,
-           stop_on_first: bool = False, progress=None) -> list[Result]:
-    """Run the grid for each op with impls[op] (default: the public kernels.<op>)."""
+           stop_on_first: bool = False, progress=None, shard=(0, 1)) -> list[Result]:
+    """Run the grid for each op with impls[op] (default: the public kernels.<op>).
+    shard=(k, n) runs every n-th case starting at k (parallel processes share the work)."""
     import kernels
     impls = impls or {}
     results = []
-    for op in ops:
+    todo = [(op, c) for op in ops for c in cases(op, grid, dtypes)]
+    for i, (op, case) in enumerate(todo):
+        if i % shard[1] != shard[0]:
+            continue
         impl = impls.get(op) or getattr(kernels, op)
-        for i, case in enumerate(cases(op, grid, dtypes)):
-            rs = run_case(case, impl, device, None if seed is None else seed + i, backward)
-            results.extend(rs)
-            if progress:
-                progress(case, rs)
-            if stop_on_first and not all(r.ok for r in rs):
-                return results
+        rs = run_case(case, impl, device, None if seed is None else seed + i, backward)
+        results.extend(rs)
+        if progress:
+            progress(case, rs)
+        if stop_on_first and not all(r.ok for r in rs):
+            return results
     return results
 
 
@@ -286,6 +292,53 @@ def format_failures(results: list[Result], limit: int = 20) -> str:
     return "\n".join(lines)
 
 
+# --- memory of the cpu attention path ------------------------------------------------------
+_PEAK_CHILD = r"""
+import sys, torch
+def status(field):   # kB; VmHWM is this process's own peak (ru_maxrss would include the
+    with open("/proc/self/status") as f:   # parent's size, inherited through fork+exec)
+        return next(int(l.split()[1]) for l in f if l.startswith(field + ":"))
+backend, T, D, causal = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+import importlib
+from kernels import reference
+run = {"reference": lambda q, k, v: reference.attention(q, k, v, causal),
+       "torch": lambda q, k, v: reference.sdpa(q, k, v, causal),
+       "cpu": lambda q, k, v: importlib.import_module("kernels.attention").cpu_attention(
+           q, k, v, causal)}[backend]
+def inputs(t):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(1, 1, t, D, generator=g).requires_grad_() for _ in range(3)]
+warm = inputs(min(T, 1024))   # lazy imports, thread pools, BLAS workspaces into the baseline
+run(*warm).sum().backward()
+q, k, v = inputs(T)
+base = status("VmRSS")
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")                    # reset VmHWM to the current RSS
+except OSError:
+    pass
+out = run(q, k, v)
+out.backward(torch.ones_like(out))
+print((status("VmHWM") - base) / 1024.0)
+"""
+
+
+def attention_peak_mb(backend: str, T: int, D: int = 64, causal: bool = True) -> float:
+    """Peak extra resident memory (MiB) of one attention forward+backward at B=H=1 on CPU,
+    measured in a fresh process (VmHWM after minus VmRSS before, inputs already allocated).
+    backend: "cpu" (blocked), "torch" (F.scaled_dot_product_attention) or "reference"
+    (scores written out, O(T^2))."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("TRITON_INTERPRET", None)
+    proc = subprocess.run([sys.executable, "-c", _PEAK_CHILD, backend, str(T), str(D),
+                           "1" if causal else "0"], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"attention_peak_mb({backend!r}, {T}) failed:\n{proc.stderr[-2000:]}")
+    return float(proc.stdout.split()[-1])
+
+
 # --- command line ---------------------------------------------------------------------------
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kernels.verify", description=__doc__,
@@ -299,6 +352,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-backward", action="store_true")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--json", default=None, help="write every result as JSON here")
+    ap.add_argument("--shard", default="0/1", help="K/N: run every N-th case from K")
     args = ap.parse_args(argv)
 
     import kernels
@@ -313,7 +367,8 @@ def main(argv=None) -> int:
         print(f"{flag} {case.label():55s} worst err {worst:.2e}", flush=True)
 
     results = verify(args.ops, grid=grid, device=device, dtypes=args.dtypes,
-                     backward=not args.no_backward, seed=args.seed, progress=progress)
+                     backward=not args.no_backward, seed=args.seed, progress=progress,
+                     shard=tuple(int(x) for x in args.shard.split("/")))
     bad = [r for r in results if not r.ok]
     print(f"\n{len(results) - len(bad)}/{len(results)} checks passed "
           f"({args.backend} backend, {grid} grid, {device}, {time.perf_counter() - start:.0f} s)")

@@ -63,7 +63,8 @@ def check(spec, cfg) -> dict:
         half = 0.5 if cfg.precision in ("bf16", "fp16") else 1.0
         weights = sum(_bytes(p) for p in model.parameters())
         state = weights * 2 + _bytes(optimizer.state_dict()["state"]) + _bytes(pruner.state_dict())
-        est = (state + act[0] * micro / TINY * half) * 1.2
+        scale = spec.example_scale(cfg) if getattr(spec, "example_scale", None) else 1.0
+        est = (state + act[0] * micro / TINY * scale * half) * 1.2
         row["est_peak_mb"] = est / 2**20
         if cfg.gpu_memory_gb and cfg.device == "cuda" and est > cfg.gpu_memory_gb * 2**30:
             row["reason"] = (f"needs ~{est/2**30:.1f} GiB per GPU, preset has "

@@ -51,7 +51,7 @@ def write_status(out_dir: str, status: str, **extra) -> None:
     old = read_status(out_dir)
     now = time.time()
     rec = {"status": status, "updated": now, "pid": os.getpid()}
-    rec["started"] = old.get("started", now) if status != "queued" else None
+    rec["started"] = (old.get("started") or now) if status != "queued" else None
     if status in ("done", "failed", "interrupted"):
         rec["stopped"] = now
     if status == "running" and "environment" not in old:

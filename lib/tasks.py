@@ -36,11 +36,19 @@ class LanguageModel:
     unit = "tokens"
     primary = "perplexity"        # lower is better
 
+    def __init__(self, loss_in_model: bool = False):
+        # loss_in_model: model(x, y) returns the mean loss itself, so torch.compile fuses the
+        # cross-entropy into the model's graph instead of materialising fp32 logits outside
+        # it (GPT-2 124M at 16 x 1024 tokens: 3.3 GB of them per micro-step)
+        self.loss_in_model = loss_in_model
+
     def units(self, batch) -> int:
         return batch[0].numel()
 
     def loss(self, model, batch):
         x, y = batch
+        if self.loss_in_model:
+            return model(x, y)
         logits = model(x)
         return F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
 

@@ -9,6 +9,9 @@ memory, GPU/CPU monitoring, trackio, and the run's files:
   <out_dir>/config.json     resolved config         <out_dir>/status.json   running/done/failed
   <out_dir>/metrics.jsonl   train/eval/system rows  <out_dir>/summary.json  final metrics
   <out_dir>/train.log       the log                 <models_dir>/ckpt_*.pt  checkpoints
+
+Test hook: KNLP_CRASH_AT=<rank>:<step> makes that rank raise at that step, so
+tests/lib/test_ddp.py can check that one dead rank ends a torchrun job instead of hanging it.
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ class ModelSpec:
     build_datasets: Callable                        # cfg -> (train Dataset, eval Dataset)
     example_batch: Callable                         # (cfg, n) -> synthetic batch, for dry-run
     task: object = None                             # lib.tasks.Classification() by default
+    example_scale: Callable = None                  # cfg -> activations of a real sample over an
+                                                    # example_batch sample (dry-run; default 1)
 
     def __post_init__(self):
         self.task = self.task or Classification()
@@ -269,6 +274,19 @@ class Run:
             total += loss.detach()
         return total
 
+    def out_of_time(self, t_start: float, step: int) -> bool:
+        """Whether the TIME budget is spent. Ranks' clocks differ, and a rank that stopped
+        alone would leave the others waiting in an all-reduce: under DDP rank 0 decides, at
+        log steps only (the ranks sync there anyway), and broadcasts its answer."""
+        over = time.time() - t_start >= self.cfg.time_budget
+        if self.world == 1:
+            return over
+        if step % self.cfg.log_interval:
+            return False
+        flag = torch.tensor([float(over)], device=self.device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
     def loop(self) -> None:
         cfg = self.cfg
         step, epoch, start_batch, elapsed0 = self.resume()
@@ -285,6 +303,8 @@ class Run:
                     continue
                 step += 1
                 b += 1
+                if os.environ.get("KNLP_CRASH_AT") == f"{self.rank}:{step}":
+                    raise RuntimeError(f"KNLP_CRASH_AT: rank {self.rank} crashes at step {step}")
                 lr = lr_at(cfg, step - 1, self.total_steps)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
@@ -322,7 +342,7 @@ class Run:
                     self.metric({"kind": "eval", "step": step, **self.evaluate(step)})
                 if ckpt_due:
                     self.save_checkpoint(step, epoch, b, time.time() - t_start)
-                if cfg.time_budget and time.time() - t_start >= cfg.time_budget:
+                if cfg.time_budget and self.out_of_time(t_start, step):
                     stop_reason = f"time budget of {cfg.time_budget:g}s reached at step {step}"
                     break
                 if step >= self.total_steps:

@@ -2,6 +2,7 @@
 graphs from disk, archive, baseline deltas, the lock, and SIGKILL + continue equal to an
 uninterrupted matrix."""
 import csv
+import json
 import fcntl
 import os
 import signal
@@ -39,7 +40,7 @@ def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("m")
     os.environ["KNLP_RESULTS"] = str(tmp / "results")
     cfg = write_config(tmp / ".config", TINY)
-    p = matrix("run", cfg)
+    p = matrix("run", cfg, "--jobs", "2")
     del os.environ["KNLP_RESULTS"]
     assert p.returncode == 0, p.stdout + p.stderr
     return tmp, cfg, p
@@ -51,7 +52,7 @@ def test_matrix_runs_and_reports(finished):
     assert len(got) == 3 and all(r["status"] == "done" for r in got.values())
     state = next(r for r in got.values() if r["pruning_method"] == "state")
     assert abs(float(state["sparsity"]) - 0.7) < 1e-3
-    assert all(float(r["value"]) > 80 for r in got.values()), "LeNet-5 learns the digits"
+    assert all(float(r["primary_value"]) > 80 for r in got.values()), "LeNet-5 learns the digits"
     for f in ("summary.md", "summary.csv", "config", "plan.json", "accuracy_vs_sparsity.png",
               "training_curves.png", "memory_throughput.png"):
         assert (mdir / f).exists(), f
@@ -59,6 +60,10 @@ def test_matrix_runs_and_reports(finished):
     assert archived and (archived[0] / "summary.md").exists() and (archived[0] / "config").exists()
     assert "skip" not in p.stdout or "adamwprune" in p.stdout
     assert "accuracy" in p.stdout and "results:" in p.stdout
+    # JOBS=2: two runs were in flight at once
+    spans = sorted((json.load(open(f))["started"], json.load(open(f))["stopped"])
+                   for f in (tmp / "results" / "runs").glob("*/status.json"))
+    assert spans[1][0] < spans[0][1], "with JOBS=2 the first two runs overlap"
 
 
 def test_second_make_is_up_to_date(finished, monkeypatch):
@@ -130,5 +135,5 @@ def test_sigkill_then_continue_equals_uninterrupted(finished, tmp_path, monkeypa
     b, _ = rows(tmp_path / "results")
     assert a.keys() == b.keys()
     for rid in a:
-        for col in ("value", "eval_loss", "sparsity", "steps", "status"):
+        for col in ("primary_value", "eval_loss", "sparsity", "steps", "status"):
             assert a[rid][col] == b[rid][col], (rid, col)

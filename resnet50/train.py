@@ -1,0 +1,38 @@
+"""Train ResNet-50 on ImageNet (ImageFolder), CIFAR-100/10 or the shipped digits.
+
+  python resnet50/train.py --dataset digits --width 8 --epochs 1 --batch-size 16
+  python resnet50/train.py --device cuda --precision bf16 --data-dir /data --optimizer sgd \
+      --lr 0.1 --weight-decay 1e-4 --epochs 90 --batch-size 256 --num-workers 8   (ImageNet)
+  python resnet50/train.py --device cuda --precision bf16 --dataset cifar100 --batch-size 128
+  torchrun --nproc_per_node=8 resnet50/train.py --device cuda --precision bf16 --num-workers 8
+  python resnet50/train.py --config results/runs/<run>/config.json     (what `make` runs)
+
+ImageNet uses the 7x7 stem and max-pool at image_size; CIFAR and digits a 3x3 stem at 32x32.
+Every setting is a flag (--help lists them with defaults); lib/trainer.py does the rest.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch                                    # noqa: E402
+
+from lib.trainer import ModelSpec, main         # noqa: E402
+from resnet50.config import Config              # noqa: E402
+from resnet50.data import build_datasets, example_batch, num_classes  # noqa: E402
+from resnet50.model import ResNet50             # noqa: E402
+
+
+def build_model(cfg):
+    stem = "imagenet" if cfg.dataset == "imagenet" else "cifar"
+    model = ResNet50(num_classes=num_classes(cfg), width=cfg.width, stem=stem)
+    if cfg.device == "cuda":   # NHWC convolutions: the fast layout of cuDNN with bf16/fp16
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+SPEC = ModelSpec(name="resnet50", config_class=Config, build_model=build_model,
+                 build_datasets=build_datasets, example_batch=example_batch)
+
+if __name__ == "__main__":
+    sys.exit(main(SPEC))

@@ -1,0 +1,516 @@
+#!/usr/bin/env python3
+"""Benchmark kernels/ against torch, measured in the same run; write JSON and Markdown.
+
+GPU (default when CUDA is present), bf16:
+  matmul     kernels.linear / kernels.matmul vs F.linear / torch.matmul: GPT-2 124M shapes
+             (16384 tokens x 768->2304, 768->768, 768->3072, 3072->768), ResNet im2col GEMMs,
+             4096^3; forward, and forward+backward for the GPT-2 linears
+  attention  kernels.attention vs F.scaled_dot_product_attention on its flash backend,
+             causal, head dim 64 and 128, T = 1k..8k at 16k tokens per batch; fwd+bwd and fwd
+  sparse     kernels.block_sparse_linear at 90% block sparsity vs dense F.linear; 2:4
+             (to_sparse_semi_structured) vs dense
+CPU (--device cpu, this 2-core host): blocked attention vs torch SDPA, the cpu sparse path vs
+dense, and peak memory of attention against T (blocked, SDPA, written-out reference).
+
+Each row: shape, dtype, median ms (triton.testing.do_bench on GPU, wall clock on CPU),
+TFLOP/s, GB/s, relative error vs a float64 reference, the torch time, ratio = torch_ms / ms
+(> 1: ours faster), and the gpu name, date, torch/triton versions.
+
+    python scripts/bench_kernels.py --out results/kernels/bench.json --md results/kernels/bench.md
+    python scripts/bench_kernels.py --baseline results/kernels/bench-2026-11-23-h100.json
+    python scripts/bench_kernels.py --precompile --shard 0/4    # warm Triton's cache only
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import kernels  # noqa: E402
+from kernels import _triton  # noqa: E402
+from kernels import reference as ref  # noqa: E402
+
+GPT2 = [("gpt2 attn.c_attn", 16384, 768, 2304), ("gpt2 attn.c_proj", 16384, 768, 768),
+        ("gpt2 mlp.c_fc", 16384, 768, 3072), ("gpt2 mlp.c_proj", 16384, 3072, 768)]
+RESNET = [("resnet 3x3 conv 56x56x64", 50176, 576, 64), ("resnet 3x3 conv 28x28x128", 12544, 1152, 128),
+          ("resnet 3x3 conv 14x14x256", 3136, 2304, 256), ("resnet 3x3 conv 7x7x512", 784, 4608, 512),
+          ("resnet50 fc", 256, 2048, 1000)]
+TARGET = {"matmul": 0.9, "attention": 0.9, "block_sparse": 4.0}
+
+
+# --- timing -----------------------------------------------------------------------------------
+def gpu_ms(fn, grad_to_none=None) -> float:
+    from triton.testing import do_bench
+    fn()                      # first call compiles and tunes: keep it out of the estimate
+    torch.cuda.synchronize()
+    try:
+        return float(do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none,
+                              return_mode="median"))
+    except TypeError:
+        return float(do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none,
+                              quantiles=[0.5])[0])
+
+
+def cpu_ms(fn, reps=5) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+class Bench:
+    def __init__(self, device: str, budget_s: float, precompile: bool = False, shard=(0, 1)):
+        self.device = device
+        self.cuda = device == "cuda"
+        self.rows: list[dict] = []
+        self.skipped: list[str] = []
+        self.start = time.perf_counter()
+        self.budget = budget_s
+        self.precompile = precompile
+        self.shard = shard
+        self.counter = 0
+        self.meta = {
+            "gpu": torch.cuda.get_device_name() if self.cuda else f"cpu ({os.cpu_count()} cores)",
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "torch": torch.__version__, "triton": _triton.VERSION,
+            "host": platform.node(), "backend": "triton" if self.cuda else "cpu",
+            "loadavg_1m": round(os.getloadavg()[0], 2)}   # other work on the host skews timings
+
+    def ms(self, fn, grad_to_none=None):
+        return gpu_ms(fn, grad_to_none) if self.cuda else cpu_ms(fn)
+
+    def over_budget(self, label) -> bool:
+        if time.perf_counter() - self.start > self.budget:
+            self.skipped.append(label)
+            print(f"skip (time budget): {label}", flush=True)
+            return True
+        return False
+
+    def mine(self) -> bool:
+        """In --precompile --shard k/n mode: is this case this process's?"""
+        self.counter += 1
+        return (self.counter - 1) % self.shard[1] == self.shard[0]
+
+    def add(self, **row):
+        row = {**row, **self.meta}
+        for key in ("ms", "torch_ms", "tflops", "torch_tflops", "gbps", "ratio", "err",
+                    "torch_err"):
+            if isinstance(row.get(key), float):
+                row[key] = float(f"{row[key]:.5g}") if math.isfinite(row[key]) else None
+        self.rows.append(row)
+        print(f"{row['op']:12s} {row['case']:28s} {row['pass']:8s} ours {row['ms']} ms  "
+              f"torch {row.get('torch_ms')} ms  ratio {row.get('ratio')}  err {row.get('err')}",
+              flush=True)
+
+
+def rnd(*shape, dtype, device, requires_grad=False, scale=1.0):
+    t = torch.randn(*shape, device=device, dtype=torch.float32) * scale
+    return t.to(dtype).requires_grad_(requires_grad)
+
+
+# --- matmul -----------------------------------------------------------------------------------
+def bench_matmul(b: Bench, dtype):
+    dev = b.device
+    cases = [(name, m, k, n, "linear") for name, m, k, n in GPT2] + \
+            [(name, m, k, n, "matmul") for name, m, k, n in GPT2] + \
+            [(name, m, k, n, "matmul") for name, m, k, n in RESNET] + \
+            [("square 4096", 4096, 4096, 4096, "matmul")]
+    if not b.cuda:
+        cases = [("cpu linear", 2048, 768, 768, "linear"), ("cpu matmul", 2048, 768, 3072, "matmul")]
+    for name, m, k, n, layout in cases:
+        label = f"matmul {name} {layout}"
+        if b.precompile and not b.mine():
+            continue
+        if not b.precompile and b.over_budget(label):
+            continue
+        x = rnd(m, k, dtype=dtype, device=dev)
+        w = rnd(n, k, dtype=dtype, device=dev, scale=k ** -0.5)   # Linear weight [N, K]
+        wt = w.t().contiguous()                                    # matmul operand [K, N]
+        if layout == "linear":
+            ours, theirs = (lambda: kernels.linear(x, w)), (lambda: F.linear(x, w))
+        else:
+            ours, theirs = (lambda: kernels.matmul(x, wt)), (lambda: torch.matmul(x, wt))
+        if b.precompile:
+            ours()
+            continue
+        ms, tms = b.ms(ours), b.ms(theirs)
+        expected = x.double() @ w.double().t()
+        flops = 2.0 * m * n * k
+        nbytes = (m * k + k * n + m * n) * x.element_size()
+        b.add(op="matmul", case=name, layout=layout, shape=[m, k, n], dtype=str(dtype)[6:],
+              **{"pass": "fwd"}, ms=ms, torch_ms=tms, ratio=tms / ms, tflops=flops / ms / 1e9,
+              torch_tflops=flops / tms / 1e9, gbps=nbytes / ms / 1e6,
+              err=ref.rel_err(ours(), expected), torch_err=ref.rel_err(theirs(), expected))
+        del expected
+
+    # fused epilogue and training step (forward + both backward matmuls) on GPT-2's MLP
+    train_cases = [(name, m, k, n) for name, m, k, n in GPT2] if b.cuda else \
+        [("cpu linear", 2048, 768, 768)]
+    for name, m, k, n in train_cases:
+        label = f"linear fwd+bwd {name}"
+        if b.precompile and not b.mine():
+            continue
+        if not b.precompile and b.over_budget(label):
+            continue
+        x = rnd(m, k, dtype=dtype, device=dev, requires_grad=True)
+        w = rnd(n, k, dtype=dtype, device=dev, scale=k ** -0.5, requires_grad=True)
+        gy = rnd(m, n, dtype=dtype, device=dev)
+
+        def step(f):
+            return lambda: f(x, w).backward(gy)
+        if b.precompile:
+            step(kernels.linear)()
+            continue
+        ms = b.ms(step(kernels.linear), grad_to_none=[x, w])
+        tms = b.ms(step(F.linear), grad_to_none=[x, w])
+        x.grad = w.grad = None
+        kernels.linear(x, w).backward(gy)
+        x6, w6 = ref.upcast(x), ref.upcast(w)
+        F.linear(x6, w6).backward(gy.double())
+        err = max(ref.rel_err(x.grad, x6.grad), ref.rel_err(w.grad, w6.grad))
+        flops = 6.0 * m * n * k
+        b.add(op="matmul", case=name, layout="linear", shape=[m, k, n], dtype=str(dtype)[6:],
+              **{"pass": "fwd+bwd"}, ms=ms, torch_ms=tms, ratio=tms / ms,
+              tflops=flops / ms / 1e9, torch_tflops=flops / tms / 1e9, err=err)
+
+    if b.cuda:   # bias + gelu fused in the epilogue vs addmm then F.gelu
+        name, m, k, n = GPT2[2]
+        label = "matmul bias+gelu"
+        if (b.precompile and b.mine()) or (not b.precompile and not b.over_budget(label)):
+            x = rnd(m, k, dtype=dtype, device=dev)
+            wt = rnd(k, n, dtype=dtype, device=dev, scale=k ** -0.5)
+            bias = rnd(n, dtype=dtype, device=dev)
+            ours = lambda: kernels.matmul(x, wt, bias, activation="gelu")  # noqa: E731
+            if b.precompile:
+                ours()
+            else:
+                theirs = lambda: F.gelu(torch.addmm(bias, x, wt))  # noqa: E731
+                ms, tms = b.ms(ours), b.ms(theirs)
+                expected = ref.matmul(x.double(), wt.double(), bias.double(), "gelu")
+                flops = 2.0 * m * n * k
+                b.add(op="matmul", case=name + " +bias+gelu", layout="matmul",
+                      shape=[m, k, n], dtype=str(dtype)[6:], **{"pass": "fwd"}, ms=ms,
+                      torch_ms=tms, ratio=tms / ms, tflops=flops / ms / 1e9,
+                      torch_tflops=flops / tms / 1e9, err=ref.rel_err(ours(), expected),
+                      torch_err=ref.rel_err(theirs(), expected))
+
+
+# --- attention --------------------------------------------------------------------------------
+def _sdpa_flash(q, k, v, causal):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+
+def bench_attention(b: Bench, dtype):
+    dev = b.device
+    if b.cuda:
+        shapes = [(16384 // t, 768 // d, t, d) for d in (64, 128) for t in (1024, 2048, 4096, 8192)]
+        passes = ("fwd+bwd", "fwd")
+        theirs_fn, theirs_name = _sdpa_flash, "sdpa flash"
+    else:
+        shapes = [(1, 4, t, 64) for t in (512, 1024, 2048)]
+        passes = ("fwd+bwd", "fwd")
+        theirs_fn, theirs_name = (lambda q, k, v, c: F.scaled_dot_product_attention(
+            q, k, v, is_causal=c)), "sdpa"
+    causal = True
+    for bsz, h, t, d in shapes:
+        for ps in passes:
+            label = f"attention {bsz}x{h}x{t}x{d} {ps}"
+            if b.precompile and not b.mine():
+                continue
+            if not b.precompile and b.over_budget(label):
+                continue
+            grad = ps == "fwd+bwd"
+            q, k, v = (rnd(bsz, h, t, d, dtype=dtype, device=dev, requires_grad=grad)
+                       for _ in range(3))
+            do = rnd(bsz, h, t, d, dtype=dtype, device=dev)
+
+            def make(f):
+                if grad:
+                    return lambda: f(q, k, v, causal).backward(do)
+                return lambda: f(q, k, v, causal)
+            ours = make(lambda q, k, v, c: kernels.attention(q, k, v, causal=c))
+            if b.precompile:
+                ours()
+                continue
+            ms = b.ms(ours, grad_to_none=[q, k, v] if grad else None)
+            tms = b.ms(make(theirs_fn), grad_to_none=[q, k, v] if grad else None)
+            # error on a slice (batch 0, heads 0-1): the float64 reference is O(T^2)
+            sl = (slice(0, 1), slice(0, 2))
+            qs, ks, vs = (ref.upcast(x[sl].detach().requires_grad_(grad)) for x in (q, k, v))
+            expected = ref.attention(qs, ks, vs, causal=causal)
+            out = kernels.attention(q, k, v, causal=causal)
+            err = ref.rel_err(out[sl], expected)
+            terr = ref.rel_err(theirs_fn(q, k, v, causal)[sl], expected)
+            if grad:
+                for x in (q, k, v):
+                    x.grad = None
+                out.backward(do)
+                expected.backward(do[sl].double())
+                err = max([err] + [ref.rel_err(x.grad[sl], xs.grad)
+                                   for x, xs in ((q, qs), (k, ks), (v, vs))])
+            del expected, out
+            flops = 4.0 * bsz * h * t * t * d * (0.5 if causal else 1.0) * (3.5 if grad else 1.0)
+            nbytes = (12 if grad else 4) * bsz * h * t * d * q.element_size()
+            b.add(op="attention", case=f"causal d{d} T{t}", layout=theirs_name,
+                  shape=[bsz, h, t, d], dtype=str(dtype)[6:], **{"pass": ps}, ms=ms,
+                  torch_ms=tms, ratio=tms / ms, tflops=flops / ms / 1e9,
+                  torch_tflops=flops / tms / 1e9, gbps=nbytes / ms / 1e6, err=err,
+                  torch_err=terr)
+
+
+# --- sparse -----------------------------------------------------------------------------------
+def bench_sparse(b: Bench, dtype):
+    dev = b.device
+    if b.cuda:
+        cases = [(16384, 4096, 4096, 128, 0.9), (16384, 4096, 4096, 64, 0.9),
+                 (8192, 8192, 8192, 128, 0.9), (16384, 768, 3072, 64, 0.9),
+                 (16384, 3072, 768, 64, 0.9), (16384, 4096, 4096, 128, 0.5),
+                 (16384, 4096, 4096, 128, 0.75), (16384, 4096, 4096, 128, 0.95)]
+    else:
+        cases = [(2048, 1024, 1024, 64, 0.9), (2048, 1024, 1024, 64, 0.5),
+                 (2048, 768, 3072, 64, 0.9)]
+    g = torch.Generator().manual_seed(0)
+    for m, k, n, block, sparsity in cases:
+        label = f"block_sparse {m}x{k}x{n} b{block} s{sparsity}"
+        if b.precompile and not b.mine():
+            continue
+        if not b.precompile and b.over_budget(label):
+            continue
+        x = rnd(m, k, dtype=dtype, device=dev)
+        w = ref.prune_blocks(torch.randn(n, k, generator=g) * k ** -0.5, block, sparsity,
+                             generator=g).to(dev, dtype)
+        ours = lambda: kernels.block_sparse_linear(x, w, block)  # noqa: E731
+        if b.precompile:
+            ours()
+            continue
+        ms, tms = b.ms(ours), b.ms(lambda: F.linear(x, w))
+        expected = x.double() @ w.double().t()
+        density = float((w != 0).float().mean())
+        flops = 2.0 * m * n * k * density
+        nbytes = (m * k + n * k * density + m * n) * x.element_size()
+        b.add(op="block_sparse", case=f"{int(sparsity * 100)}% of {block}x{block} blocks",
+              layout="vs dense F.linear", shape=[m, k, n], dtype=str(dtype)[6:],
+              **{"pass": "fwd"}, ms=ms, torch_ms=tms, ratio=tms / ms, tflops=flops / ms / 1e9,
+              torch_tflops=2.0 * m * n * k / tms / 1e9, gbps=nbytes / ms / 1e6,
+              err=ref.rel_err(ours(), expected), torch_err=ref.rel_err(F.linear(x, w), expected))
+
+    if not b.cuda or b.precompile:
+        return
+    sp = importlib.import_module("kernels.sparse")
+    for m, k, n in ((16384, 768, 3072), (16384, 3072, 768), (8192, 8192, 8192)):
+        label = f"2:4 {m}x{k}x{n}"
+        if b.over_budget(label):
+            continue
+        x = rnd(m, k, dtype=dtype, device=dev)
+        w = ref.prune_2_4(rnd(n, k, dtype=dtype, device=dev, scale=k ** -0.5))
+        ok, why = sp.semi_structured_support(w)
+        if not ok:
+            b.skipped.append(f"{label}: {why}")
+            continue
+        try:
+            ms = b.ms(lambda: sp.semi_structured_linear(x, w))
+        except Exception as exc:   # cuSPARSELt/CUTLASS missing in this torch build
+            b.skipped.append(f"{label}: {type(exc).__name__}: {exc}")
+            continue
+        tms = b.ms(lambda: F.linear(x, w))
+        expected = x.double() @ w.double().t()
+        b.add(op="semi_2_4", case="2:4 to_sparse_semi_structured", layout="vs dense F.linear",
+              shape=[m, k, n], dtype=str(dtype)[6:], **{"pass": "fwd"}, ms=ms, torch_ms=tms,
+              ratio=tms / ms, tflops=2.0 * m * n * k / 2 / ms / 1e9,
+              torch_tflops=2.0 * m * n * k / tms / 1e9,
+              err=ref.rel_err(sp.semi_structured_linear(x, w), expected))
+
+
+# --- CPU memory -------------------------------------------------------------------------------
+def bench_memory(b: Bench):
+    from kernels import verify
+    for t in (1024, 2048, 4096, 8192):
+        label = f"memory T{t}"
+        if b.over_budget(label):
+            continue
+        row = {"op": "attention_memory", "case": f"causal d64 T{t}", "shape": [1, 1, t, 64],
+               "dtype": "float32", "pass": "fwd+bwd"}
+        for name in ("cpu", "torch", "reference"):
+            if name == "reference" and t > 4096:
+                row["reference_mib"] = None      # 4 x T^2 bytes per score matrix: skipped
+                continue
+            row[f"{name}_mib"] = round(verify.attention_peak_mb(name, t), 1)
+        b.rows.append({**row, **b.meta})
+        print(f"memory T={t}: {row}", flush=True)
+
+
+# --- reports ----------------------------------------------------------------------------------
+def fmt(v, nd=3):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def summary(rows) -> list[str]:
+    lines = []
+    gpt2 = [r for r in rows if r["op"] == "matmul" and r["case"].startswith("gpt2")
+            and r["pass"] == "fwd" and "+" not in r["case"]]
+    if gpt2:
+        worst = min(gpt2, key=lambda r: r["ratio"] or 0)
+        lines.append(f"- matmul vs torch, GPT-2 shapes fwd: worst {fmt(worst['ratio'])}x "
+                     f"({worst['case']} {worst['layout']}), target >= {TARGET['matmul']}x: "
+                     f"{'met' if (worst['ratio'] or 0) >= TARGET['matmul'] else 'MISSED'}")
+    resnet = [r for r in rows if r["op"] == "matmul" and r["case"].startswith("resnet")]
+    if resnet:
+        worst = min(resnet, key=lambda r: r["ratio"] or 0)
+        lines.append(f"- matmul vs torch, ResNet GEMMs: worst {fmt(worst['ratio'])}x "
+                     f"({worst['case']})")
+    for d in (64, 128):
+        att = [r for r in rows if r["op"] == "attention" and r["pass"] == "fwd+bwd"
+               and f"d{d} " in r["case"]]
+        if att:
+            worst = min(att, key=lambda r: r["ratio"] or 0)
+            lines.append(f"- attention fwd+bwd vs {att[0]['layout']}, causal d{d}: worst "
+                         f"{fmt(worst['ratio'])}x ({worst['case']}), target >= "
+                         f"{TARGET['attention']}x: "
+                         f"{'met' if (worst['ratio'] or 0) >= TARGET['attention'] else 'MISSED'}")
+    bs = [r for r in rows if r["op"] == "block_sparse" and r["case"].startswith("90%")]
+    if bs:
+        best = max(bs, key=lambda r: r["ratio"] or 0)
+        lines.append(f"- block-sparse at 90%: best {fmt(best['ratio'])}x dense at "
+                     f"{'x'.join(map(str, best['shape']))} ({best['case']}), target >= "
+                     f"{TARGET['block_sparse']}x: "
+                     f"{'met' if (best['ratio'] or 0) >= TARGET['block_sparse'] else 'MISSED'}")
+    return lines
+
+
+def markdown(b: Bench) -> str:
+    m = b.meta
+    out = [f"# kernels benchmark: {m['gpu']}", "",
+           f"{m['date']}, torch {m['torch']}, triton {m['triton']}, host {m['host']} "
+           f"(1-minute load average {m['loadavg_1m']} at the start). "
+           "ratio = torch ms / ours ms (> 1: ours faster), torch measured in the same run; "
+           "err = ||out - ref|| / ||ref|| against float64 (attention: batch 0, heads 0-1; "
+           "fwd+bwd: worst of output and gradients).", ""]
+    out += ["## Targets", ""] + (summary(b.rows) or ["- (no rows)"]) + [""]
+    sections = [("matmul", "matmul / linear"), ("attention", "attention"),
+                ("block_sparse", "block-sparse linear"), ("semi_2_4", "2:4 semi-structured")]
+    for op, title in sections:
+        rows = [r for r in b.rows if r["op"] == op]
+        if not rows:
+            continue
+        out += [f"## {title}", "",
+                "| case | shape | dtype | pass | vs | ours ms | torch ms | ratio | ours TFLOP/s "
+                "| torch TFLOP/s | err | torch err |",
+                "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            out.append(f"| {r['case']} | {'x'.join(map(str, r['shape']))} | {r['dtype']} | "
+                       f"{r['pass']} | {r.get('layout', '')} | {fmt(r['ms'])} | "
+                       f"{fmt(r.get('torch_ms'))} | {fmt(r.get('ratio'))} | "
+                       f"{fmt(r.get('tflops'))} | {fmt(r.get('torch_tflops'))} | "
+                       f"{fmt(r.get('err'), 2)} | {fmt(r.get('torch_err'), 2)} |")
+        out.append("")
+    mem = [r for r in b.rows if r["op"] == "attention_memory"]
+    if mem:
+        out += ["## CPU attention peak memory (fwd+bwd, B=H=1, D=64, fp32, MiB above the "
+                "inputs)", "", "| T | blocked (cpu backend) | torch SDPA | written-out "
+                "reference |", "|---:|---:|---:|---:|"]
+        for r in mem:
+            out.append(f"| {r['shape'][2]} | {fmt(r['cpu_mib'])} | {fmt(r['torch_mib'])} | "
+                       f"{fmt(r['reference_mib'])} |")
+        out.append("")
+    if b.skipped:
+        out += ["## Skipped", ""] + [f"- {s}" for s in b.skipped] + [""]
+    return "\n".join(out)
+
+
+def compare(rows, baseline_path: str, threshold: float = 0.05) -> list[str]:
+    """Rows slower than the baseline report's same case by more than threshold."""
+    with open(baseline_path) as f:
+        old = json.load(f)
+    old_rows = old["rows"] if isinstance(old, dict) else old
+    key = lambda r: (r["op"], r["case"], r.get("layout"), tuple(r["shape"]), r["dtype"],
+                     r["pass"])
+    before = {key(r): r for r in old_rows if r.get("ms")}
+    lines = []
+    for r in rows:
+        o = before.get(key(r))
+        if not o or not r.get("ms"):
+            continue
+        change = r["ms"] / o["ms"] - 1
+        if change > threshold:
+            lines.append(f"REGRESSION {r['op']} {r['case']} {r['pass']} {r['shape']}: "
+                         f"{o['ms']} -> {r['ms']} ms (+{change * 100:.0f}%), ratio "
+                         f"{o.get('ratio')} -> {r.get('ratio')}")
+    return lines
+
+
+def write(b: Bench, args):
+    report = {"meta": b.meta, "rows": b.rows, "skipped": b.skipped,
+              "summary": summary(b.rows)}
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1))
+    if args.md:
+        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.md).write_text(markdown(b))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=("cuda", "cpu"), default=None)
+    ap.add_argument("--ops", nargs="*", default=["matmul", "attention", "sparse", "memory"])
+    ap.add_argument("--out", default=None, help="JSON report")
+    ap.add_argument("--md", default=None, help="Markdown report")
+    ap.add_argument("--baseline", default=None, help="earlier JSON report: print regressions")
+    ap.add_argument("--time-budget", type=float, default=1e9,
+                    help="seconds; cases after it are skipped (reports still written)")
+    ap.add_argument("--precompile", action="store_true",
+                    help="only launch our kernels once per case (with KERNELS_AUTOTUNE=compile "
+                         "this compiles every candidate plan); no timing, no reports")
+    ap.add_argument("--shard", default="0/1", help="K/N with --precompile")
+    args = ap.parse_args(argv)
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    kernels.set_backend("triton" if device == "cuda" else "cpu")
+    b = Bench(device, args.time_budget, args.precompile,
+              tuple(int(x) for x in args.shard.split("/")))
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    print(f"# {b.meta}", flush=True)
+    sections = {"matmul": bench_matmul, "attention": bench_attention, "sparse": bench_sparse}
+    for op in args.ops:
+        if op in sections:
+            sections[op](b, dtype)
+        elif op == "memory" and device == "cpu" and not args.precompile:
+            bench_memory(b)
+        if not args.precompile:
+            write(b, args)          # after every section: a time-out keeps what was measured
+    if args.precompile:
+        print(f"precompiled shard {args.shard} in {time.perf_counter() - b.start:.0f} s")
+        return 0
+    print("\n" + "\n".join(summary(b.rows)))
+    if args.baseline:
+        regressions = compare(b.rows, args.baseline)
+        print("\n".join(regressions) or f"no regressions against {args.baseline}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""kernels.attention: Triton flash attention (interpreter on CPU) and the blocked cpu path
+against the float64 reference, forward and gradients; the cpu path's memory is O(T)."""
+import importlib
+
+import pytest
+import torch
+
+import kernels
+from kernels import reference as ref
+from kernels import verify
+
+
+CASES = verify.cases("attention", "small")
+
+
+def attn():
+    return importlib.import_module("kernels.attention")
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.label())
+def test_triton_matches_reference(case, triton_device):
+    results = verify.run_case(case, attn().triton_attention, triton_device, seed=3)
+    assert all(r.ok for r in results), verify.format_failures(results)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.label())
+def test_cpu_blocked_matches_reference(case):
+    results = verify.run_case(case, attn().cpu_attention, "cpu", seed=4)
+    assert all(r.ok for r in results), verify.format_failures(results)
+
+
+@pytest.mark.parametrize("block", [1, 7, 16, 1000])
+def test_cpu_block_size_does_not_change_the_answer(block):
+    """Ragged blocks (7 does not divide 45), one block, one key per block."""
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 3, 45, 16, generator=g, dtype=torch.float64).float()
+               .requires_grad_() for _ in range(3))
+    out = attn().cpu_attention(q, k, v, causal=True, block=block)
+    out.sum().backward()
+    q6, k6, v6 = (ref.upcast(t) for t in (q, k, v))
+    expected = ref.attention(q6, k6, v6, causal=True)
+    expected.sum().backward()
+    assert ref.rel_err(out, expected) < 1e-5
+    for got, want in ((q.grad, q6.grad), (k.grad, k6.grad), (v.grad, v6.grad)):
+        assert ref.rel_err(got, want) < 1e-5
+
+
+def test_bthd_layout_and_custom_scale(triton_device):
+    """q, k, v as [B, T, H, D] viewed [B, H, T, D] (GPT-2's layout) and a scale of 0.3."""
+    kernels.set_backend("triton")
+    g = torch.Generator().manual_seed(6)
+    q, k, v = (torch.randn(2, 37, 3, 32, generator=g).to(triton_device).transpose(1, 2)
+               for _ in range(3))
+    out = kernels.attention(q, k, v, causal=True, scale=0.3)
+    expected = ref.attention(q.double(), k.double(), v.double(), causal=True, scale=0.3)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_shape_errors_name_the_problem():
+    kernels.set_backend("cpu")
+    with pytest.raises(ValueError, match=r"\[B, H, T, D\]"):
+        kernels.attention(torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="k and v"):
+        kernels.attention(torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 16),
+                          torch.randn(1, 2, 4, 16))
+
+
+def test_cpu_attention_memory_is_linear_in_T():
+    """Peak extra RSS of fwd+bwd (B=H=1, D=64) in a fresh process. From T=2048 to T=8192 the
+    blocked path grows by tens of MiB (linear: ~4 MiB per 1k tokens measured here); one
+    T x T fp32 score matrix alone would add 252 MiB. The written-out reference at T=4096 is
+    the control that the measurement sees quadratic memory."""
+    small = verify.attention_peak_mb("cpu", 2048)
+    large = verify.attention_peak_mb("cpu", 8192)
+    naive = verify.attention_peak_mb("reference", 4096)
+    assert large - small < 64, f"blocked: {small:.0f} MiB at T=2048, {large:.0f} at T=8192"
+    assert naive > 160, f"reference used only {naive:.0f} MiB at T=4096"

@@ -1,0 +1,61 @@
+"""GPU-only checks (skipped without CUDA): tuning and its cache on a real device, 2:4 sparse
+tensor cores, bf16 training step through kernels.Linear and attention."""
+import importlib
+
+import pytest
+import torch
+
+import kernels
+from kernels import autotune
+from kernels import reference as ref
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_autotune_caches_on_the_device(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERNELS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("KERNELS_AUTOTUNE", "1")
+    monkeypatch.setattr(autotune, "TUNER", autotune.Autotuner())
+    kernels.set_backend("triton")
+    a = torch.randn(1000, 256, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(256, 384, device="cuda", dtype=torch.bfloat16)
+    kernels.matmul(a, b)
+    assert len(autotune.TUNER.tuned) == 1
+    assert autotune.cache_file(torch.cuda.get_device_name()).exists()
+    monkeypatch.setattr(autotune, "TUNER", autotune.Autotuner())   # "a second run"
+    out = kernels.matmul(a, b)
+    assert autotune.TUNER.tuned == []
+    assert ref.rel_err(out, a.double() @ b.double()) < 1e-2
+
+
+def test_semi_structured_2_4_matches_dense():
+    sp = importlib.import_module("kernels.sparse")
+    w = ref.prune_2_4(torch.randn(256, 512, device="cuda", dtype=torch.float16))
+    ok, why = sp.semi_structured_support(w)
+    if not ok:
+        pytest.skip(why)
+    x = torch.randn(128, 512, device="cuda", dtype=torch.float16, requires_grad=True)
+    y = sp.semi_structured_linear(x, w)
+    assert ref.rel_err(y, x.double() @ w.double().t()) < 2e-3
+    y.sum().backward()
+    assert ref.rel_err(x.grad, torch.ones(128, 256, device="cuda").double() @ w.double()) < 2e-3
+
+
+def test_bf16_training_step_through_kernels():
+    torch.manual_seed(0)
+    kernels.set_backend("triton")
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(),
+                                torch.nn.Linear(128, 64)).cuda()
+    kernels.swap_linear(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(512, 64, device="cuda")
+    losses = []
+    for _ in range(20):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            q = model(x).view(8, 64, 4, 16).transpose(1, 2)
+            loss = kernels.attention(q, q, q, causal=True).float().square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]

@@ -1,0 +1,168 @@
+"""The verifier catches wrong kernels (mutation testing) and invalid plans.
+
+Mutants are the production modules with one deliberate source edit each, loaded as separate
+modules, so the test exercises the real kernels' code, not look-alikes. Each must fail the
+small grid by a numeric mismatch (or NaN from an unwritten, poisoned element). Invalid plans
+must fail validation with a KernelPlanError naming stage, shape, error and the plan's knobs.
+"""
+import importlib
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kernels import _common, verify
+from kernels import reference as ref
+from kernels._common import KernelPlanError
+
+
+KERNELS_DIR = Path(importlib.import_module("kernels").__file__).parent
+
+# name: (module, public function, op, [(original line, mutated line), ...])
+MUTANTS = {
+    "uniform_attention_weights": (
+        "attention", "triton_attention", "attention",
+        [("qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale",
+          "qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * 0.0")]),
+    "missing_softmax_scale": (
+        "attention", "triton_attention", "attention",
+        [("_attn_fwd_kernel[grid](q, k, v, o, lse, sm_scale * LOG2E,",
+          "_attn_fwd_kernel[grid](q, k, v, o, lse, LOG2E,")]),
+    "no_causal_mask": (
+        "attention", "triton_attention", "attention",
+        [("keep = keep & (offs_m[:, None] >= cols[None, :])", "keep = keep")]),
+    "off_by_one_store_edge": (
+        "matmul", "triton_matmul", "matmul",
+        [("c_mask = (offs_cm[:, None] < M) & (offs_cn[None, :] < N)",
+          "c_mask = (offs_cm[:, None] < M - 1) & (offs_cn[None, :] < N)")]),
+    "off_by_one_k_edge": (
+        "matmul", "triton_matmul", "matmul",
+        [("mask=offs_k[None, :] < K - k * BLOCK_K,", "mask=offs_k[None, :] < K - k * BLOCK_K - 1,"),
+         ("mask=offs_k[:, None] < K - k * BLOCK_K,", "mask=offs_k[:, None] < K - k * BLOCK_K - 1,")]),
+    "bf16_accumulator": (
+        "matmul", "triton_matmul", "matmul",
+        [("acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)",
+          "acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION).to(tl.bfloat16).to(tl.float32)")]),
+    "block_sparse_skips_last_tile": (
+        "sparse", "triton_block_sparse_linear", "block_sparse_linear",
+        [("for i in range(0, count):", "for i in range(0, count - 1):")]),
+}
+
+
+def load_variant(module: str, edits, tag: str, tmp_path: Path):
+    """A copy of kernels/<module>.py with `edits` applied, imported as kernels._mutant_<tag>."""
+    source = (KERNELS_DIR / f"{module}.py").read_text()
+    for old, new in edits:
+        assert old in source, f"mutation anchor not found in kernels/{module}.py: {old!r}"
+        source = source.replace(old, new)
+    path = tmp_path / f"_mutant_{tag}.py"
+    path.write_text(source)
+    name = f"kernels._mutant_{tag}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except Exception:
+        sys.modules.pop(name, None)
+        raise
+    return mod
+
+
+@pytest.mark.parametrize("name", sorted(MUTANTS))
+def test_mutant_is_caught_by_a_numeric_mismatch(name, tmp_path, triton_device):
+    module, fn, op, edits = MUTANTS[name]
+    mutant = load_variant(module, edits, name, tmp_path)
+    results = verify.verify([op], impls={op: getattr(mutant, fn)}, grid="small",
+                            device=triton_device, seed=11, stop_on_first=True)
+    assert verify.caught(results), f"mutant {name} passed the verifier"
+    first = next(r for r in results if not r.ok)
+    assert first.stage == "forward" or first.stage.startswith("grad:")
+    assert first.error is None and (first.err > first.tol or math.isinf(first.err))
+
+
+def test_unmutated_copy_passes(tmp_path, triton_device):
+    """Control: the loader itself changes nothing."""
+    mod = load_variant("attention", [], "identity", tmp_path)
+    results = verify.verify(["attention"], impls={"attention": mod.triton_attention},
+                            grid="small", device=triton_device, seed=12, dtypes=["fp32"])
+    assert not verify.caught(results), verify.format_failures(results)
+
+
+def matmul_plan(**knobs):
+    plan = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4, "num_warps": 4,
+            "num_stages": 2}
+    plan.update(knobs)
+    return plan
+
+
+INVALID_PLANS = {
+    "tile_not_power_of_two": ("matmul", matmul_plan(BLOCK_M=48), "not a power of two"),
+    "tile_below_dot_minimum": ("matmul", matmul_plan(BLOCK_K=8), "below the minimum"),
+    "block_larger_than_device_shared_memory": (
+        "matmul", matmul_plan(BLOCK_M=512, BLOCK_N=512, BLOCK_K=256, num_stages=4),
+        "shared memory"),
+    "too_many_threads": ("matmul", matmul_plan(num_warps=64), "threads per block"),
+    "attention_tile_not_power_of_two": (
+        "attention", {"BLOCK_M": 96, "BLOCK_N": 32, "BLOCK_D": 64, "num_warps": 4,
+                      "num_stages": 2}, "not a power of two"),
+    "attention_block_larger_than_device": (
+        "attention", {"BLOCK_M": 1024, "BLOCK_N": 1024, "BLOCK_D": 64, "num_warps": 8,
+                      "num_stages": 3}, "shared memory"),
+    "attention_missing_knob": (
+        "attention", {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2},
+        "missing knobs"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INVALID_PLANS))
+def test_invalid_plan_fails_validation_with_a_structured_error(name, triton_device):
+    op, plan, expect = INVALID_PLANS[name]
+    if op == "matmul":
+        launch = importlib.import_module("kernels.matmul").launch
+        impl = lambda a, b, bias, act: launch(a, b, bias, act, config=plan)[0]  # noqa: E731
+        case = verify.Case("matmul", (64, 64, 64), torch.float32)
+        shape = (64, 64, 64)
+    else:
+        forward = importlib.import_module("kernels.attention").forward
+        impl = lambda q, k, v, causal: forward(q, k, v, causal, config=plan)[0]  # noqa: E731
+        case = verify.Case("attention", (1, 2, 64, 64, 64), torch.float32, causal=True)
+        shape = (1, 2, 64, 64, 64)
+    [result] = verify.run_case(case, impl, triton_device, seed=13, backward=False)
+    assert not result.ok and result.stage == "validate"
+    exc = result.exception
+    assert isinstance(exc, KernelPlanError)
+    assert exc.stage == "validate" and exc.shape == shape and exc.plan == plan
+    assert expect in exc.error
+    message = str(exc)
+    assert "validate" in message and str(shape) in message and expect in message
+    assert all(f"{k}={v}" in message for k, v in plan.items())
+
+
+def test_unwritten_output_is_caught_by_poisoning():
+    """An impl that allocates its output and never writes it: NaN-filled under
+    verification, so it fails even where torch.empty would have returned zeros."""
+    def lazy(a, b, bias, act):
+        out = _common.empty((a.shape[0], b.shape[1]), a.dtype, a.device)
+        return out.requires_grad_()
+    [r] = verify.run_case(verify.Case("matmul", (8, 8, 8), torch.float32), lazy, "cpu",
+                          backward=False)
+    assert not r.ok and math.isinf(r.err)
+
+
+def test_nan_never_passes():
+    nan = torch.tensor([float("nan"), 1.0])
+    assert math.isinf(ref.rel_err(nan, nan))
+    assert math.isinf(ref.rel_err(torch.tensor([float("inf")]), torch.tensor([1.0])))
+
+
+def test_cli_small_grid_on_the_cpu_backend(tmp_path, capsys):
+    out = tmp_path / "verify.json"
+    rc = verify.main(["--backend", "cpu", "--device", "cpu", "--ops", "attention",
+                      "--dtypes", "fp32", "--json", str(out)])
+    assert rc == 0
+    assert "checks passed" in capsys.readouterr().out
+    assert out.exists()

@@ -1,0 +1,68 @@
+"""ResNet-18: the CIFAR architecture, its data (shipped digits offline, CIFAR with a clear
+error when missing), learning on real digits, and exact resume after SIGKILL."""
+import pytest
+import torch
+
+from lib import data, vision
+from lib.runconfig import ConfigError
+from resnet18.config import Config
+from resnet18.data import build_datasets
+from resnet18.model import ResNet18
+from trainrun import assert_identical, killed_and_resumed, train_losses
+
+ARGS = ["--dataset", "digits", "--width", "8", "--batch-size", "16", "--max-steps", "24",
+        "--checkpoint-interval", "8", "--log-interval", "2", "--eval-batches", "8",
+        "--optimizer", "adamwprune", "--pruning-method", "state", "--target-sparsity", "0.5",
+        "--lr", "3e-3"]
+
+
+def test_cifar_resnet18_shape():
+    m = ResNet18(num_classes=10, width=64)
+    assert sum(p.numel() for p in m.parameters()) == 11_173_962      # the CIFAR ResNet-18
+    assert m.conv1.kernel_size == (3, 3) and m.conv1.stride == (1, 1)
+    assert not any(isinstance(x, torch.nn.MaxPool2d) for x in m.modules())
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_digits_as_rgb_with_seeded_augmentation():
+    train, test = vision.digits_rgb()
+    assert len(train) == 1437 and len(test) == 360
+    x, y = test[0]
+    assert x.shape == (3, 32, 32) and torch.equal(x[0], x[2]) and 0 <= int(y) < 10
+    ds = data.SeededDataset(train, seed=1)
+    a, b = ds[5][0], ds[5][0]
+    assert torch.equal(a, b), "same (seed, epoch, index): same crop"
+    crops = {tuple(ds[5 + e * len(train)][0].flatten()[:200].tolist()) for e in range(8)}
+    assert len(crops) > 1, "other epochs draw other crops"
+
+
+def test_missing_cifar_names_dir_symbol_and_fix(tmp_path):
+    cfg = Config(dataset="cifar10", data_dir=str(tmp_path))
+    with pytest.raises(ConfigError) as e:
+        build_datasets(cfg)
+    msg = str(e.value)
+    for part in (str(tmp_path / "cifar-10-batches-py"), "CONFIG_DATA_DIR", "CONFIG_DATA_DOWNLOAD",
+                 "CONFIG_RESNET18_DATASET_DIGITS"):
+        assert part in msg
+
+
+def test_unknown_dataset_is_rejected():
+    with pytest.raises(ConfigError, match="CONFIG_RESNET18_DATASET"):
+        build_datasets(Config(dataset="mnist"))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    a, b = tmp_path_factory.mktemp("r18a"), tmp_path_factory.mktemp("r18b")
+    killed_and_resumed("resnet18", a, b, ARGS, first_ckpt=8)
+    return a, b
+
+
+def test_learns_on_digits(runs):
+    losses = train_losses(runs[0])
+    assert len(losses) == 12
+    assert sum(losses[-3:]) / 3 < 0.85 * sum(losses[:3]) / 3, losses
+
+
+def test_resume_mid_epoch_is_bit_identical(runs):
+    assert_identical(*runs)
