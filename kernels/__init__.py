@@ -34,9 +34,15 @@ if _state["backend"] not in BACKENDS:
     raise ValueError(f"KERNELS_BACKEND={_state['backend']!r}: choose one of {', '.join(BACKENDS)}")
 
 
+_MODULES: dict = {}
+
+
 def _op(name: str):
-    """Import an op module (kernels.matmul, kernels.attention, kernels.sparse) on first use."""
-    return importlib.import_module(f"{__name__}.{name}")
+    """An op module (kernels.matmul, kernels.attention, kernels.sparse), imported on first use."""
+    mod = _MODULES.get(name)
+    if mod is None:
+        mod = _MODULES[name] = importlib.import_module(f"{__name__}.{name}")
+    return mod
 
 
 def set_backend(name: str) -> None:
@@ -48,26 +54,24 @@ def set_backend(name: str) -> None:
         from . import _triton
         _triton.require("kernel_backend 'triton'")
     if name != "torch":
-        _exclude_from_compile()
+        _make_eager_wrappers(name)
     _state["backend"] = name
 
 
-def _exclude_from_compile() -> None:
-    """Under torch.compile, run the Triton/cpu paths eagerly (a clean graph break) instead of
-    letting dynamo trace the launchers. Done here, not with a decorator at import, because
-    torch.compiler.disable imports dynamo, which imports Triton (1.6 s on the 2-core CI host,
-    and before a test could set TRITON_INTERPRET)."""
-    module = sys.modules[__name__]
-    for name in ("matmul", "linear", "attention", "block_sparse_linear"):
-        fn = module.__dict__[name]
-        if getattr(fn, "_kernels_eager", False):
+def _make_eager_wrappers(route: str) -> None:
+    """Under torch.compile the Triton/cpu paths run eagerly (torch.compiler.disable: a clean
+    graph break rather than dynamo tracing the launchers). The wrappers are made here, not
+    with a decorator at import, because torch.compiler.disable imports dynamo, which imports
+    Triton (1.6 s on the 2-core CI host, and before a test could set TRITON_INTERPRET)."""
+    for (op, r), (mod, fn) in _IMPLS.items():
+        if r != route:
             continue
-        try:
-            wrapped = torch.compiler.disable(fn)
-        except Exception:   # a torch without a working dynamo: nothing to exclude from
-            return
-        wrapped._kernels_eager = True
-        setattr(module, name, wrapped)
+        impl = getattr(_op(mod), fn)
+        if impl not in _EAGER:
+            try:
+                _EAGER[impl] = torch.compiler.disable(impl)
+            except Exception:   # a torch without a working dynamo: nothing to exclude from
+                return
 
 
 def get_backend() -> str:
@@ -100,9 +104,7 @@ def matmul(a, b, bias=None, activation=None):
     route = _route(a)
     if route == "torch":
         return reference.matmul(a, b, bias, activation)
-    if route == "cpu":
-        return _op("matmul").cpu_matmul(a, b, bias, activation)
-    return _op("matmul").triton_matmul(a, b, bias, activation)
+    return _call("matmul", route, (a, b, bias, activation))
 
 
 def linear(x, weight, bias=None):
@@ -110,9 +112,7 @@ def linear(x, weight, bias=None):
     route = _route(x)
     if route == "torch":
         return reference.linear(x, weight, bias)
-    if route == "cpu":
-        return _op("matmul").cpu_linear(x, weight, bias)
-    return _op("matmul").triton_linear(x, weight, bias)
+    return _call("linear", route, (x, weight, bias))
 
 
 def attention(q, k, v, causal=True, scale=None):
@@ -121,9 +121,7 @@ def attention(q, k, v, causal=True, scale=None):
     route = _route(q)
     if route == "torch":
         return reference.sdpa(q, k, v, causal, scale)
-    if route == "cpu":
-        return _op("attention").cpu_attention(q, k, v, causal, scale)
-    return _op("attention").triton_attention(q, k, v, causal, scale)
+    return _call("attention", route, (q, k, v, causal, scale))
 
 
 def block_sparse_linear(x, weight, block_size, bias=None):
@@ -132,9 +130,26 @@ def block_sparse_linear(x, weight, block_size, bias=None):
     route = _route(x)
     if route == "torch":
         return reference.block_sparse_linear(x, weight, block_size, bias)
-    if route == "cpu":
-        return _op("sparse").cpu_block_sparse_linear(x, weight, block_size, bias)
-    return _op("sparse").triton_block_sparse_linear(x, weight, block_size, bias)
+    return _call("block_sparse_linear", route, (x, weight, block_size, bias))
+
+
+_IMPLS = {  # (op, route) -> (module, function)
+    ("matmul", "cpu"): ("matmul", "cpu_matmul"), ("matmul", "triton"): ("matmul", "triton_matmul"),
+    ("linear", "cpu"): ("matmul", "cpu_linear"), ("linear", "triton"): ("matmul", "triton_linear"),
+    ("attention", "cpu"): ("attention", "cpu_attention"),
+    ("attention", "triton"): ("attention", "triton_attention"),
+    ("block_sparse_linear", "cpu"): ("sparse", "cpu_block_sparse_linear"),
+    ("block_sparse_linear", "triton"): ("sparse", "triton_block_sparse_linear"),
+}
+_EAGER: dict = {}
+
+
+def _call(op: str, route: str, args: tuple):
+    mod, fn = _IMPLS[(op, route)]
+    impl = getattr(_op(mod), fn)
+    if torch.compiler.is_compiling():
+        impl = _EAGER.get(impl, impl)
+    return impl(*args)
 
 
 class Linear(torch.nn.Linear):

@@ -375,22 +375,37 @@ def _scale(scale, D):
     return 1.0 / math.sqrt(D) if scale is None else float(scale)
 
 
-def _tune(kind, q, Tq, Tk, D, causal, bh, run, config):
-    if config is not None:
-        return config
-    key = {"dtype": str(q.dtype).replace("torch.", ""), "D": D, "causal": int(causal),
-           "T": autotune.bucket(max(Tq, Tk)), "BH": autotune.bucket(bh)}
-    return autotune.pick(f"attention.{kind}", key,
-                         candidate_plans(kind, Tq, Tk, D, q.dtype, q.device),
-                         run, q.device)
+# (kind, dtype, B, H, T_q, T_k, D, causal, device, precision) -> (kernel bound to its grid,
+# constexpr and launch options): repeated calls skip plan search, validation and grid setup.
+_LAUNCHES: dict = {}
 
 
-def _launch(kind, run, plan, shape, dtype, device):
-    validate_plan(f"attention.{kind}", plan, shape, lambda p: smem_bytes(kind, p, dtype), device,
-                  required=KNOBS)
-    if plan["BLOCK_D"] < shape[-1]:
+def _launch(kind, key, args, entry_for, config):
+    """Launch kernel `kind` with args; the first call for a key picks (tunes), validates and
+    compiles the plan, naming it in a KernelPlanError if the compiler refuses it."""
+    entry = _LAUNCHES.get(key) if config is None else None
+    if entry is not None:
+        fn, const = entry
+        fn(*args, **const)
+        return
+    _, dtype, B, H, Tq, Tk, D, causal, device, _prec = key
+    shape = (B, H, Tq, Tk, D)
+
+    def run(plan):
+        fn, const = entry_for(plan)
+        fn(*args, **const)
+
+    plan = config
+    if plan is None:
+        tune_key = {"dtype": str(dtype).replace("torch.", ""), "D": D, "causal": int(causal),
+                    "T": autotune.bucket(max(Tq, Tk)), "BH": autotune.bucket(B * H)}
+        plan = autotune.pick(f"attention.{kind}", tune_key,
+                             candidate_plans(kind, Tq, Tk, D, dtype, device), run, device)
+    validate_plan(f"attention.{kind}", plan, shape, lambda p: smem_bytes(kind, p, dtype),
+                  device, required=KNOBS)
+    if plan["BLOCK_D"] < D:
         raise KernelPlanError(f"attention.{kind}", "validate", shape,
-                              f"BLOCK_D={plan['BLOCK_D']} is below the head dim {shape[-1]}", plan)
+                              f"BLOCK_D={plan['BLOCK_D']} is below the head dim {D}", plan)
     try:
         run(plan)
     except Exception as exc:
@@ -398,6 +413,8 @@ def _launch(kind, run, plan, shape, dtype, device):
             raise KernelPlanError(f"attention.{kind}", "compile", shape,
                                   f"{type(exc).__name__}: {exc}", plan) from exc
         raise
+    if config is None:
+        _LAUNCHES[key] = entry_for(plan)
 
 
 def forward(q, k, v, causal=True, scale=None, config=None):
@@ -415,19 +432,20 @@ def forward(q, k, v, causal=True, scale=None, config=None):
         return o, lse
     if Tk == 0:
         raise ValueError("attention: T_k = 0 keys: softmax over an empty set is undefined")
+    causal = bool(causal)
+    prec = dot_precision(q.dtype)
 
-    def run(p):
+    def entry_for(p):
         meta, opts = launch_knobs(p)
-        grid = (triton.cdiv(Tq, p["BLOCK_M"]), B * H)
-        _attn_fwd_kernel[grid](q, k, v, o, lse, sm_scale * LOG2E,
-                               *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
-                               *o.stride()[:3], H, Tq, Tk, D,
-                               CAUSAL=bool(causal), EVEN_M=Tq % p["BLOCK_M"] == 0,
-                               EVEN_D=p["BLOCK_D"] == D, DOT_PRECISION=dot_precision(q.dtype),
-                               **meta, **opts)
+        grid = (-(-Tq // p["BLOCK_M"]), B * H)
+        return _attn_fwd_kernel[grid], dict(
+            CAUSAL=causal, EVEN_M=Tq % p["BLOCK_M"] == 0, EVEN_D=p["BLOCK_D"] == D,
+            DOT_PRECISION=prec, **meta, **opts)
 
-    plan = _tune("fwd", q, Tq, Tk, D, causal, B * H, run, config)
-    _launch("fwd", run, plan, (B, H, Tq, Tk, D), q.dtype, q.device)
+    args = (q, k, v, o, lse, sm_scale * LOG2E, *q.stride()[:3], *k.stride()[:3],
+            *v.stride()[:3], *o.stride()[:3], H, Tq, Tk, D)
+    _launch("fwd", ("fwd", q.dtype, B, H, Tq, Tk, D, causal, q.device, prec), args,
+            entry_for, config)
     return o, lse
 
 
@@ -441,39 +459,35 @@ def backward(q, k, v, o, lse, do, causal=True, scale=None, configs=None):
     dq, dk, dv = empty_like(q), empty_like(k), empty_like(v)
     if B * H * Tq == 0:
         return dq, dk.zero_(), dv.zero_()
+    causal = bool(causal)
     bd = max(16, next_pow2(D))
     delta = empty((B * H, Tq), torch.float32, q.device)
     block = 64 if q.device.type == "cuda" else 32
-    _attn_bwd_delta_kernel[(triton.cdiv(Tq, block), B * H)](
+    _attn_bwd_delta_kernel[(-(-Tq // block), B * H)](
         o, do, delta, *o.stride()[:3], *do.stride()[:3], H, Tq, D,
         EVEN_D=bd == D, BLOCK_M=block, BLOCK_D=bd)
     prec = dot_precision(q.dtype)
+    flags = lambda p: dict(CAUSAL=causal, EVEN_M=Tq % p["BLOCK_M"] == 0,   # noqa: E731
+                           EVEN_D=p["BLOCK_D"] == D, DOT_PRECISION=prec)
 
-    def run_dkdv(p):
+    def dkdv_entry(p):
         meta, opts = launch_knobs(p)
-        grid = (triton.cdiv(Tk, p["BLOCK_N"]), B * H)
-        _attn_bwd_dkdv_kernel[grid](q, k, v, do, dk, dv, lse, delta, sm_scale * LOG2E, sm_scale,
-                                    *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
-                                    *do.stride()[:3], *dk.stride()[:3], *dv.stride()[:3],
-                                    H, Tq, Tk, D, CAUSAL=bool(causal),
-                                    EVEN_M=Tq % p["BLOCK_M"] == 0, EVEN_D=p["BLOCK_D"] == D,
-                                    DOT_PRECISION=prec, **meta, **opts)
+        return (_attn_bwd_dkdv_kernel[(-(-Tk // p["BLOCK_N"]), B * H)],
+                dict(**flags(p), **meta, **opts))
 
-    def run_dq(p):
+    def dq_entry(p):
         meta, opts = launch_knobs(p)
-        grid = (triton.cdiv(Tq, p["BLOCK_M"]), B * H)
-        _attn_bwd_dq_kernel[grid](q, k, v, do, dq, lse, delta, sm_scale * LOG2E, sm_scale,
-                                  *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
-                                  *do.stride()[:3], *dq.stride()[:3],
-                                  H, Tq, Tk, D, CAUSAL=bool(causal),
-                                  EVEN_M=Tq % p["BLOCK_M"] == 0, EVEN_D=p["BLOCK_D"] == D,
-                                  DOT_PRECISION=prec, **meta, **opts)
+        return (_attn_bwd_dq_kernel[(-(-Tq // p["BLOCK_M"]), B * H)],
+                dict(**flags(p), **meta, **opts))
 
-    shape = (B, H, Tq, Tk, D)
-    plan = _tune("dkdv", q, Tq, Tk, D, causal, B * H, run_dkdv, configs.get("dkdv"))
-    _launch("dkdv", run_dkdv, plan, shape, q.dtype, q.device)
-    plan = _tune("dq", q, Tq, Tk, D, causal, B * H, run_dq, configs.get("dq"))
-    _launch("dq", run_dq, plan, shape, q.dtype, q.device)
+    common = (lse, delta, sm_scale * LOG2E, sm_scale, *q.stride()[:3], *k.stride()[:3],
+              *v.stride()[:3], *do.stride()[:3])
+    _launch("dkdv", ("dkdv", q.dtype, B, H, Tq, Tk, D, causal, q.device, prec),
+            (q, k, v, do, dk, dv, *common, *dk.stride()[:3], *dv.stride()[:3], H, Tq, Tk, D),
+            dkdv_entry, configs.get("dkdv"))
+    _launch("dq", ("dq", q.dtype, B, H, Tq, Tk, D, causal, q.device, prec),
+            (q, k, v, do, dq, *common, *dq.stride()[:3], H, Tq, Tk, D),
+            dq_entry, configs.get("dq"))
     return dq, dk, dv
 
 
@@ -496,7 +510,9 @@ def triton_attention(q, k, v, causal=True, scale=None):
     """The Triton path of kernels.attention."""
     q, k, v = autocast_inputs(q, k, v)
     check_inputs(q, k, v)
-    return _AttentionFn.apply(q, k, v, bool(causal), scale)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _AttentionFn.apply(q, k, v, bool(causal), scale)
+    return forward(q, k, v, causal, scale)[0]
 
 
 # --- CPU path -----------------------------------------------------------------------------

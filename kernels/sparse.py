@@ -96,7 +96,10 @@ _LAYOUTS: dict[int, tuple] = {}
 
 def layout(weight: torch.Tensor, tile: int) -> Layout:
     """The Layout of weight, cached while the weight is unchanged (same tensor, same version
-    counter: an optimizer step in place bumps the version, so a step recomputes it once)."""
+    counter: an optimizer step or a pruning mask applied in place (p.mul_(mask), as
+    lib/pruning.py does) bumps the version, so a step recomputes it once). Writes through
+    `weight.data` do not bump the version: code that revives zero blocks that way must call
+    clear_cache()."""
     key = id(weight)
     hit = _LAYOUTS.get(key)
     if hit is not None:
@@ -108,6 +111,12 @@ def layout(weight: torch.Tensor, tile: int) -> Layout:
         _LAYOUTS.clear()
     _LAYOUTS[key] = (weakref.ref(weight), weight._version, tile, lay)
     return lay
+
+
+def clear_cache() -> None:
+    """Forget every cached layout (and 2:4 compressed weight)."""
+    _LAYOUTS.clear()
+    _SEMI.clear()
 
 
 # --- kernel ---------------------------------------------------------------------------------
@@ -169,36 +178,52 @@ def launch(x: torch.Tensor, b: torch.Tensor, count: torch.Tensor, cols: torch.Te
     if M == 0 or N == 0:
         return y
 
-    def run(p):
-        meta, opts = launch_knobs(p)
-        grid = (triton.cdiv(N, tile), triton.cdiv(M, p["BLOCK_M"]))
-        _bsmm_kernel[grid](x, b, y, bias if bias is not None else y, count, cols, M, N, K,
-                           x.stride(0), x.stride(1), b.stride(0), b.stride(1),
-                           y.stride(0), y.stride(1), cols.stride(0),
-                           HAS_BIAS=bias is not None, EVEN_M=M % p["BLOCK_M"] == 0,
-                           EVEN_N=N % tile == 0, EVEN_K=K % tile == 0,
-                           DOT_PRECISION=dot_precision(x.dtype), **meta, **opts)
+    prec = dot_precision(x.dtype)
+    key = (x.dtype, x.stride(1) == 1, M, N, K, tile, bias is not None, x.device, prec)
+    args = (x, b, y, bias if bias is not None else y, count, cols, M, N, K, x.stride(0),
+            x.stride(1), b.stride(0), b.stride(1), y.stride(0), y.stride(1), cols.stride(0))
+    entry = _LAUNCHES.get(key) if config is None else None
+    if entry is not None:
+        fn, const = entry
+        fn(*args, **const)
+        return y
 
-    if config is None:
-        config = autotune.pick(
+    def entry_for(p):
+        meta, opts = launch_knobs(p)
+        grid = (-(-N // tile), -(-M // p["BLOCK_M"]))
+        return _bsmm_kernel[grid], dict(
+            HAS_BIAS=bias is not None, EVEN_M=M % p["BLOCK_M"] == 0, EVEN_N=N % tile == 0,
+            EVEN_K=K % tile == 0, DOT_PRECISION=prec, **meta, **opts)
+
+    def run(p):
+        fn, const = entry_for(p)
+        fn(*args, **const)
+
+    plan = config
+    if plan is None:
+        plan = autotune.pick(
             "block_sparse", {"dtype": str(x.dtype).replace("torch.", ""), "tile": tile,
                              "M": autotune.bucket(M), "N": N, "K": K},
-            candidate_plans(M, tile, x.dtype, x.device),
-            run, x.device)
-    validate_plan("block_sparse", config, (M, N, K), lambda p: smem_bytes(p, x.dtype), x.device,
+            candidate_plans(M, tile, x.dtype, x.device), run, x.device)
+    validate_plan("block_sparse", plan, (M, N, K), lambda p: smem_bytes(p, x.dtype), x.device,
                   required=("BLOCK_M", "BLOCK_T", "num_warps", "num_stages"))
-    if config["BLOCK_T"] != tile:
+    if plan["BLOCK_T"] != tile:
         raise KernelPlanError("block_sparse", "validate", (M, N, K),
-                              f"BLOCK_T={config['BLOCK_T']} must equal the layout tile {tile}",
-                              config)
+                              f"BLOCK_T={plan['BLOCK_T']} must equal the layout tile {tile}",
+                              plan)
     try:
-        run(config)
+        run(plan)
     except Exception as exc:
         if type(exc).__module__.startswith("triton"):
             raise KernelPlanError("block_sparse", "compile", (M, N, K),
-                                  f"{type(exc).__name__}: {exc}", config) from exc
+                                  f"{type(exc).__name__}: {exc}", plan) from exc
         raise
+    if config is None:
+        _LAUNCHES[key] = entry_for(plan)
     return y
+
+
+_LAUNCHES: dict = {}   # as in matmul.py: repeated calls skip plan search and validation
 
 
 class _BlockSparseFn(torch.autograd.Function):
@@ -233,7 +258,13 @@ def triton_block_sparse_linear(x, weight, block_size, bias=None):
         raise ValueError(f"block_sparse_linear: x {tuple(x.shape)} and weight "
                          f"{tuple(weight.shape)}: x's last dimension must equal in_features")
     x, weight, bias = autocast_inputs(x, weight, bias)
-    return _BlockSparseFn.apply(x, weight, bias, tile_for(block_size))
+    tile = tile_for(block_size)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in (x, weight, bias)):
+        return _BlockSparseFn.apply(x, weight, bias, tile)
+    lay = layout(weight, tile)
+    y = launch(x.reshape(-1, x.shape[-1]), weight.t(), lay.count, lay.cols, tile, bias)
+    return y.reshape(*x.shape[:-1], weight.shape[0])
 
 
 # --- CPU path -------------------------------------------------------------------------------

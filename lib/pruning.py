@@ -40,12 +40,12 @@ def prunable_parameters(model: nn.Module, cfg) -> list[tuple[str, nn.Parameter]]
     else:
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         head = {id(linears[-1].weight)} if linears else set()
-    skip = set() if cfg.prune_head else head
+    skip = set() if cfg.prune_head else set(head)
     found = []
     for mname, m in model.named_modules():
         if isinstance(m, PRUNABLE_MODULES) and m.weight.requires_grad:
             if isinstance(m, nn.Embedding) and not cfg.prune_embeddings:
-                skip = skip | {id(m.weight)}
+                skip.add(id(m.weight))
             found.append((f"{mname}.weight" if mname else "weight", m.weight))
     out, seen = [], set()
     for name, p in found:
@@ -71,12 +71,14 @@ def measure_sparsity(model: nn.Module, cfg) -> dict:
 
 def _lowest(s: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask of exactly the k lowest entries of 1-D s; among equal scores the lower index."""
-    out = torch.zeros_like(s, dtype=torch.bool)
-    if k <= 0:
-        return out
-    if k >= s.numel():
-        return out.fill_(True)
-    kth = torch.kthvalue(s, k).values
+    n = s.numel()
+    if k <= 0 or k >= n:
+        return torch.full_like(s, k > 0, dtype=torch.bool)
+    if s.is_cuda:  # topk: 1.9 ms for 85M floats on an H100, where kthvalue takes 508 ms
+        kth = (torch.topk(s, k, largest=False, sorted=False).values.max() if k <= n // 2 else
+               torch.topk(s, n - k + 1, sorted=False).values.min())
+    else:  # kthvalue: 243 ms for 11M floats on the CPU, where topk takes 459 ms
+        kth = torch.kthvalue(s, k).values
     out = s < kth
     ties = (s == kth).nonzero().squeeze(1)
     out[ties[: k - int(out.sum())]] = True
@@ -86,7 +88,7 @@ def _lowest(s: torch.Tensor, k: int) -> torch.Tensor:
 def _lowest_by_size(s: torch.Tensor, sizes: torch.Tensor, n: int) -> torch.Tensor:
     """Lowest-score units (blocks) whose total size is closest to n; equal scores by index."""
     order = torch.sort(s, stable=True).indices
-    cum = sizes.flatten()[order].cumsum(0)
+    cum = sizes[order].cumsum(0)
     k = int(torch.searchsorted(cum, n, right=True))  # units that fit in n
     if k < cum.numel() and int(cum[k]) - n < n - (int(cum[k - 1]) if k else 0):
         k += 1
@@ -168,6 +170,7 @@ class Pruner:
         self._apply_masks()
 
     # --- internals ------------------------------------------------------------
+    @torch.no_grad()
     def _apply_masks(self) -> None:
         if self.sparsity > 0:
             for n, p in self.params.items():
@@ -180,13 +183,14 @@ class Pruner:
             return self.scores[name] if self.scores else scores.movement_delta(p, self.w0[name])
         group = next(g for g in self.optimizer.param_groups if any(q is p for q in g["params"]))
         st = self.optimizer.state.get(p, {})
-        if "exp_avg" in st:  # a weight that never had a gradient has no state yet: scores 0
+        if "exp_avg" in st:  # a weight that never had a gradient has no state: m = v = 0
             m, v, t = st["exp_avg"], st["exp_avg_sq"], float(st["step"])
         else:
             m, v, t = torch.zeros_like(p), torch.zeros_like(p), 1.0
         return scores.state(p, m, v, self.cfg.state_score, step=t, beta1=group["betas"][0],
                             beta2=group["betas"][1], eps=group["eps"])
 
+    @torch.no_grad()
     def _update_masks(self, sparsity: float) -> None:
         names = list(self.params)
         for group in ([[n] for n in names] if self.cfg.pruning_scope == "layer" else [names]):
@@ -206,8 +210,10 @@ class Pruner:
             units.append(s.flatten())
         flat = torch.cat(units)
         n_prune = round(sparsity * sum(self.params[n].numel() for n in names))
-        pruned = _lowest(flat, n_prune) if b <= 0 else _lowest_by_size(flat, torch.cat(sizes),
-                                                                        n_prune)
+        if b > 0:
+            pruned = _lowest_by_size(flat, torch.cat(sizes), n_prune)
+        else:
+            pruned = _lowest(flat, n_prune)
         for n, pr in zip(names, pruned.split([u.numel() for u in units])):
             keep = ~pr
             shape = self.params[n].shape

@@ -219,6 +219,12 @@ def _sdpa_flash(q, k, v, causal):
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
 
+def _sdpa_cudnn(q, k, v, causal):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+
 def bench_attention(b: Bench, dtype):
     dev = b.device
     if b.cuda:
@@ -275,6 +281,16 @@ def bench_attention(b: Bench, dtype):
                   torch_ms=tms, ratio=tms / ms, tflops=flops / ms / 1e9,
                   torch_tflops=flops / tms / 1e9, gbps=nbytes / ms / 1e6, err=err,
                   torch_err=terr)
+            if b.cuda and grad:   # for reference: torch's cuDNN backend, faster than flash
+                try:
+                    cms = b.ms(make(_sdpa_cudnn), grad_to_none=[q, k, v])
+                except Exception as exc:
+                    b.skipped.append(f"{label} vs sdpa cudnn: {type(exc).__name__}: {exc}")
+                    continue
+                b.add(op="attention", case=f"causal d{d} T{t}", layout="sdpa cudnn",
+                      shape=[bsz, h, t, d], dtype=str(dtype)[6:], **{"pass": ps}, ms=ms,
+                      torch_ms=cms, ratio=cms / ms, tflops=flops / ms / 1e9,
+                      torch_tflops=flops / cms / 1e9, err=err)
 
 
 # --- sparse -----------------------------------------------------------------------------------
@@ -340,6 +356,43 @@ def bench_sparse(b: Bench, dtype):
               err=ref.rel_err(sp.semi_structured_linear(x, w), expected))
 
 
+# --- per-call host overhead --------------------------------------------------------------------
+def bench_overhead(b: Bench, dtype):
+    """Host time per call at tiny shapes (the GPU work is ~us): what a call costs in Python
+    and launches, ours vs torch's."""
+    if not b.cuda or b.precompile:
+        return
+    dev = b.device
+    x = rnd(64, 64, dtype=dtype, device=dev, requires_grad=True)
+    w = rnd(64, 64, dtype=dtype, device=dev, requires_grad=True)
+    q, k, v = (rnd(1, 1, 64, 64, dtype=dtype, device=dev, requires_grad=True) for _ in range(3))
+
+    def host_us(fn, n=300):
+        fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / n * 1e6
+
+    cases = [
+        ("linear 64x64x64 fwd", lambda: kernels.linear(x.detach(), w.detach()),
+         lambda: F.linear(x.detach(), w.detach())),
+        ("linear 64x64x64 fwd+bwd", lambda: kernels.linear(x, w).sum().backward(),
+         lambda: F.linear(x, w).sum().backward()),
+        ("attention 1x1x64x64 fwd", lambda: kernels.attention(q.detach(), k.detach(), v.detach()),
+         lambda: _sdpa_flash(q.detach(), k.detach(), v.detach(), True)),
+        ("attention 1x1x64x64 fwd+bwd", lambda: kernels.attention(q, k, v).sum().backward(),
+         lambda: _sdpa_flash(q, k, v, True).sum().backward()),
+    ]
+    for name, ours, theirs in cases:
+        us, tus = host_us(ours), host_us(theirs)
+        b.add(op="overhead", case=name, layout="host us per call", shape=[64, 64],
+              dtype=str(dtype)[6:], **{"pass": name.split()[-1]}, ms=us / 1e3,
+              torch_ms=tus / 1e3, ratio=tus / us)
+
+
 # --- CPU memory -------------------------------------------------------------------------------
 def bench_memory(b: Bench):
     from kernels import verify
@@ -383,7 +436,7 @@ def summary(rows) -> list[str]:
                      f"({worst['case']})")
     for d in (64, 128):
         att = [r for r in rows if r["op"] == "attention" and r["pass"] == "fwd+bwd"
-               and f"d{d} " in r["case"]]
+               and f"d{d} " in r["case"] and "flash" in r.get("layout", "")]
         if att:
             worst = min(att, key=lambda r: r["ratio"] or 0)
             lines.append(f"- attention fwd+bwd vs {att[0]['layout']}, causal d{d}: worst "
@@ -410,7 +463,8 @@ def markdown(b: Bench) -> str:
            "fwd+bwd: worst of output and gradients).", ""]
     out += ["## Targets", ""] + (summary(b.rows) or ["- (no rows)"]) + [""]
     sections = [("matmul", "matmul / linear"), ("attention", "attention"),
-                ("block_sparse", "block-sparse linear"), ("semi_2_4", "2:4 semi-structured")]
+                ("block_sparse", "block-sparse linear"), ("semi_2_4", "2:4 semi-structured"),
+                ("overhead", "host time per call at tiny shapes (ms columns)")]
     for op, title in sections:
         rows = [r for r in b.rows if r["op"] == op]
         if not rows:
@@ -476,7 +530,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=("cuda", "cpu"), default=None)
-    ap.add_argument("--ops", nargs="*", default=["matmul", "attention", "sparse", "memory"])
+    ap.add_argument("--ops", nargs="*",
+                    default=["matmul", "attention", "sparse", "overhead", "memory"])
     ap.add_argument("--out", default=None, help="JSON report")
     ap.add_argument("--md", default=None, help="Markdown report")
     ap.add_argument("--baseline", default=None, help="earlier JSON report: print regressions")
@@ -494,7 +549,8 @@ def main(argv=None) -> int:
               tuple(int(x) for x in args.shard.split("/")))
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     print(f"# {b.meta}", flush=True)
-    sections = {"matmul": bench_matmul, "attention": bench_attention, "sparse": bench_sparse}
+    sections = {"matmul": bench_matmul, "attention": bench_attention, "sparse": bench_sparse,
+                "overhead": bench_overhead}
     for op in args.ops:
         if op in sections:
             sections[op](b, dtype)

@@ -78,7 +78,7 @@ $PY -m pytest -q -p no:cacheprovider tests/kernels/test_kernels_gpu.py || status
 
 stage "3. benchmark (time budget ${BUDGET}s)"
 $PY scripts/bench_kernels.py --out "$OUT/bench.json" --md "$OUT/bench.md" \
-	--time-budget "$BUDGET" --ops matmul attention sparse || status=1
+	--time-budget "$BUDGET" --ops matmul attention sparse overhead || status=1
 
 stage "autotune cache"
 $PY -m kernels.autotune --show | head -n 60

@@ -82,3 +82,20 @@ def test_autocast_casts_inputs_like_f_linear(triton_device):
         expected = torch.nn.functional.linear(x, w)
     assert y.dtype == expected.dtype == torch.bfloat16
     assert ref.rel_err(y, x.double() @ w.double().t()) < 1e-2
+
+
+@pytest.mark.parametrize("shape", [(5, 123, 123), (70, 33, 65), (64, 64, 64)])
+def test_persistent_plan_matches_reference(shape, triton_device):
+    """The persistent kernel (a tuning candidate on GPUs), forced by an explicit plan."""
+    m, k, n = shape
+    plan = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16, "GROUP_M": 2, "num_warps": 4,
+            "num_stages": 2, "PERSISTENT": 1}
+    g = torch.Generator().manual_seed(9)
+    a = torch.randn(m, k, generator=g).to(triton_device)
+    b = (torch.randn(k, n, generator=g) / k ** 0.5).to(triton_device)
+    bias = torch.randn(n, generator=g).to(triton_device)
+    with kernels.poisoned():
+        c, z = mm().launch(a, b, bias, "gelu", store_preact=True, config=plan)
+    pre = a.double() @ b.double() + bias.double()
+    assert ref.rel_err(z, pre) < 1e-5
+    assert ref.rel_err(c, ref.activate(pre, "gelu")) < 1e-5

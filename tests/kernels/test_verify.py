@@ -29,8 +29,7 @@ MUTANTS = {
           "qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * 0.0")]),
     "missing_softmax_scale": (
         "attention", "triton_attention", "attention",
-        [("_attn_fwd_kernel[grid](q, k, v, o, lse, sm_scale * LOG2E,",
-          "_attn_fwd_kernel[grid](q, k, v, o, lse, LOG2E,")]),
+        [("args = (q, k, v, o, lse, sm_scale * LOG2E,", "args = (q, k, v, o, lse, LOG2E,")]),
     "no_causal_mask": (
         "attention", "triton_attention", "attention",
         [("keep = keep & (offs_m[:, None] >= cols[None, :])", "keep = keep")]),

@@ -266,6 +266,17 @@ def test_magnitude_ties_prune_exactly_k_by_index():
     assert torch.all(~pruner.masks["0.weight"].flatten()[:51])  # lowest index first
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_cut_matches_cpu():
+    """GPUs take the k-th score from topk, the CPU from kthvalue: same masks, ties included."""
+    torch.manual_seed(0)
+    for s in (torch.randn(1001), torch.randint(0, 5, (1001,)).float(),
+              torch.where(torch.rand(1001) < 0.3, float("-inf"), torch.randn(1001))):
+        for k in (0, 1, 333, 500, 501, 1000, 1001):
+            assert torch.equal(pruning._lowest(s, k), pruning._lowest(s.cuda(), k).cpu())
+            assert int(pruning._lowest(s, k).sum()) == k
+
+
 def test_block_scores_average_partial_blocks():
     s = torch.arange(15.0).view(3, 5)
     means, sizes = pruning.block_scores(s, 2)

