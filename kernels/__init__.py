@@ -12,8 +12,8 @@ kernels on CUDA tensors, and on CPU tensors either under TRITON_INTERPRET=1 (CI)
 it, falls back to the "cpu" path with a one-time warning; "cpu" runs the CPU paths (blocked
 online-softmax attention, tile-skipping sparse linear). Everything supports autograd.
 
-A leaf package: it imports torch, and Triton only when the triton backend runs. See
-docs/kernels.md.
+A leaf package: it imports torch; Triton is imported only by the op modules, guarded (the
+torch and cpu backends work where Triton is missing or broken). See docs/kernels.md.
 """
 from __future__ import annotations
 
@@ -63,8 +63,9 @@ def _make_eager_wrappers(route: str) -> None:
     graph break rather than dynamo tracing the launchers). The wrappers are made here, not
     with a decorator at import, because torch.compiler.disable imports dynamo, which imports
     Triton (1.6 s on the 2-core CI host, and before a test could set TRITON_INTERPRET)."""
+    routes = ("triton", "cpu") if route == "triton" else (route,)   # triton falls back to cpu
     for (op, r), (mod, fn) in _IMPLS.items():
-        if r != route:
+        if r not in routes:
             continue
         impl = getattr(_op(mod), fn)
         if impl not in _EAGER:

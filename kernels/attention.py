@@ -516,10 +516,12 @@ def triton_attention(q, k, v, causal=True, scale=None):
 
 
 # --- CPU path -----------------------------------------------------------------------------
-def _causal_keep(i0, tq, j0, j1, device):
-    """[tq - i0, j1 - j0] bool: query i sees key j iff j <= i."""
-    rows = torch.arange(i0, tq, device=device)[:, None]
-    return torch.arange(j0, j1, device=device)[None, :] <= rows
+def _mask_diagonal(s, i0, j0, j1, fill):
+    """Causal mask of a score block s = rows [i0, T_q) x keys [j0, j1) with i0 = j0: only
+    the first j1 - j0 rows (the diagonal square) can see a later key; set those to fill."""
+    n = min(j1 - j0, s.shape[-2])
+    hidden = torch.ones(n, j1 - j0, dtype=torch.bool, device=s.device).triu_(1)
+    s[..., :n, :].masked_fill_(hidden, fill)
 
 
 class _BlockedAttentionFn(torch.autograd.Function):
@@ -545,7 +547,7 @@ class _BlockedAttentionFn(torch.autograd.Function):
                 break
             s = torch.matmul(qf[:, :, i0:], kf[:, :, j0:j1].transpose(-2, -1)).mul_(scale)
             if causal:
-                s.masked_fill_(~_causal_keep(i0, Tq, j0, j1, q.device), float("-inf"))
+                _mask_diagonal(s, i0, j0, j1, float("-inf"))
             m_old = m[:, :, i0:]
             m_new = torch.maximum(m_old, s.amax(dim=-1))   # key j0 is visible: finite
             s.sub_(m_new[..., None]).exp_()                 # s now holds p
@@ -583,7 +585,7 @@ class _BlockedAttentionFn(torch.autograd.Function):
             p = torch.matmul(qs, kb.transpose(-2, -1)).mul_(scale)
             p.sub_(lse[:, :, i0:, None]).exp_()
             if causal:
-                p.masked_fill_(~_causal_keep(i0, Tq, j0, j1, q.device), 0.0)
+                _mask_diagonal(p, i0, j0, j1, 0.0)
             dv[:, :, j0:j1] = torch.matmul(p.transpose(-2, -1), dos)
             ds = torch.matmul(dos, vb.transpose(-2, -1))
             ds.sub_(delta[:, :, i0:, None]).mul_(p)

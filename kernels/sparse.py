@@ -285,7 +285,8 @@ class _BlockSparseCpuFn(torch.autograd.Function):
                 y += bias
             for r, c in mask.nonzero().tolist():
                 n0, k0 = r * tile, c * tile
-                y[:, n0:n0 + tile].addmm_(x2[:, k0:k0 + tile], weight[n0:n0 + tile, k0:k0 + tile].t())
+                w_tile = weight[n0:n0 + tile, k0:k0 + tile]
+                y[:, n0:n0 + tile].addmm_(x2[:, k0:k0 + tile], w_tile.t())
         return y.reshape(*x.shape[:-1], N)
 
     @staticmethod
@@ -301,7 +302,8 @@ class _BlockSparseCpuFn(torch.autograd.Function):
                 dx = torch.zeros_like(x2)
                 for r, c in mask.nonzero().tolist():
                     n0, k0 = r * tile, c * tile
-                    dx[:, k0:k0 + tile].addmm_(g[:, n0:n0 + tile], weight[n0:n0 + tile, k0:k0 + tile])
+                    w_tile = weight[n0:n0 + tile, k0:k0 + tile]
+                    dx[:, k0:k0 + tile].addmm_(g[:, n0:n0 + tile], w_tile)
             dx = dx.reshape(*ctx.lead, x2.shape[1])
         if ctx.needs_input_grad[1]:
             dw = g.t() @ x2

@@ -46,8 +46,12 @@ from kernels import reference as ref  # noqa: E402
 
 GPT2 = [("gpt2 attn.c_attn", 16384, 768, 2304), ("gpt2 attn.c_proj", 16384, 768, 768),
         ("gpt2 mlp.c_fc", 16384, 768, 3072), ("gpt2 mlp.c_proj", 16384, 3072, 768)]
-RESNET = [("resnet 3x3 conv 56x56x64", 50176, 576, 64), ("resnet 3x3 conv 28x28x128", 12544, 1152, 128),
-          ("resnet 3x3 conv 14x14x256", 3136, 2304, 256), ("resnet 3x3 conv 7x7x512", 784, 4608, 512),
+# ResNet 3x3 convolutions as im2col GEMMs at batch 16, 224x224 (M = B*H*W, K = C_in*9,
+# N = C_out), and ResNet-50's classifier at batch 256
+RESNET = [("resnet 3x3 conv 56x56x64", 50176, 576, 64),
+          ("resnet 3x3 conv 28x28x128", 12544, 1152, 128),
+          ("resnet 3x3 conv 14x14x256", 3136, 2304, 256),
+          ("resnet 3x3 conv 7x7x512", 784, 4608, 512),
           ("resnet50 fc", 256, 2048, 1000)]
 TARGET = {"matmul": 0.9, "attention": 0.9, "block_sparse": 4.0}
 
@@ -65,14 +69,19 @@ def gpu_ms(fn, grad_to_none=None) -> float:
                               quantiles=[0.5])[0])
 
 
-def cpu_ms(fn, reps=5) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+def cpu_pair_ms(ours, theirs, rounds=7) -> tuple[float, float]:
+    """Median wall-clock ms of each, timed alternately: on a host shared with other jobs the
+    load drifts, and timing one after the other let that drift show up as a 2x "ratio"
+    between two calls of the same F.linear."""
+    ours()
+    theirs()
+    a, b = [], []
+    for _ in range(rounds):
+        for fn, out in ((ours, a), (theirs, b)):
+            t0 = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(a), statistics.median(b)
 
 
 class Bench:
@@ -91,10 +100,14 @@ class Bench:
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "torch": torch.__version__, "triton": _triton.VERSION,
             "host": platform.node(), "backend": "triton" if self.cuda else "cpu",
-            "loadavg_1m": round(os.getloadavg()[0], 2)}   # other work on the host skews timings
+            "loadavg_1m": round(os.getloadavg()[0], 2),   # other work on the host skews timings
+            "threads": torch.get_num_threads()}
 
-    def ms(self, fn, grad_to_none=None):
-        return gpu_ms(fn, grad_to_none) if self.cuda else cpu_ms(fn)
+    def ms2(self, ours, theirs, grad_to_none=None) -> tuple[float, float]:
+        """Median ms of ours and of torch's version, measured in the same way."""
+        if self.cuda:
+            return gpu_ms(ours, grad_to_none), gpu_ms(theirs, grad_to_none)
+        return cpu_pair_ms(ours, theirs)
 
     def over_budget(self, label) -> bool:
         if time.perf_counter() - self.start > self.budget:
@@ -133,7 +146,8 @@ def bench_matmul(b: Bench, dtype):
             [(name, m, k, n, "matmul") for name, m, k, n in RESNET] + \
             [("square 4096", 4096, 4096, 4096, "matmul")]
     if not b.cuda:
-        cases = [("cpu linear", 2048, 768, 768, "linear"), ("cpu matmul", 2048, 768, 3072, "matmul")]
+        cases = [("cpu linear", 2048, 768, 768, "linear"),
+                 ("cpu matmul", 2048, 768, 3072, "matmul")]
     for name, m, k, n, layout in cases:
         label = f"matmul {name} {layout}"
         if b.precompile and not b.mine():
@@ -150,7 +164,7 @@ def bench_matmul(b: Bench, dtype):
         if b.precompile:
             ours()
             continue
-        ms, tms = b.ms(ours), b.ms(theirs)
+        ms, tms = b.ms2(ours, theirs)
         expected = x.double() @ w.double().t()
         flops = 2.0 * m * n * k
         nbytes = (m * k + k * n + m * n) * x.element_size()
@@ -178,8 +192,7 @@ def bench_matmul(b: Bench, dtype):
         if b.precompile:
             step(kernels.linear)()
             continue
-        ms = b.ms(step(kernels.linear), grad_to_none=[x, w])
-        tms = b.ms(step(F.linear), grad_to_none=[x, w])
+        ms, tms = b.ms2(step(kernels.linear), step(F.linear), grad_to_none=[x, w])
         x.grad = w.grad = None
         kernels.linear(x, w).backward(gy)
         x6, w6 = ref.upcast(x), ref.upcast(w)
@@ -202,7 +215,7 @@ def bench_matmul(b: Bench, dtype):
                 ours()
             else:
                 theirs = lambda: F.gelu(torch.addmm(bias, x, wt))  # noqa: E731
-                ms, tms = b.ms(ours), b.ms(theirs)
+                ms, tms = b.ms2(ours, theirs)
                 expected = ref.matmul(x.double(), wt.double(), bias.double(), "gelu")
                 flops = 2.0 * m * n * k
                 b.add(op="matmul", case=name + " +bias+gelu", layout="matmul",
@@ -257,8 +270,7 @@ def bench_attention(b: Bench, dtype):
             if b.precompile:
                 ours()
                 continue
-            ms = b.ms(ours, grad_to_none=[q, k, v] if grad else None)
-            tms = b.ms(make(theirs_fn), grad_to_none=[q, k, v] if grad else None)
+            ms, tms = b.ms2(ours, make(theirs_fn), grad_to_none=[q, k, v] if grad else None)
             # error on a slice (batch 0, heads 0-1): the float64 reference is O(T^2)
             sl = (slice(0, 1), slice(0, 2))
             qs, ks, vs = (ref.upcast(x[sl].detach().requires_grad_(grad)) for x in (q, k, v))
@@ -283,7 +295,7 @@ def bench_attention(b: Bench, dtype):
                   torch_err=terr)
             if b.cuda and grad:   # for reference: torch's cuDNN backend, faster than flash
                 try:
-                    cms = b.ms(make(_sdpa_cudnn), grad_to_none=[q, k, v])
+                    cms = gpu_ms(make(_sdpa_cudnn), grad_to_none=[q, k, v])
                 except Exception as exc:
                     b.skipped.append(f"{label} vs sdpa cudnn: {type(exc).__name__}: {exc}")
                     continue
@@ -318,7 +330,7 @@ def bench_sparse(b: Bench, dtype):
         if b.precompile:
             ours()
             continue
-        ms, tms = b.ms(ours), b.ms(lambda: F.linear(x, w))
+        ms, tms = b.ms2(ours, lambda: F.linear(x, w))
         expected = x.double() @ w.double().t()
         density = float((w != 0).float().mean())
         flops = 2.0 * m * n * k * density
@@ -343,11 +355,11 @@ def bench_sparse(b: Bench, dtype):
             b.skipped.append(f"{label}: {why}")
             continue
         try:
-            ms = b.ms(lambda: sp.semi_structured_linear(x, w))
+            ms = gpu_ms(lambda: sp.semi_structured_linear(x, w))
         except Exception as exc:   # cuSPARSELt/CUTLASS missing in this torch build
             b.skipped.append(f"{label}: {type(exc).__name__}: {exc}")
             continue
-        tms = b.ms(lambda: F.linear(x, w))
+        tms = gpu_ms(lambda: F.linear(x, w))
         expected = x.double() @ w.double().t()
         b.add(op="semi_2_4", case="2:4 to_sparse_semi_structured", layout="vs dense F.linear",
               shape=[m, k, n], dtype=str(dtype)[6:], **{"pass": "fwd"}, ms=ms, torch_ms=tms,
@@ -396,14 +408,14 @@ def bench_overhead(b: Bench, dtype):
 # --- CPU memory -------------------------------------------------------------------------------
 def bench_memory(b: Bench):
     from kernels import verify
-    for t in (1024, 2048, 4096, 8192):
+    for t in (1024, 2048, 4096, 8192, 16384):
         label = f"memory T{t}"
         if b.over_budget(label):
             continue
         row = {"op": "attention_memory", "case": f"causal d64 T{t}", "shape": [1, 1, t, 64],
                "dtype": "float32", "pass": "fwd+bwd"}
         for name in ("cpu", "torch", "reference"):
-            if name == "reference" and t > 4096:
+            if name == "reference" and t > 8192:
                 row["reference_mib"] = None      # 4 x T^2 bytes per score matrix: skipped
                 continue
             row[f"{name}_mib"] = round(verify.attention_peak_mb(name, t), 1)
@@ -453,11 +465,53 @@ def summary(rows) -> list[str]:
     return lines
 
 
+def kernel_only(rows, entries: dict) -> list[tuple]:
+    """Per row, the tuner's own do_bench median of the chosen plan(s), from the autotune cache
+    of the same run: the kernel's time without the per-call host cost. Attention fwd+bwd sums
+    fwd + dK/dV + dQ (the small Delta kernel is not timed); block-sparse keys hold no
+    density, so only the first density tuned for a shape (90%) is reported."""
+    out, seen = [], set()
+    for r in rows:
+        op, shp, ps, lay = r["op"], r["shape"], r["pass"], r.get("layout") or ""
+        kt = None
+        if op == "matmul" and ps == "fwd" and "+" not in r["case"]:
+            m, k, n = shp
+            for layout in (("rc", "rr") if lay == "linear" else ("rr",)):
+                e = entries.get(f"matmul|dtype={r['dtype']}|layout={layout}|M={_bucket(m)}|"
+                                f"N={n}|K={k}")
+                if e:
+                    out.append((r, f"{lay} ({layout})", e["ms"]))
+            continue
+        if op == "attention" and "flash" in lay:
+            bsz, h, t, d = shp
+            key = f"dtype={r['dtype']}|D={d}|causal=1|T={_bucket(t)}|BH={_bucket(bsz * h)}"
+            parts = ["fwd"] + (["dkdv", "dq"] if ps == "fwd+bwd" else [])
+            es = [entries.get(f"attention.{p}|{key}") for p in parts]
+            kt = sum(e["ms"] for e in es) if all(es) else None
+        elif op == "block_sparse":
+            m, k, n = shp
+            tile = 128 if "128x128" in r["case"] else 64
+            key = f"block_sparse|dtype={r['dtype']}|tile={tile}|M={_bucket(m)}|N={n}|K={k}"
+            if key in seen:
+                continue
+            seen.add(key)
+            e = entries.get(key)
+            kt = e and e["ms"]
+        if kt:
+            out.append((r, lay, kt))
+    return out
+
+
+def _bucket(n):
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
 def markdown(b: Bench) -> str:
     m = b.meta
     out = [f"# kernels benchmark: {m['gpu']}", "",
            f"{m['date']}, torch {m['torch']}, triton {m['triton']}, host {m['host']} "
-           f"(1-minute load average {m['loadavg_1m']} at the start). "
+           f"(1-minute load average {m.get('loadavg_1m')} at the start, "
+           f"{m.get('threads', 'default')} torch threads). "
            "ratio = torch ms / ours ms (> 1: ours faster), torch measured in the same run; "
            "err = ||out - ref|| / ||ref|| against float64 (attention: batch 0, heads 0-1; "
            "fwd+bwd: worst of output and gradients).", ""]
@@ -480,6 +534,20 @@ def markdown(b: Bench) -> str:
                        f"{fmt(r.get('tflops'))} | {fmt(r.get('torch_tflops'))} | "
                        f"{fmt(r.get('err'), 2)} | {fmt(r.get('torch_err'), 2)} |")
         out.append("")
+    entries = getattr(b, "autotune_entries", None)
+    if entries:
+        ko = kernel_only(b.rows, entries)
+        if ko:
+            out += ["## Kernel time alone (the tuner's median for the chosen plan, same run)", "",
+                    "Timed calls above include the host cost of each call; these do not. "
+                    "ratio = torch ms (above) / kernel ms.", "",
+                    "| op | case | shape | pass | vs | kernel ms | timed call ms | torch ms | "
+                    "ratio |", "|---|---|---|---|---|---:|---:|---:|---:|"]
+            for r, lay, kt in ko:
+                out.append(f"| {r['op']} | {r['case']} | {'x'.join(map(str, r['shape']))} | "
+                           f"{r['pass']} | {lay} | {fmt(kt)} | {fmt(r['ms'])} | "
+                           f"{fmt(r.get('torch_ms'))} | {fmt(r['torch_ms'] / kt)} |")
+            out.append("")
     mem = [r for r in b.rows if r["op"] == "attention_memory"]
     if mem:
         out += ["## CPU attention peak memory (fwd+bwd, B=H=1, D=64, fp32, MiB above the "
@@ -515,7 +583,16 @@ def compare(rows, baseline_path: str, threshold: float = 0.05) -> list[str]:
     return lines
 
 
+def _load_autotune(b: Bench, path=None):
+    if path is None and b.cuda:
+        from kernels import autotune
+        path = autotune.cache_file(b.meta["gpu"])
+    if path and Path(path).exists():
+        b.autotune_entries = json.loads(Path(path).read_text()).get("entries", {})
+
+
 def write(b: Bench, args):
+    _load_autotune(b, getattr(args, "autotune", None))
     report = {"meta": b.meta, "rows": b.rows, "skipped": b.skipped,
               "summary": summary(b.rows)}
     if args.out:
@@ -541,9 +618,25 @@ def main(argv=None) -> int:
                     help="only launch our kernels once per case (with KERNELS_AUTOTUNE=compile "
                          "this compiles every candidate plan); no timing, no reports")
     ap.add_argument("--shard", default="0/1", help="K/N with --precompile")
+    ap.add_argument("--render", default=None,
+                    help="re-render --md from an earlier JSON report (with --autotune: its "
+                         "tuning cache) and exit")
+    ap.add_argument("--autotune", default=None, help="autotune cache JSON for --render")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0: torch's default); on a host shared with other "
+                         "work, 1 thread avoids OpenMP spin contention (40x slowdowns seen)")
     args = ap.parse_args(argv)
 
+    if args.render:
+        report = json.loads(Path(args.render).read_text())
+        b = Bench("cpu", 0)      # rendering only: no device calls
+        b.meta, b.rows, b.skipped = report["meta"], report["rows"], report.get("skipped", [])
+        _load_autotune(b, args.autotune)
+        Path(args.md).write_text(markdown(b))
+        return 0
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     kernels.set_backend("triton" if device == "cuda" else "cpu")
     b = Bench(device, args.time_budget, args.precompile,
               tuple(int(x) for x in args.shard.split("/")))

@@ -1,15 +1,18 @@
 """What the shared trainer costs: GPT-2 124M through lib/trainer.py vs a bare PyTorch training
 step, in one process on one GPU, bf16 autocast, torch.compile.
 
-  python scripts/bench_trainer.py --out bench.json          (one GPU; ~2.5 min on an H100)
+  python scripts/bench_trainer.py --out bench.json          (one GPU; ~100 s on an H100)
+  python scripts/bench_trainer.py --out bench.json --steps 560 --warm 60 \
+      --checkpoint-interval 500 --eval-interval 100000     (the GPU preset's checkpoint cadence)
   python scripts/bench_trainer.py --smoke --out smoke.json  (CPU, tiny model: checks the script)
 
 trainer       lib.trainer.run() on gpt2's ModelSpec with the GPU preset's batch (64 sequences
               of 1024 tokens = 4 micro-steps of 16), GPT-2 124M's shape (vocab 50,304 over
               byte tokens of the stdlib corpus), AdamW from lib/optim.py, grad clip 1.0,
               warm-up + cosine LR, data through lib/data.py's sampler (num_workers 0),
-              metrics every 10 steps, the GPU monitor every 2 s, a checkpoint every 50 steps,
-              pruning off, no evaluation inside the timed window.
+              metrics every 10 steps, the GPU monitor every 2 s, a checkpoint every 50 steps
+              (--checkpoint-interval), evaluation at each epoch's end (--eval-interval), pruning
+              off.
 bare_fused    the same model class, init and compile, F.scaled_dot_product_attention (the
               kernels "torch" backend is SDPA), torch.optim.AdamW(fused=True), the same
               micro-batches already on the GPU, no logging, no checkpoints.
@@ -165,6 +168,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="JSON file to write")
     ap.add_argument("--steps", type=int, default=150, help="trainer optimizer steps")
     ap.add_argument("--warm", type=int, default=50, help="trainer steps before the timed window")
+    ap.add_argument("--checkpoint-interval", type=int, default=50,
+                    help="trainer checkpoint cadence (the GPT-2 GPU presets use 500)")
+    ap.add_argument("--eval-interval", type=int, default=0,
+                    help="0 = at each epoch's end, as the trainer does; > --steps = never")
     ap.add_argument("--bare-steps", type=int, default=60)
     ap.add_argument("--bare-warm", type=int, default=10)
     ap.add_argument("--work", default="/tmp/bench_trainer", help="data and run folders")
@@ -178,8 +185,9 @@ def main(argv=None) -> int:
                  precision="fp32" if args.smoke else "bf16", compile=not args.smoke,
                  batch_size=8 if args.smoke else 64, grad_accum=2 if args.smoke else 4,
                  max_steps=args.steps, warmup_steps=10,
-                 checkpoint_interval=5 if args.smoke else 50,
-                 log_interval=10, eval_interval=0, eval_batches=2 if args.smoke else 20,
+                 checkpoint_interval=5 if args.smoke else args.checkpoint_interval,
+                 log_interval=10, eval_interval=args.eval_interval,
+                 eval_batches=2 if args.smoke else 20,
                  monitor_interval=2.0, data_dir=os.path.join(args.work, "data"),
                  out_dir=os.path.join(args.work, "run"))
     cfg.validate()

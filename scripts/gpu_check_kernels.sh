@@ -19,6 +19,7 @@ OUT=${OUT:-results/kernels/gpu-check}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export KERNELS_CACHE_DIR="$OUT/autotune"
+export KERNELS_PERSISTENT=1        # tune the persistent matmul plans too (docs/kernels.md)
 PY=${PYTHON:-python3}
 SHARDS=${SHARDS:-4}
 BUDGET=${BENCH_BUDGET:-200}      # seconds of benchmark cases (each case ends the budget check)
@@ -38,8 +39,8 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 stage "1. precompile benchmark plans ($SHARDS procs) + verification grid ($SHARDS procs)"
 pids=()
 for i in $(seq 0 $((SHARDS - 1))); do
-	KERNELS_AUTOTUNE=compile timeout "$STAGE1" $PY scripts/bench_kernels.py --precompile --shard "$i/$SHARDS" \
-		--ops matmul attention sparse >"$TMP/pre-$i.log" 2>&1 &
+	KERNELS_AUTOTUNE=compile timeout "$STAGE1" $PY scripts/bench_kernels.py --precompile \
+		--shard "$i/$SHARDS" --ops matmul attention sparse >"$TMP/pre-$i.log" 2>&1 &
 	pids+=($!)
 	KERNELS_AUTOTUNE=0 timeout "$STAGE1" $PY -m kernels.verify --backend triton --grid full \
 		--shard "$i/$SHARDS" --json "$TMP/verify-$i.json" >"$TMP/verify-$i.log" 2>&1 &

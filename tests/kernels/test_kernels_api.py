@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels import reference as ref
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -59,3 +59,20 @@ def test_bf16_training_step_through_kernels():
         opt.step()
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("shape", [(127, 129, 131), (2048, 768, 2304), (4096, 3072, 768)])
+def test_persistent_matmul_plan_on_the_gpu(shape):
+    """The persistent kernel (a tuning candidate with KERNELS_PERSISTENT=1), forced."""
+    mm = importlib.import_module("kernels.matmul")
+    m, k, n = shape
+    plan = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,
+            "num_stages": 3, "PERSISTENT": 1}
+    a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    b = (torch.randn(k, n, device="cuda") / k ** 0.5).to(torch.bfloat16)
+    bias = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    with kernels.poisoned():
+        c, z = mm.launch(a, b, bias, "gelu", store_preact=True, config=plan)
+    pre = a.double() @ b.double() + bias.double()
+    assert ref.rel_err(z, pre) < 1e-2
+    assert ref.rel_err(c, ref.activate(pre, "gelu")) < 1e-2

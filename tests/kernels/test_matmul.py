@@ -65,7 +65,8 @@ def test_linear_weight_grad_is_parameter_shaped(triton_device):
 def test_shape_and_dtype_errors_name_the_problem(triton_device):
     kernels.set_backend("triton")
     with pytest.raises(ValueError, match=r"a \(4, 5\) @ b \(6, 7\)"):
-        kernels.matmul(torch.randn(4, 5, device=triton_device), torch.randn(6, 7, device=triton_device))
+        kernels.matmul(torch.randn(4, 5, device=triton_device),
+                       torch.randn(6, 7, device=triton_device))
     with pytest.raises(TypeError, match="bfloat16"):
         mm().launch(torch.randn(4, 5, device=triton_device),
                     torch.randn(5, 6, device=triton_device, dtype=torch.bfloat16))

@@ -39,12 +39,15 @@ MUTANTS = {
           "c_mask = (offs_cm[:, None] < M - 1) & (offs_cn[None, :] < N)")]),
     "off_by_one_k_edge": (
         "matmul", "triton_matmul", "matmul",
-        [("mask=offs_k[None, :] < K - k * BLOCK_K,", "mask=offs_k[None, :] < K - k * BLOCK_K - 1,"),
-         ("mask=offs_k[:, None] < K - k * BLOCK_K,", "mask=offs_k[:, None] < K - k * BLOCK_K - 1,")]),
+        [("mask=offs_k[None, :] < K - k * BLOCK_K,",
+          "mask=offs_k[None, :] < K - k * BLOCK_K - 1,"),
+         ("mask=offs_k[:, None] < K - k * BLOCK_K,",
+          "mask=offs_k[:, None] < K - k * BLOCK_K - 1,")]),
     "bf16_accumulator": (
         "matmul", "triton_matmul", "matmul",
         [("acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)",
-          "acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION).to(tl.bfloat16).to(tl.float32)")]),
+          "acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)"
+          ".to(tl.bfloat16).to(tl.float32)")]),
     "block_sparse_skips_last_tile": (
         "sparse", "triton_block_sparse_linear", "block_sparse_linear",
         [("for i in range(0, count):", "for i in range(0, count - 1):")]),
