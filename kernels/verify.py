@@ -295,6 +295,7 @@ def format_failures(results: list[Result], limit: int = 20) -> str:
 # --- memory of the cpu attention path ------------------------------------------------------
 _PEAK_CHILD = r"""
 import sys, torch
+torch.set_num_threads(1)   # memory does not depend on it; time does, on a shared host
 def status(field):   # kB; VmHWM is this process's own peak (ru_maxrss would include the
     with open("/proc/self/status") as f:   # parent's size, inherited through fork+exec)
         return next(int(l.split()[1]) for l in f if l.startswith(field + ":"))

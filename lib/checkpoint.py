@@ -10,6 +10,7 @@ import glob
 import os
 import random
 import re
+import threading
 
 import numpy as np
 import torch
@@ -57,6 +58,52 @@ def save(ckpt_dir: str, state: dict, step: int, keep: int = 2) -> str:
     for old in list_checkpoints(ckpt_dir)[:-keep]:
         os.unlink(old)
     return path
+
+
+def snapshot(obj):
+    """A private CPU copy of a (nested) state: training may go on mutating the original."""
+    if torch.is_tensor(obj):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [snapshot(v) for v in obj]
+    if type(obj) is tuple:
+        return tuple(snapshot(v) for v in obj)
+    return obj
+
+
+class AsyncSaver:
+    """Checkpoints off the training loop's critical path: the state is copied to CPU
+    synchronously (consistent by construction), then pickled, written, fsynced and renamed
+    by a background thread. GPT-2 124M on an H100 (results/gpu/models-2026-11-23-h100.md):
+    a synchronous save of its 1.49 GB took 2.6 s, 25 percent of a 100-step window at one
+    checkpoint per 50 steps. One save is in flight at a time; wait() joins it and re-raises
+    its error, so a run never reports done before its last checkpoint is on disk."""
+
+    def __init__(self):
+        self.thread, self.error = None, None
+
+    def save(self, ckpt_dir: str, state: dict, step: int, keep: int = 2) -> None:
+        self.wait()
+        state = snapshot(state)
+
+        def work():
+            try:
+                save(ckpt_dir, state, step, keep)
+            except BaseException as e:  # surfaced by the next wait()
+                self.error = e
+        self.thread = threading.Thread(target=work, name=f"ckpt-{step}", daemon=False)
+        self.thread.start()
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            e, self.error = self.error, None
+            raise CheckpointError(f"writing a checkpoint failed ({type(e).__name__}: {e}); "
+                                  f"check free space in the checkpoint directory (MODELS=)")
 
 
 def load_latest(ckpt_dir: str) -> dict | None:

@@ -115,9 +115,7 @@ def build_training(spec: ModelSpec, cfg: RunConfig, total_steps: int, device):
         import kernels
         kernels.set_backend(cfg.kernel_backend)
         if cfg.kernel_linear:  # same parameters and state_dict; forward goes to kernels.linear
-            for m in model.modules():
-                if type(m) is torch.nn.Linear:
-                    m.__class__ = kernels.Linear
+            kernels.swap_linear(model, sparse_block_size=cfg.pruning_block_size)
     model = model.to(device)
     optimizer = optim.build_optimizer(model, cfg)
     pruner = pruning.build_pruner(model, optimizer, cfg, total_steps)
@@ -133,6 +131,7 @@ class Run:
         self.rank, self.local_rank, self.world = ddp_env()
         self.master = self.rank == 0
         self.log_file = self.tracker = self.monitor = None
+        self.saver = checkpoint.AsyncSaver()
 
     def log(self, msg: str) -> None:
         if not self.master:
@@ -215,7 +214,7 @@ class Run:
 
     def save_checkpoint(self, step, epoch, batch_in_epoch, elapsed) -> None:
         if self.master:
-            checkpoint.save(self.cfg.models_dir, self.state(step, epoch, batch_in_epoch, elapsed),
+            self.saver.save(self.cfg.models_dir, self.state(step, epoch, batch_in_epoch, elapsed),
                             step, keep=self.cfg.keep_checkpoints)
         if self.world > 1:
             dist.barrier()
@@ -372,6 +371,7 @@ class Run:
                    "params": self.nparams, "primary_metric": self.task.primary,
                    "stop_reason": stop_reason, "layer_sparsity": sp["layers"],
                    **{f"eval_{k}": v for k, v in final.items()}}
+        self.saver.wait()           # the last checkpoint is on disk before "done"
         if self.master:
             checkpoint.save_model(self.cfg.models_dir, self.raw_model)
             fsio.atomic_write_json(os.path.join(self.cfg.out_dir, "summary.json"), summary)
@@ -405,6 +405,10 @@ def run(spec: ModelSpec, cfg: RunConfig) -> int:
         r.write_status("failed", reason=f"{type(e).__name__}: {e}")
         raise
     finally:
+        try:
+            r.saver.wait()          # never leave a checkpoint half-written behind an exit
+        except checkpoint.CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
         if getattr(r, "tracker", None):
             r.tracker.finish()
         if getattr(r, "monitor", None):

@@ -124,7 +124,7 @@ if b:
           f"trainer / bare foreach: {b['ratio_trainer_vs_bare_foreach']:.3f}x; bare foreach / fused: "
           f"{b['ratio_bare_foreach_vs_fused']:.3f}x.",
           f"- checkpoints: {len(t['checkpoint_s_in_window'])} saves in the timed window, "
-          f"{', '.join(f'{x:.2f} s' for x in t['checkpoint_s_in_window'])} = "
+          f"{', '.join(f'{x:.2f} s' for x in t['checkpoint_s_in_window'])} on the training loop's path = "
           f"{100 * b['checkpoint_share']:.1f}% of it.",
           f"- data path (sampler, seeded windows, collate) alone: {b['dataloader_ms_per_step']:.1f} ms of CPU "
           "per optimizer step, overlapped with the GPU's asynchronous work."]

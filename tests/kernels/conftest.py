@@ -3,7 +3,9 @@
 TRITON_INTERPRET must be set before Triton is first imported (the @triton.jit decorators
 read it), so it is set here, at collection, before any test imports kernels' op modules.
 """
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,3 +43,21 @@ def _isolated_kernels(tmp_path, monkeypatch):
     monkeypatch.setenv("KERNELS_AUTOTUNE", "0")
     yield
     kernels.set_backend("torch")
+
+
+def _reexport_root_conftest():
+    """Test modules elsewhere do `from conftest import PY`, which resolves to whichever
+    conftest.py pytest imported last (this one, when tests/ runs as a whole): give them the
+    root tests/conftest.py's names too."""
+    path = Path(__file__).resolve().parents[1] / "conftest.py"
+    if not path.exists():
+        return
+    spec = importlib.util.spec_from_file_location("_tests_root_conftest", path)
+    root = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root)
+    for name, value in vars(root).items():
+        if not name.startswith("_") and name not in globals():
+            globals()[name] = value
+
+
+_reexport_root_conftest()

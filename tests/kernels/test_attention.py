@@ -66,12 +66,11 @@ def test_shape_errors_name_the_problem():
 
 
 def test_cpu_attention_memory_is_linear_in_T():
-    """Peak extra RSS of fwd+bwd (B=H=1, D=64) in a fresh process. From T=2048 to T=8192 the
-    blocked path grows by tens of MiB (linear: ~4 MiB per 1k tokens measured here); one
-    T x T fp32 score matrix alone would add 252 MiB. The written-out reference at T=4096 is
-    the control that the measurement sees quadratic memory."""
-    small = verify.attention_peak_mb("cpu", 2048)
-    large = verify.attention_peak_mb("cpu", 8192)
+    """Peak extra RSS of fwd+bwd (B=H=1, D=64, fp32), each in a fresh process. At T=8192 one
+    T x T score matrix alone is 256 MiB; the blocked path stays under 100 MiB (58-69 MiB
+    measured here, ~35 of it the allocator's floor). The written-out reference at T=4096 is
+    the control that the measurement sees quadratic memory (225 MiB measured)."""
+    blocked = verify.attention_peak_mb("cpu", 8192)
     naive = verify.attention_peak_mb("reference", 4096)
-    assert large - small < 64, f"blocked: {small:.0f} MiB at T=2048, {large:.0f} at T=8192"
+    assert blocked < 100, f"blocked attention used {blocked:.0f} MiB at T=8192"
     assert naive > 160, f"reference used only {naive:.0f} MiB at T=4096"

@@ -125,3 +125,17 @@ def test_trackio_and_monitor_record_the_run(tmp_path):
     logged = [json.loads(m) for (m,) in db.execute("select metrics from metrics")]
     assert any("train/loss" in m for m in logged) and any("eval/accuracy" in m for m in logged)
     assert db.execute("select count(*) from system_metrics").fetchone()[0] > 0
+
+
+def test_kernel_linear_trains_like_the_torch_reference(tmp_path):
+    """CONFIG_KERNEL_LINEAR routes every nn.Linear through kernels.linear (cpu backend here):
+    the run must train as the torch reference does, block-sparse pruning included."""
+    args = ["--optimizer", "adamwprune", "--pruning-method", "state", "--target-sparsity", "0.5",
+            "--pruning-block-size", "4", "--max-steps", "40"]
+    ref = tmp_path / "ref"
+    train(ref, *args, check=True)
+    ker = tmp_path / "ker"
+    p = train(ker, *args, "--kernel-linear", "--kernel-backend", "cpu", check=True)
+    a, b = summary(ref), summary(ker)
+    assert abs(a["eval_loss"] - b["eval_loss"]) < 1e-3 * max(1.0, a["eval_loss"])
+    assert abs(b["sparsity"] - 0.5) < 0.02
