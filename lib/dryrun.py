@@ -79,7 +79,10 @@ def check(spec, cfg) -> dict:
 
 def main(spec, payload) -> int:
     report, cfgs = payload
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    # tiny batches: one thread. Two OpenMP threads spinning against other processes on the
+    # shared 2-core host made dry-runs 1.7-2x slower (resnet18-comprehensive-pruning-compare
+    # 78 s vs 37 s, gpt2-h100 88 s vs 50 s, 2026-11-23)
+    torch.set_num_threads(1)
     rows = [check(spec, cfg) for cfg in cfgs]
     if report:
         with open(report, "w") as f:

@@ -31,3 +31,14 @@ clean-results:
 	$(Q)rm -rf results/runs results/matrices results/trackio results/.lock
 
 .PHONY: all continue dry-run status update-graphs archive dashboard clean-results
+
+# Kernels (docs/kernels.md): warm the autotuning cache; benchmark against torch.
+BENCH_OUT ?= results/kernels/bench-$(shell date +%F)
+autotune: $(STAMP)
+	$(Q)$(PY) -m kernels.autotune --preset gpt2 --preset resnet --dtype bf16
+
+bench-kernels: $(STAMP)
+	$(Q)$(PY) scripts/bench_kernels.py --out $(BENCH_OUT).json --md $(BENCH_OUT).md \
+		$(if $(BASELINE),--baseline $(BASELINE))
+
+.PHONY: autotune bench-kernels
