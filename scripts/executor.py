@@ -73,6 +73,10 @@ class LocalExecutor(Executor):
 
     def submit(self, job: Job) -> None:
         env = dict(os.environ, **job.env, PYTHONUNBUFFERED="1")
+        # OpenMP threads that spin while waiting starve other runs and the runner on a small
+        # CPU box (5-10x slower ResNet smoke runs beside one busy process); passive waiting
+        # changes no numerics. A user's own setting wins.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         gpus = []
         if job.gpus:
             if len(self.free_gpus) < job.gpus:
