@@ -189,16 +189,21 @@ def prepare(cfgs: list, force: bool) -> tuple[list, list]:
     return pending, fresh
 
 
-def finish(mdir: str, records: list, name: str, baseline, failed: int, do_archive=True) -> int:
-    rows = report.collect(records, baseline)
-    text = report.write_summary(mdir, rows, f"Matrix {name}")
-    report.graphs(mdir, rows, baseline)
+def redraw(mdir: str, baseline) -> tuple:
+    """One matrix's summary (Markdown, CSV) and graphs, from the files on disk alone."""
+    doc = fsio.read_json(os.path.join(mdir, "plan.json"))
+    rows = report.collect(doc["runs"], baseline)
+    text = report.write_summary(mdir, rows, f"Matrix {doc['name']}")
+    return doc, text, report.graphs(mdir, rows, baseline)
+
+
+def finish(mdir: str, baseline, failed: int) -> int:
+    doc, text, _ = redraw(mdir, baseline)
     say("")
     say(text)
     say("")
     say(f"results: {os.path.relpath(mdir, REPO)}/ (summary.md, summary.csv, *.png)")
-    if do_archive:
-        say(f"archived: {os.path.relpath(report.archive(mdir, name), REPO)}/")
+    say(f"archived: {os.path.relpath(report.archive(mdir, doc['name']), REPO)}/")
     if failed:
         say(f"{failed} run(s) failed; fix the cause and `make continue` resumes them")
     return 1 if failed else 0
@@ -237,7 +242,7 @@ def cmd_run(args) -> int:
         return 0
     say(f"matrix {p.name}: {len(pending)} to run, {len(fresh)} up to date -> {os.path.relpath(mdir, REPO)}")
     failed = execute(pending, args.jobs or p.jobs)
-    return finish(mdir, records, p.name, args.baseline, failed)
+    return finish(mdir, args.baseline, failed)
 
 
 def cmd_continue(args) -> int:
@@ -252,7 +257,7 @@ def cmd_continue(args) -> int:
     say(f"continuing {os.path.relpath(mdir, REPO)}: {len(pending)} to run or resume, "
         f"{len(fresh)} done")
     failed = execute(pending, args.jobs or doc.get("jobs", 0)) if pending else 0
-    return finish(mdir, doc["runs"], doc["name"], args.baseline, failed)
+    return finish(mdir, args.baseline, failed)
 
 
 def cmd_dry_run(args) -> int:
@@ -306,20 +311,14 @@ def cmd_update_graphs(args) -> int:
     if not mats:
         raise ConfigError("no matrix under results/matrices; run `make` first")
     for mdir in mats:
-        doc = fsio.read_json(os.path.join(mdir, "plan.json"))
-        rows = report.collect(doc["runs"], args.baseline)
-        report.write_summary(mdir, rows, f"Matrix {doc['name']}")
-        for path in report.graphs(mdir, rows, args.baseline):
+        for path in redraw(mdir, args.baseline)[2]:
             say(f"wrote {os.path.relpath(path, REPO)}")
     return 0
 
 
 def cmd_archive(args) -> int:
     mdir = latest_matrix()
-    doc = fsio.read_json(os.path.join(mdir, "plan.json"))
-    rows = report.collect(doc["runs"], args.baseline)
-    report.write_summary(mdir, rows, f"Matrix {doc['name']}")
-    report.graphs(mdir, rows, args.baseline)
+    doc = redraw(mdir, args.baseline)[0]
     say(f"archived: {os.path.relpath(report.archive(mdir, doc['name']), REPO)}/")
     return 0
 
