@@ -77,13 +77,9 @@ def matrix_dir_for(name: str, records: list) -> str:
     return os.path.join(MATRICES, f"{name}-{h}")
 
 
-def load_config_class(model: str):
-    return planner.model_config_class(model)
-
-
 def record_to_cfg(rec: dict):
     d = {k: v for k, v in rec.items() if k != "run_id"}
-    cfg = load_config_class(rec["model"]).from_dict(d, source="plan.json").validate()
+    cfg = planner.model_config_class(rec["model"]).from_dict(d, source="plan.json").validate()
     if cfg.run_id() != rec["run_id"]:
         raise ConfigError(f"plan.json entry {rec['run_id']} no longer hashes to its id (the "
                           f"config schema changed); start the matrix afresh with `make`")
