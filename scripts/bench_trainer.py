@@ -3,7 +3,7 @@ step, in one process on one GPU, bf16 autocast, torch.compile.
 
   python scripts/bench_trainer.py --out bench.json          (one GPU; ~100 s on an H100)
   python scripts/bench_trainer.py --out bench.json --steps 560 --warm 60 \
-      --checkpoint-interval 500 --eval-interval 100000     (the GPU preset's checkpoint cadence)
+      --checkpoint-interval 500                            (the GPU preset's checkpoint cadence)
   python scripts/bench_trainer.py --smoke --out smoke.json  (CPU, tiny model: checks the script)
 
 trainer       lib.trainer.run() on gpt2's ModelSpec with the GPU preset's batch (64 sequences
@@ -11,8 +11,8 @@ trainer       lib.trainer.run() on gpt2's ModelSpec with the GPU preset's batch 
               byte tokens of the stdlib corpus), AdamW from lib/optim.py, grad clip 1.0,
               warm-up + cosine LR, data through lib/data.py's sampler (num_workers 0),
               metrics every 10 steps, the GPU monitor every 2 s, a checkpoint every 50 steps
-              (--checkpoint-interval), evaluation at each epoch's end (--eval-interval), pruning
-              off.
+              (--checkpoint-interval), no evaluation inside the timed window (--eval-interval;
+              the bare step has none either), pruning off.
 bare_fused    the same model class, init and compile, F.scaled_dot_product_attention (the
               kernels "torch" backend is SDPA), torch.optim.AdamW(fused=True), the same
               micro-batches already on the GPU, no logging, no checkpoints.
@@ -61,6 +61,29 @@ def environment(device: str) -> dict:
     except ImportError:
         env["triton"] = None
     return env
+
+
+def bench_config(smoke: bool, work: str, run_name: str, **overrides) -> Config:
+    """GPT-2 124M's shape (vocab 50,304 over byte tokens of the stdlib corpus), bf16, compiled,
+    64 sequences of 1024 tokens per optimizer step in 4 micro-steps, on CUDA; with smoke a
+    2-layer 64-wide model on the CPU. The corpus is prepared under work/data, the run goes to
+    work/<run_name> (emptied first)."""
+    size = (dict(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=320) if smoke
+            else dict(vocab_size=50304))
+    settings = dict(size, tokenizer="byte", device="cpu" if smoke else "cuda",
+                    precision="fp32" if smoke else "bf16", compile=not smoke,
+                    batch_size=8 if smoke else 64, grad_accum=2 if smoke else 4,
+                    warmup_steps=10, log_interval=10, eval_batches=2 if smoke else 20,
+                    monitor_interval=2.0, data_dir=os.path.join(work, "data"),
+                    out_dir=os.path.join(work, run_name))
+    settings.update(overrides)
+    cfg = Config(**settings)
+    cfg.validate()
+    if os.path.exists(cfg.out_dir):
+        import shutil
+        shutil.rmtree(cfg.out_dir)
+    prepare.prepare("stdlib", cfg.data_dir, "byte")
+    return cfg
 
 
 # -----------------------------------------------------------------------------
@@ -177,8 +200,9 @@ def main(argv=None) -> int:
     ap.add_argument("--warm", type=int, default=50, help="trainer steps before the timed window")
     ap.add_argument("--checkpoint-interval", type=int, default=50,
                     help="trainer checkpoint cadence (the GPT-2 GPU presets use 500)")
-    ap.add_argument("--eval-interval", type=int, default=0,
-                    help="0 = at each epoch's end, as the trainer does; > --steps = never")
+    ap.add_argument("--eval-interval", type=int, default=100000,
+                    help="evaluation cadence; the default (> --steps) never evaluates inside "
+                         "the timed window, as the bare step does not; 0 = at each epoch's end")
     ap.add_argument("--bare-steps", type=int, default=60)
     ap.add_argument("--bare-warm", type=int, default=10)
     ap.add_argument("--work", default="/tmp/bench_trainer", help="data and run folders")
@@ -186,22 +210,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     device = torch.device("cpu" if args.smoke else "cuda")
-    size = (dict(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=320) if args.smoke
-            else dict(vocab_size=50304))                              # GPT-2 124M's shape
-    cfg = Config(**size, tokenizer="byte", device=device.type,
-                 precision="fp32" if args.smoke else "bf16", compile=not args.smoke,
-                 batch_size=8 if args.smoke else 64, grad_accum=2 if args.smoke else 4,
-                 max_steps=args.steps, warmup_steps=10,
-                 checkpoint_interval=5 if args.smoke else args.checkpoint_interval,
-                 log_interval=10, eval_interval=args.eval_interval,
-                 eval_batches=2 if args.smoke else 20,
-                 monitor_interval=2.0, data_dir=os.path.join(args.work, "data"),
-                 out_dir=os.path.join(args.work, "run"))
-    cfg.validate()
-    if os.path.exists(cfg.out_dir):
-        import shutil
-        shutil.rmtree(cfg.out_dir)
-    prepare.prepare("stdlib", cfg.data_dir, "byte")
+    cfg = bench_config(args.smoke, args.work, "run", max_steps=args.steps,
+                       checkpoint_interval=5 if args.smoke else args.checkpoint_interval,
+                       eval_interval=args.eval_interval)
     result = {**environment(device.type), "config": {
         k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size",
                                       "batch_size", "grad_accum", "precision", "compile",

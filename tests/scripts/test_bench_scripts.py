@@ -1,0 +1,47 @@
+"""The GPU benchmark scripts' CPU smoke modes: each runs end to end on a tiny model and writes
+the numbers its GPU run reports (the GPU runs themselves go through the device tool)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from scripts.bench_gpt2_kernels import curve_gap
+
+
+def run(args, tmp_path):
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300,
+                          )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc
+
+
+def test_bench_trainer_smoke(tmp_path):
+    out = tmp_path / "b.json"
+    run(["scripts/bench_trainer.py", "--smoke", "--steps", "20", "--warm", "5", "--bare-steps",
+         "6", "--bare-warm", "2", "--work", str(tmp_path / "w"), "--out", str(out)], tmp_path)
+    r = json.loads(out.read_text())
+    t = r["trainer"]
+    assert t["window_steps"] == [10, 20] and t["tokens_per_s"] > 0
+    assert r["bare_fused"]["tokens_per_s"] > 0 and r["ratio_trainer_vs_bare_fused"] > 0
+    assert len(t["checkpoint_s_each"]) == 3          # every 5 steps, not after the last
+    assert t["losses"][-1][1] < t["losses"][0][1]
+
+
+def test_bench_gpt2_kernels_smoke_curves_agree(tmp_path):
+    out, md = tmp_path / "k.json", tmp_path / "k.md"
+    run(["scripts/bench_gpt2_kernels.py", "--smoke", "--steps", "30", "--warm", "10",
+         "--work", str(tmp_path / "w"), "--out", str(out), "--md", str(md)], tmp_path)
+    r = json.loads(out.read_text())
+    assert set(r["runs"]) == {"torch", "cpu"} and r["curves_agree"]
+    assert r["runs"]["cpu"]["kernel_linear"] and r["runs"]["cpu"]["kernel_backend"] == "cpu"
+    assert r["curve_gap"]["cpu"] < 1e-3 and r["speed_ratio"] > 0
+    assert "| 30 |" in md.read_text()
+
+
+def test_curve_gap_compares_common_steps_after_skip():
+    a = [[10, 5.0], [20, 4.0], [30, 3.0]]
+    b = [[10, 9.0], [20, 4.1], [30, 2.5], [40, 1.0]]
+    assert curve_gap(a, b, skip=10) == pytest.approx(0.5)
+    with pytest.raises(SystemExit):
+        curve_gap(a, b, skip=30)
