@@ -107,9 +107,10 @@ def validate_plan(op: str, plan: dict, shape, smem_bytes, device: torch.device |
 
     Checks: the knobs in `required` are present; every BLOCK_* knob is a power of two
     >= min_block (tl.dot needs >= 16 per side; tl.arange needs powers of two); a tile has at
-    most 2**20 elements; GROUP_M >= 1; num_warps is a power of two with 32*num_warps <= the
-    device's threads per block; num_stages >= 1; the plan's shared memory (`smem_bytes`, an
-    int or a function of the plan) fits the device's per-block limit."""
+    most 2**20 elements; GROUP_M >= 1; SPLIT_K, where given, a power of two >= 1; num_warps
+    is a power of two with 32*num_warps <= the device's threads per block; num_stages >= 1;
+    the plan's shared memory (`smem_bytes`, an int or a function of the plan) fits the
+    device's per-block limit."""
     def bad(msg):
         raise KernelPlanError(op, "validate", shape, msg, plan)
 
@@ -133,6 +134,9 @@ def validate_plan(op: str, plan: dict, shape, smem_bytes, device: torch.device |
         bad(f"a {dims[0]}x{dims[1]} tile exceeds Triton's {MAX_TILE_NUMEL} elements per block")
     if "GROUP_M" in plan and (not isinstance(plan["GROUP_M"], int) or plan["GROUP_M"] < 1):
         bad(f"GROUP_M={plan['GROUP_M']} must be an integer >= 1")
+    if "SPLIT_K" in plan and not is_pow2(plan["SPLIT_K"]):
+        bad(f"SPLIT_K={plan['SPLIT_K']} must be a power of two >= 1 (the number of slices "
+            "the K loop is split into; 1 is no split)")
     warps = plan.get("num_warps", 4)
     if not is_pow2(warps) or 32 * warps > max_threads:
         bad(f"num_warps={warps} must be a power of two with 32*num_warps <= {max_threads} "

@@ -100,3 +100,128 @@ def test_persistent_plan_matches_reference(shape, triton_device):
     pre = a.double() @ b.double() + bias.double()
     assert ref.rel_err(z, pre) < 1e-5
     assert ref.rel_err(c, ref.activate(pre, "gelu")) < 1e-5
+
+
+# --- split-K ------------------------------------------------------------------------------
+# (M, K, N): odd sizes; K = 75 ends in a partial block of 16 (5 blocks: splits of 2+3 and
+# 1+1+1+2); K = 20 has 2 blocks, so S = 4 leaves two splits empty (S * BLOCK_K > K); K = 96
+# divides by 16 (EVEN_K) and N = 48 ends mid-tile.
+SPLIT_K_SHAPES = [(37, 75, 29), (5, 20, 33), (64, 96, 48)]
+EPILOGUES = [(False, None), (True, "relu"), (True, "gelu")]   # (bias, activation)
+SPLIT_K_RTOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
+
+
+def split_k_plan(split_k):
+    return {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16, "GROUP_M": 2, "num_warps": 4,
+            "num_stages": 2, "SPLIT_K": split_k}
+
+
+def split_k_inputs(shape, dtype, device, seed=5):
+    m, k, n = shape
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(m, k, generator=g).to(device, dtype)
+    b = (torch.randn(k, n, generator=g) / k ** 0.5).to(device, dtype)
+    bias = torch.randn(n, generator=g).to(device, dtype)
+    return a, b, bias
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("bias_on, activation", EPILOGUES)
+@pytest.mark.parametrize("split_k", [2, 4])
+@pytest.mark.parametrize("shape", SPLIT_K_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_split_k_plan_matches_reference(shape, split_k, bias_on, activation, dtype,
+                                        triton_device):
+    """A forced split-K plan: C and (for gelu) the pre-activation Z against float64; outputs
+    NaN-poisoned, so an element no split wrote fails."""
+    a, b, bias = split_k_inputs(shape, dtype, triton_device)
+    bias = bias if bias_on else None
+    preact = activation == "gelu"
+    with kernels.poisoned():
+        c, z = mm().launch(a, b, bias, activation, store_preact=preact,
+                           config=split_k_plan(split_k))
+    pre = ref.matmul(a.double(), b.double(), None if bias is None else bias.double())
+    rtol = SPLIT_K_RTOL[dtype]
+    torch.testing.assert_close(c.double(), ref.activate(pre, activation), rtol=rtol, atol=rtol)
+    if preact:
+        torch.testing.assert_close(z.double(), pre, rtol=rtol, atol=rtol)
+    else:
+        assert z is None
+
+
+def test_split_k_is_bit_reproducible_through_the_launch_cache(triton_device, monkeypatch):
+    """The ordered reduction gives identical bits on every call: the first call (plan pick,
+    validation, compile) and two from the launch cache, whose entry launches both kernels."""
+    plan = split_k_plan(4)
+    monkeypatch.setattr(mm(), "candidate_plans", lambda *args: [plan])
+    monkeypatch.setattr(mm(), "_LAUNCHES", {})
+    reduces = []
+    real_reduce = mm()._split_k_reduce_kernel
+
+    class CountingReduce:   # kernel[grid](...) with a count of the launches
+        def __getitem__(self, grid):
+            launch = real_reduce[grid]
+            return lambda *args, **kw: (reduces.append(grid), launch(*args, **kw))
+
+    monkeypatch.setattr(mm(), "_split_k_reduce_kernel", CountingReduce())
+    a, b, bias = split_k_inputs((37, 75, 29), torch.bfloat16, triton_device)
+    with kernels.poisoned():
+        runs = [mm().launch(a, b, bias, "gelu", store_preact=True) for _ in range(3)]
+    assert len(mm()._LAUNCHES) == 1 and len(reduces) == 3
+    for c, z in runs[1:]:
+        assert torch.equal(c, runs[0][0]) and torch.equal(z, runs[0][1])
+    pre = a.double() @ b.double() + bias.double()
+    assert ref.rel_err(runs[0][0], ref.activate(pre, "gelu")) < 1e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_split_k_forward_and_gradients_of_linear(dtype, triton_device, monkeypatch):
+    """Every product of a Linear's forward and backward (dX, and dW with the tokens as K)
+    through a split-K plan, against float64 autograd, gradients NaN-poisoned."""
+    monkeypatch.setattr(mm(), "candidate_plans", lambda *args: [split_k_plan(2)])
+    monkeypatch.setattr(mm(), "_LAUNCHES", {})
+    case = verify.Case("linear", (37, 75, 29), dtype, bias=True)
+    results = verify.run_case(case, mm().triton_linear, triton_device, seed=3)
+    assert [r.stage for r in results] == ["forward", "grad:a", "grad:b", "grad:bias"]
+    assert all(r.ok for r in results), verify.format_failures(results)
+
+
+def test_bias_gradient_sums_in_fp32(triton_device):
+    """dbias = g.sum(0, dtype=float32), the same values as the fp32 copy g.float().sum(0)."""
+    kernels.set_backend("triton")
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 40, 24, generator=g).to(triton_device, torch.bfloat16)
+    w = torch.randn(17, 24, generator=g).to(triton_device, torch.bfloat16).requires_grad_()
+    bias = torch.zeros(17, device=triton_device, dtype=torch.bfloat16, requires_grad=True)
+    dy = torch.randn(3, 40, 17, generator=g).to(triton_device, torch.bfloat16)
+    kernels.linear(x, w, bias).backward(dy)
+    expected = dy.reshape(-1, 17).float().sum(0).to(torch.bfloat16)
+    # bitwise on CPU (torch upcasts, then sums); on CUDA torch sums bf16 in fp32 directly,
+    # the same values up to summation order
+    exact = dict(rtol=0, atol=0) if triton_device == "cpu" else {}
+    torch.testing.assert_close(bias.grad, expected, **exact)
+
+
+def _split_ks(plans):
+    return [p for p in plans if p.get("SPLIT_K", 1) > 1]
+
+
+def test_tuner_offers_split_k_only_where_tiles_leave_sms_idle():
+    """On a 132-SM GPU: resnet50 fc (256x2048x1000, M x K x N) and GPT-2's dW of a 768->768
+    Linear (768x16384x768) get split-K candidates, each with fewer tiles than SMs and >= 2
+    BLOCK_K steps per split; GPT-2's forward 16384x768x2304 (2304 tiles of 128x128) none."""
+    for m, k, n in [(256, 2048, 1000), (768, 16384, 768)]:
+        for dtype in (torch.bfloat16, torch.float32):
+            plans = _split_ks(mm().gpu_plans(m, n, k, dtype, sms=132))
+            assert {p["SPLIT_K"] for p in plans} == {2, 4, 8}
+            for p in plans:
+                assert -(-m // p["BLOCK_M"]) * -(-n // p["BLOCK_N"]) < 132
+                assert k // p["SPLIT_K"] >= 2 * p["BLOCK_K"]
+                assert "PERSISTENT" not in p
+    assert not _split_ks(mm().gpu_plans(16384, 2304, 768, torch.bfloat16, sms=132))
+    # short K: 256x128x1000 has 2 K blocks of 64, too few to split
+    assert not _split_ks(mm().gpu_plans(256, 1000, 128, torch.bfloat16, sms=132))
+    # the first candidate (the plan used with tuning off) is never split
+    assert "SPLIT_K" not in mm().gpu_plans(256, 1000, 2048, torch.bfloat16, sms=132)[0]
+    # the interpreter keeps its one small plan
+    assert not _split_ks(mm().candidate_plans(256, 1000, 2048, torch.bfloat16,
+                                              torch.device("cpu")))

@@ -108,6 +108,11 @@ INVALID_PLANS = {
         "matmul", matmul_plan(BLOCK_M=512, BLOCK_N=512, BLOCK_K=256, num_stages=4),
         "shared memory"),
     "too_many_threads": ("matmul", matmul_plan(num_warps=64), "threads per block"),
+    "split_k_not_power_of_two": ("matmul", matmul_plan(SPLIT_K=3),
+                                 "SPLIT_K=3 must be a power of two"),
+    "split_k_zero": ("matmul", matmul_plan(SPLIT_K=0), "SPLIT_K=0 must be a power of two"),
+    "split_k_with_persistent": ("matmul", matmul_plan(SPLIT_K=2, PERSISTENT=1),
+                                "split-K runs the tiled kernel only"),
     "attention_tile_not_power_of_two": (
         "attention", {"BLOCK_M": 96, "BLOCK_N": 32, "BLOCK_D": 64, "num_warps": 4,
                       "num_stages": 2}, "not a power of two"),
@@ -142,6 +147,32 @@ def test_invalid_plan_fails_validation_with_a_structured_error(name, triton_devi
     message = str(exc)
     assert "validate" in message and str(shape) in message and expect in message
     assert all(f"{k}={v}" in message for k, v in plan.items())
+
+
+# Mutants of the split-K path, which the verifier's grid does not reach (it tunes nothing:
+# the first plan is never split), run with a forced split-K plan instead.
+SPLIT_K_MUTANTS = {
+    "split_k_reduce_skips_last_split": [("for s in range(0, SPLIT_K):",
+                                         "for s in range(0, SPLIT_K - 1):")],
+    "split_k_drops_remainder_blocks": [("k_hi = (split + 1) * k_blocks // SPLIT_K",
+                                        "k_hi = k_lo + k_blocks // SPLIT_K")],
+    "split_k_empty_split_not_stored": [("tl.store(ws_ptrs, acc, mask=c_mask)",
+                                        "tl.store(ws_ptrs, acc, mask=c_mask & (k_hi > k_lo))")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPLIT_K_MUTANTS))
+def test_split_k_mutant_is_caught(name, tmp_path, triton_device):
+    mutant = load_variant("matmul", SPLIT_K_MUTANTS[name], name, tmp_path)
+    plan = matmul_plan(BLOCK_M=16, BLOCK_K=16, SPLIT_K=4)
+    impl = lambda a, b, bias, act: mutant.launch(a, b, bias, act, config=plan)[0]  # noqa: E731
+    # K = 75: 5 blocks of 16 in 4 splits (1+1+1+2); K = 20: 2 blocks, two splits empty
+    results = [r for shape in [(37, 75, 29), (5, 20, 33)]
+               for r in verify.run_case(verify.Case("matmul", shape, torch.float32, bias=True,
+                                                    activation="gelu"),
+                                        impl, triton_device, seed=14, backward=False)]
+    assert verify.caught(results), f"mutant {name} passed"
+    assert all(r.stage == "forward" and r.error is None for r in results)
 
 
 def test_unwritten_output_is_caught_by_poisoning():
