@@ -20,7 +20,9 @@ def environment() -> dict:
     import torch
     env = {"host": socket.gethostname(), "python": platform.python_version(),
            "torch": torch.__version__, "cuda": torch.version.cuda,
-           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+           "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
     try:
         import triton
         env["triton"] = triton.__version__

@@ -3,6 +3,8 @@
   python scripts/kconfig.py defconfig <name>   # defconfigs/<name> -> .config
   python scripts/kconfig.py list
   python scripts/kconfig.py check               # every defconfig loads without a warning
+  python scripts/kconfig.py set GPUS=2 GPT2_MAX_STEPS=300   # change .config (like Linux's
+                                                # scripts/config); refused values are errors
 """
 from __future__ import annotations
 
@@ -11,8 +13,16 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from scripts.plan import parse_kconfig, rejected_assignments  # noqa: E402
+import kconfiglib  # noqa: E402
+from scripts.plan import (ConfigError, load_kconfig, parse_kconfig,  # noqa: E402
+                          rejected_assignments)
 DEFCONFIGS = os.path.join(REPO, "defconfigs")
+
+
+def config_path() -> str:
+    """The .config that defconfig and set write: $KCONFIG_CONFIG (as in Linux and
+    kconfiglib's own tools) or .config in the repository."""
+    return os.environ.get("KCONFIG_CONFIG") or os.path.join(REPO, ".config")
 
 
 def names() -> list[str]:
@@ -51,17 +61,55 @@ def main(argv) -> int:
                 print(f"  {n}", file=sys.stderr)
             return 2
         kconf = load(name)
-        kconf.write_config(os.path.join(REPO, ".config"),
+        kconf.write_config(config_path(),
                            header=f"# generated from defconfigs/{name}; edit with make menuconfig\n")
-        print(f"applied defconfigs/{name} -> .config")
+        print(f"applied defconfigs/{name} -> {os.path.relpath(config_path(), REPO)}")
         return 0
     if cmd == "check":
         for n in names():
             load(n)
         print(f"{len(names())} defconfigs load cleanly")
         return 0
+    if cmd == "set":
+        try:
+            set_values(config_path(), argv[2:])
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     print(f"error: unknown command {cmd}", file=sys.stderr)
     return 2
+
+
+def set_values(config_path: str, assignments: list[str]) -> None:
+    """Apply SYMBOL=VALUE assignments (CONFIG_ prefix optional; bools take y/n, a choice
+    member y selects it) to config_path through kconfiglib and write it back. A value Kconfig
+    refuses (unknown symbol, out of range, unmet dependency) is an error naming it; the file
+    is then left as it was."""
+    kconf = load_kconfig(config_path)
+    names = []
+    for a in assignments:
+        name, sep, value = a.partition("=")
+        name = name.removeprefix("CONFIG_")
+        sym = kconf.syms.get(name)
+        if not sep or sym is None or not sym.nodes:
+            raise ConfigError(f"{a!r}: expected SYMBOL=VALUE with a symbol Kconfig defines")
+        if not any(n.prompt for n in sym.nodes):
+            raise ConfigError(f"CONFIG_{name} has no prompt: Kconfig derives it from other "
+                              "symbols; set those instead (see `make menuconfig`)")
+        names.append(name)
+        if not sym.set_value(value.strip('"')):
+            raise ConfigError(f"CONFIG_{name}={value}: not a valid value for this "
+                              f"{kconfiglib.TYPE_TO_STR[sym.orig_type]} symbol")
+    # values of other symbols that the change hides (GPU memory once HW_CPU is chosen) drop,
+    # as in `make olddefconfig`; a refused value of an assigned symbol is an error
+    bad = [b for b in rejected_assignments(kconf) if b.split("=")[0] in
+           {f"CONFIG_{n}" for n in names}]
+    if bad:
+        raise ConfigError(f"{bad[0]}; .config left unchanged")
+    kconf.write_config(config_path, header="# edited by scripts/kconfig.py set; edit with "
+                                           "make menuconfig\n")
+    print(f"set {' '.join(assignments)} in {os.path.relpath(config_path, REPO)}")
 
 
 if __name__ == "__main__":

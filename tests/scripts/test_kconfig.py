@@ -64,3 +64,39 @@ def test_make_help_lists_targets_and_variables():
     for word in ("menuconfig", "defconfig-<name>", "dry-run", "continue", "update-graphs",
                  "archive", "TIME=", "BASELINE=", "MODELS=", "JOBS=", "FORCE="):
         assert word in p.stdout
+
+
+def _config_from(tmp_path, name):
+    path = tmp_path / ".config"
+    kc.load(name).write_config(str(path))
+    return path
+
+
+def test_set_changes_values_through_kconfig(tmp_path):
+    path = _config_from(tmp_path, "gpt2-h100")
+    kc.set_values(str(path), ["GPUS=2", "CONFIG_GPT2_MAX_STEPS=300", "MATRIX_OPTIMIZER_SGD=y"])
+    p = planner.plan(str(path))
+    assert {c.optimizer for c in p.runs} >= {"sgd", "adamw"}
+    assert all(c.gpus == 2 and c.max_steps == 300 for c in p.runs)
+
+
+@pytest.mark.parametrize("assignment, words", [
+    ("GPUS=0", "CONFIG_GPUS=0 was rejected: outside its range"),
+    ("GPT2_MAX_STEPS=abc", "not a valid value for this int symbol"),
+    ("HW_NAME=h100", "has no prompt"),
+    ("NO_SUCH_SYMBOL=1", "expected SYMBOL=VALUE with a symbol Kconfig defines"),
+])
+def test_set_refuses_what_kconfig_refuses_and_keeps_the_file(tmp_path, assignment, words):
+    path = _config_from(tmp_path, "gpt2-h100")
+    before = path.read_text()
+    with pytest.raises(planner.ConfigError, match=words):
+        kc.set_values(str(path), [assignment])
+    assert path.read_text() == before
+
+
+def test_set_hiding_values_drops_them_like_olddefconfig(tmp_path):
+    path = _config_from(tmp_path, "gpt2-h100")
+    kc.set_values(str(path), ["HW_CPU=y"])
+    assert "CONFIG_GPU_MEMORY_GB" not in path.read_text()
+    with pytest.raises(planner.ConfigError, match="dependencies are not met"):
+        kc.set_values(str(path), ["GPUS=2"])
