@@ -83,3 +83,14 @@ def test_a_batch_that_cannot_fit_the_a10g_is_flagged(tmp_path):
     assert "preset has 24 GiB" in row["reason"] and "lower batch_size" in row["reason"]
     ok = dryrun.check(spec("resnet18"), plan_of(tmp_path, "resnet18-a10g").runs[0])
     assert ok["status"] == "OK" and ok["est_peak_mb"] < 24 * 1024
+
+
+@pytest.mark.parametrize("name, gpus", [("gpt2-h200", 1), ("gpt2-h200-2gpu", 2),
+                                        ("gpt2-h200-4gpu", 4)])
+def test_h200_presets_keep_the_global_batch_and_the_per_gpu_micro_batch(tmp_path, name, gpus):
+    p = plan_of(tmp_path, name)
+    assert p.name == name and p.hw == "h200" and p.runs
+    for cfg in p.runs:
+        assert (cfg.gpus, cfg.device, cfg.precision, cfg.compile) == (gpus, "cuda", "bf16", True)
+        assert cfg.gpu_memory_gb == 140 and cfg.batch_size == 64
+        assert cfg.batch_size // (cfg.gpus * cfg.grad_accum) == 16
