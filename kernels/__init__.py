@@ -10,7 +10,9 @@
 Backends: "torch" runs plain torch ops (kernels/reference.py); "triton" runs the Triton
 kernels on CUDA tensors, and on CPU tensors either under TRITON_INTERPRET=1 (CI) or, without
 it, falls back to the "cpu" path with a one-time warning; "cpu" runs the CPU paths (blocked
-online-softmax attention, tile-skipping sparse linear). Everything supports autograd.
+online-softmax attention, tile-skipping sparse linear). Everything supports autograd. The
+triton and cpu routes run as torch custom ops (kernels/ops.py, namespace knlp_kernels), so
+torch.compile traces each call as one node, without a graph break.
 
 A leaf package: it imports torch; Triton is imported only by the op modules, guarded (the
 torch and cpu backends work where Triton is missing or broken). See docs/kernels.md.
@@ -54,25 +56,15 @@ def set_backend(name: str) -> None:
         from . import _triton
         _triton.require("kernel_backend 'triton'")
     if name != "torch":
-        _make_eager_wrappers(name)
+        _load_routes()
     _state["backend"] = name
 
 
-def _make_eager_wrappers(route: str) -> None:
-    """Under torch.compile the Triton/cpu paths run eagerly (torch.compiler.disable: a clean
-    graph break rather than dynamo tracing the launchers). The wrappers are made here, not
-    with a decorator at import, because torch.compiler.disable imports dynamo, which imports
-    Triton (1.6 s on the 2-core CI host, and before a test could set TRITON_INTERPRET)."""
-    routes = ("triton", "cpu") if route == "triton" else (route,)   # triton falls back to cpu
-    for (op, r), (mod, fn) in _IMPLS.items():
-        if r not in routes:
-            continue
-        impl = getattr(_op(mod), fn)
-        if impl not in _EAGER:
-            try:
-                _EAGER[impl] = torch.compiler.disable(impl)
-            except Exception:   # a torch without a working dynamo: nothing to exclude from
-                return
+def _load_routes() -> None:
+    """Import the op modules and register the custom ops (kernels/ops.py) now, in eager
+    code, so that torch.compile later traces the entry points without an import."""
+    for mod in ("_triton", "ops", "matmul", "attention", "sparse"):
+        _op(mod)
 
 
 def get_backend() -> str:
@@ -86,7 +78,7 @@ def _route(t: torch.Tensor) -> str:
         return backend
     if t.device.type == "cuda":
         return "triton"
-    from . import _triton
+    _triton = _op("_triton")
     if _triton.INTERPRET and _triton.HAS_TRITON and t.device.type == "cpu":
         return "triton"
     if not _state["warned"]:
@@ -142,15 +134,14 @@ _IMPLS = {  # (op, route) -> (module, function)
     ("block_sparse_linear", "cpu"): ("sparse", "cpu_block_sparse_linear"),
     ("block_sparse_linear", "triton"): ("sparse", "triton_block_sparse_linear"),
 }
-_EAGER: dict = {}
 
 
 def _call(op: str, route: str, args: tuple):
+    """The route's entry point (e.g. kernels.matmul.triton_linear): input checks, autocast
+    casts and the knlp_kernels custom op (kernels/ops.py), which torch.compile traces as one
+    node, no graph break."""
     mod, fn = _IMPLS[(op, route)]
-    impl = getattr(_op(mod), fn)
-    if torch.compiler.is_compiling():
-        impl = _EAGER.get(impl, impl)
-    return impl(*args)
+    return getattr(_op(mod), fn)(*args)
 
 
 class Linear(torch.nn.Linear):

@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from . import autotune
+from . import autotune, ops
 from ._common import (ELEMENT_BYTES, SUPPORTED_DTYPES, KernelPlanError, autocast_inputs,
                       dot_precision, empty, empty_like, launch_knobs, next_pow2, validate_plan)
 from ._triton import HAS_TRITON, require, tl, triton
@@ -491,28 +491,20 @@ def backward(q, k, v, o, lse, do, causal=True, scale=None, configs=None):
     return dq, dk, dv
 
 
-class _AttentionFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, causal, scale):
-        o, lse = forward(q, k, v, causal, scale)
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.causal, ctx.scale = causal, scale
-        return o
-
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = backward(q, k, v, o, lse, do, ctx.causal, ctx.scale)
-        return dq, dk, dv, None, None
-
-
 def triton_attention(q, k, v, causal=True, scale=None):
-    """The Triton path of kernels.attention."""
+    """The Triton path of kernels.attention (knlp_kernels::attention, route "triton")."""
     q, k, v = autocast_inputs(q, k, v)
-    check_inputs(q, k, v)
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        return _AttentionFn.apply(q, k, v, bool(causal), scale)
-    return forward(q, k, v, causal, scale)[0]
+    B, H, Tq, Tk, D = check_inputs(q, k, v)
+    if D > MAX_HEAD_DIM:
+        raise ValueError(f"attention: head dim {D} > {MAX_HEAD_DIM} is not supported by the "
+                         "Triton kernel; use kernel_backend 'torch'")
+    _check_keys(B * H * Tq, Tk)
+    return ops.attention(q, k, v, bool(causal), _scale(scale, D), "triton", __name__)
+
+
+def _check_keys(rows, Tk):
+    if rows and Tk == 0:
+        raise ValueError("attention: T_k = 0 keys: softmax over an empty set is undefined")
 
 
 # --- CPU path -----------------------------------------------------------------------------
@@ -524,82 +516,85 @@ def _mask_diagonal(s, i0, j0, j1, fill):
     s[..., :n, :].masked_fill_(hidden, fill)
 
 
-class _BlockedAttentionFn(torch.autograd.Function):
-    """Online-softmax attention over key blocks of `block` keys, all queries at once.
+def cpu_work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The cpu path computes 16-bit inputs in fp32; its O and LSE come back in this dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def cpu_forward(q, k, v, causal, scale, block):
+    """Online-softmax attention over key blocks of `block` keys, all queries at once: (O, LSE)
+    in cpu_work_dtype (fp32 for 16-bit inputs), LSE [B, H, T_q] in the natural-log domain.
 
     Peak extra memory is one [B, H, T_q, block] score block plus O(T * D) state, not the
     [B, H, T_q, T_k] score matrix. Causal: key block [j0, j1) is seen only by queries >= j0,
     so each block multiplies only those rows (half the work of the full product)."""
+    wd = cpu_work_dtype(q.dtype)
+    qf, kf, vf = q.to(wd), k.to(wd), v.to(wd)
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    m = torch.full((B, H, Tq), float("-inf"), dtype=wd, device=q.device)
+    l = torch.zeros((B, H, Tq), dtype=wd, device=q.device)
+    acc = torch.zeros((B, H, Tq, v.shape[3]), dtype=wd, device=q.device)
+    for j0 in range(0, Tk, block):
+        j1 = min(j0 + block, Tk)
+        i0 = j0 if causal else 0
+        if i0 >= Tq:
+            break
+        s = torch.matmul(qf[:, :, i0:], kf[:, :, j0:j1].transpose(-2, -1)).mul_(scale)
+        if causal:
+            _mask_diagonal(s, i0, j0, j1, float("-inf"))
+        m_old = m[:, :, i0:]
+        m_new = torch.maximum(m_old, s.amax(dim=-1))   # key j0 is visible: finite
+        s.sub_(m_new[..., None]).exp_()                 # s now holds p
+        alpha = torch.exp(m_old - m_new)
+        l[:, :, i0:] = l[:, :, i0:] * alpha + s.sum(dim=-1)
+        acc_rows = acc[:, :, i0:]
+        acc_rows.mul_(alpha[..., None]).add_(torch.matmul(s, vf[:, :, j0:j1]))
+        m[:, :, i0:] = m_new
+        del s
+    o = acc.div_(l[..., None])
+    lse = m + torch.log(l)
+    return o, lse
 
-    @staticmethod
-    def forward(ctx, q, k, v, causal, scale, block):
-        wd = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
-        qf, kf, vf = q.to(wd), k.to(wd), v.to(wd)
-        B, H, Tq, D = q.shape
-        Tk = k.shape[2]
-        m = torch.full((B, H, Tq), float("-inf"), dtype=wd, device=q.device)
-        l = torch.zeros((B, H, Tq), dtype=wd, device=q.device)
-        acc = torch.zeros((B, H, Tq, v.shape[3]), dtype=wd, device=q.device)
-        for j0 in range(0, Tk, block):
-            j1 = min(j0 + block, Tk)
-            i0 = j0 if causal else 0
-            if i0 >= Tq:
-                break
-            s = torch.matmul(qf[:, :, i0:], kf[:, :, j0:j1].transpose(-2, -1)).mul_(scale)
-            if causal:
-                _mask_diagonal(s, i0, j0, j1, float("-inf"))
-            m_old = m[:, :, i0:]
-            m_new = torch.maximum(m_old, s.amax(dim=-1))   # key j0 is visible: finite
-            s.sub_(m_new[..., None]).exp_()                 # s now holds p
-            alpha = torch.exp(m_old - m_new)
-            l[:, :, i0:] = l[:, :, i0:] * alpha + s.sum(dim=-1)
-            acc_rows = acc[:, :, i0:]
-            acc_rows.mul_(alpha[..., None]).add_(torch.matmul(s, vf[:, :, j0:j1]))
-            m[:, :, i0:] = m_new
-            del s
-        o = acc.div_(l[..., None])
-        lse = m + torch.log(l)
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.causal, ctx.scale, ctx.block = causal, scale, block
-        return o.to(q.dtype)
 
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, o, lse = ctx.saved_tensors
-        wd = o.dtype
-        causal, scale, block = ctx.causal, ctx.scale, ctx.block
-        qf, kf, vf, dof = q.to(wd), k.to(wd), v.to(wd), do.to(wd)
-        Tq, Tk = q.shape[2], k.shape[2]
-        delta = (dof * o).sum(dim=-1)
-        dq = torch.zeros_like(qf)
-        dk = torch.zeros_like(kf)
-        dv = torch.zeros_like(vf)
-        for j0 in range(0, Tk, block):
-            j1 = min(j0 + block, Tk)
-            i0 = j0 if causal else 0
-            if i0 >= Tq:
-                break
-            qs, dos = qf[:, :, i0:], dof[:, :, i0:]
-            kb, vb = kf[:, :, j0:j1], vf[:, :, j0:j1]
-            # recompute this block's probabilities from the saved LSE
-            p = torch.matmul(qs, kb.transpose(-2, -1)).mul_(scale)
-            p.sub_(lse[:, :, i0:, None]).exp_()
-            if causal:
-                _mask_diagonal(p, i0, j0, j1, 0.0)
-            dv[:, :, j0:j1] = torch.matmul(p.transpose(-2, -1), dos)
-            ds = torch.matmul(dos, vb.transpose(-2, -1))
-            ds.sub_(delta[:, :, i0:, None]).mul_(p)
-            del p
-            dk[:, :, j0:j1] = torch.matmul(ds.transpose(-2, -1), qs).mul_(scale)
-            dq[:, :, i0:] += torch.matmul(ds, kb).mul_(scale)
-            del ds
-        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None
+def cpu_backward(do, q, k, v, o, lse, causal, scale, block):
+    """dQ, dK, dV (in q, k, v's dtypes) from cpu_forward's O and LSE: each block's
+    probabilities are recomputed from the saved LSE."""
+    wd = o.dtype
+    qf, kf, vf, dof = q.to(wd), k.to(wd), v.to(wd), do.to(wd)
+    Tq, Tk = q.shape[2], k.shape[2]
+    delta = (dof * o).sum(dim=-1)
+    dq = torch.zeros_like(qf)
+    dk = torch.zeros_like(kf)
+    dv = torch.zeros_like(vf)
+    for j0 in range(0, Tk, block):
+        j1 = min(j0 + block, Tk)
+        i0 = j0 if causal else 0
+        if i0 >= Tq:
+            break
+        qs, dos = qf[:, :, i0:], dof[:, :, i0:]
+        kb, vb = kf[:, :, j0:j1], vf[:, :, j0:j1]
+        # recompute this block's probabilities from the saved LSE
+        p = torch.matmul(qs, kb.transpose(-2, -1)).mul_(scale)
+        p.sub_(lse[:, :, i0:, None]).exp_()
+        if causal:
+            _mask_diagonal(p, i0, j0, j1, 0.0)
+        dv[:, :, j0:j1] = torch.matmul(p.transpose(-2, -1), dos)
+        ds = torch.matmul(dos, vb.transpose(-2, -1))
+        ds.sub_(delta[:, :, i0:, None]).mul_(p)
+        del p
+        dk[:, :, j0:j1] = torch.matmul(ds.transpose(-2, -1), qs).mul_(scale)
+        dq[:, :, i0:] += torch.matmul(ds, kb).mul_(scale)
+        del ds
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
 
 def cpu_attention(q, k, v, causal=True, scale=None, block=CPU_BLOCK):
-    """The cpu path of kernels.attention: blocked online softmax, O(T) memory."""
+    """The cpu path of kernels.attention: blocked online softmax, O(T) memory
+    (knlp_kernels::attention, route "cpu")."""
     q, k, v = autocast_inputs(q, k, v)
     B, H, Tq, Tk, D = check_inputs(q, k, v)
     if Tk == 0:
         raise ValueError("attention: T_k = 0 keys: softmax over an empty set is undefined")
-    return _BlockedAttentionFn.apply(q, k, v, bool(causal), _scale(scale, D), int(block))
+    return ops.attention(q, k, v, bool(causal), _scale(scale, D), "cpu", __name__,
+                         int(block))

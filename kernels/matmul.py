@@ -1,4 +1,5 @@
-"""Tiled matmul C = act(A @ B + bias) in Triton, with an autograd.Function so it trains.
+"""Tiled matmul C = act(A @ B + bias) in Triton; trains through the knlp_kernels::matmul /
+::linear custom ops and their backward op (kernels/ops.py), which run the functions below.
 
 Layout follows Triton's tutorial 03: one program per BLOCK_M x BLOCK_N tile of C, launched
 in grouped order (GROUP_M tile-rows share B tiles in L2), fp32 accumulation over BLOCK_K
@@ -25,7 +26,7 @@ import weakref
 
 import torch
 
-from . import autotune
+from . import autotune, ops
 from ._common import (ELEMENT_BYTES, SUPPORTED_DTYPES, KernelPlanError, autocast_inputs,
                       dot_precision, empty, launch_knobs, next_pow2, validate_plan)
 from ._triton import HAS_TRITON, require, tl, triton
@@ -536,72 +537,104 @@ def _act_grad(g: torch.Tensor, saved: torch.Tensor, activation: str) -> torch.Te
     return out
 
 
-class _MatmulFn(torch.autograd.Function):
-    """act(a @ b + bias); with weight_layout, b is a Linear weight [N, K] used as b.t()."""
+# --- the ops' bodies (kernels/ops.py registers them as knlp_kernels::matmul, ::linear and
+# ::matmul_backward) ------------------------------------------------------------------------
+def matmul_forward(route, a, b, bias, activation, store_preact):
+    """(C, Z) = (act(a @ b + bias), the pre-activation or None) for a [..., M, K], b [K, N].
+    Z is stored only for gelu with store_preact (its backward needs it; relu's reads C)."""
+    K, N = b.shape
+    lead = a.shape[:-1]
+    a2 = a.reshape(-1, K)
+    store_preact = store_preact and activation == "gelu"
+    if route == "triton":
+        c, z = launch(a2, b, bias, activation, store_preact=store_preact)
+    else:   # the cpu path: one addmm (bias fused by BLAS) and the activation
+        y = torch.addmm(bias, a2, b) if bias is not None else a2 @ b
+        c, z = activate(y, activation), (y if store_preact else None)
+    return c.reshape(*lead, N), (z.reshape(*lead, N) if z is not None else None)
 
-    @staticmethod
-    def forward(ctx, a, b, bias, activation, weight_layout, b_kn=None):
-        K = a.shape[-1]
-        lead = a.shape[:-1]
-        a2 = a.reshape(-1, K)
-        bk = b_kn if b_kn is not None else (b.t() if weight_layout else b)
-        store_z = activation == "gelu" and any(ctx.needs_input_grad[:3])
-        c, z = launch(a2, bk, bias, activation, store_preact=store_z)
-        ctx.activation, ctx.weight_layout, ctx.lead = activation, weight_layout, lead
-        ctx.bias_dtype = bias.dtype if bias is not None else None
-        ctx.save_for_backward(a2, b, z if activation == "gelu" else
-                              (c if activation == "relu" else None))
-        return c.reshape(*lead, c.shape[-1])
 
-    @staticmethod
-    def backward(ctx, grad):
-        a2, b, saved = ctx.saved_tensors
-        g = grad.reshape(-1, grad.shape[-1]).to(a2.dtype)
-        if ctx.activation is not None:
-            g = _act_grad(g.contiguous(), saved, ctx.activation)
-        bk = b.t() if ctx.weight_layout else b
-        da = db = dbias = None
-        if ctx.needs_input_grad[0]:
-            da = launch(g, bk.t())[0].reshape(*ctx.lead, a2.shape[1])
-        if ctx.needs_input_grad[1]:
-            # a Linear weight's gradient is written [N, K] directly, matching the parameter
-            db = launch(g.t(), a2)[0] if ctx.weight_layout else launch(a2.t(), g)[0]
-        if ctx.needs_input_grad[2]:
+def linear_forward(route, x, weight, bias, weight_kn):
+    """F.linear(x, weight, bias); the triton route multiplies by weight_kn, the weight's
+    row-major [K, N] copy (weight_kn() below), the kernel's faster layout."""
+    if route == "triton":
+        c, _ = launch(x.reshape(-1, x.shape[-1]), weight_kn, bias)
+        return c.reshape(*x.shape[:-1], weight.shape[0])
+    return torch.nn.functional.linear(x, weight, bias)
+
+
+def matmul_backward(route, grad, a, b, saved, activation, weight_layout, need_a, need_b,
+                    need_bias):
+    """(dA, dB, dbias) of act(a @ b + bias); with weight_layout b is a Linear weight [N, K]
+    used as b.t() (its gradient is written [N, K] directly, shaped like the parameter).
+    saved: gelu's pre-activation Z or relu's output C. dbias is returned unsummed-to-dtype:
+    fp32 on the triton route, the gradient's dtype on the cpu route."""
+    lead, K = a.shape[:-1], a.shape[-1]
+    a2 = a.reshape(-1, K)
+    g = grad.reshape(-1, grad.shape[-1]).to(a2.dtype)
+    bk = b.t() if weight_layout else b                      # the [K, N] operand
+    da = db = dbias = None
+    if route == "triton":
+        if activation is not None:
+            g = _act_grad(g.contiguous(), saved, activation)
+        if need_a:
+            da = launch(g, bk.t())[0].reshape(*lead, K)
+        if need_b:
+            db = launch(g.t(), a2)[0] if weight_layout else launch(a2.t(), g)[0]
+        if need_bias:
             # fp32 accumulation without an fp32 copy of g (g.float() was 151 MB at GPT-2's
             # 16384 x 2304): on CUDA, sum(dtype=float32) reads bf16/fp16 and accumulates in
             # fp32 in one pass (ATen make_reduction_from_out_ty, its gpu_lowp_to_f32 case)
-            dbias = g.sum(0, dtype=torch.float32).to(ctx.bias_dtype)
-        return da, db, dbias, None, None, None
+            dbias = g.sum(0, dtype=torch.float32)
+        return da, db, dbias
+    # the cpu path: the formulas torch's autograd uses for addmm/mm and gelu/relu
+    if activation == "gelu":
+        g = torch.ops.aten.gelu_backward(g, saved.reshape(g.shape))
+    elif activation == "relu":
+        g = torch.ops.aten.threshold_backward(g, saved.reshape(g.shape), 0)
+    if need_a:
+        da = g.mm(bk.t()).reshape(*lead, K)
+    if need_b:
+        db = g.t().mm(a2) if weight_layout else a2.t().mm(g)
+    if need_bias:
+        dbias = g.sum(0)
+    return da, db, dbias
 
 
+# --- entry points of each route (kernels.matmul / kernels.linear pick one) -----------------
 def triton_matmul(a, b, bias=None, activation=None):
     """The Triton path of kernels.matmul: a [..., M, K] @ b [K, N] (+ bias [N]), activation."""
+    _check_matmul(a, b)
+    a, b, bias = autocast_inputs(a, b, bias)
+    return ops.matmul(a, b, bias, activation, "triton", __name__)
+
+
+def triton_linear(x, weight, bias=None):
+    """The Triton path of kernels.linear: F.linear semantics, weight [out, in]."""
+    _check_linear(x, weight)
+    param = weight
+    x, weight, bias = autocast_inputs(x, weight, bias)
+    if torch.compiler.is_compiling():
+        # a traced copy: inductor fuses it with the autocast cast (no Python cache here)
+        w_kn = param.detach().t().to(dtype=weight.dtype, memory_format=torch.contiguous_format)
+    else:
+        w_kn = weight_kn(param, weight.dtype, cache=not ops.needs_grad(x, weight, bias))
+    return ops.linear(x, weight, bias, w_kn, "triton", __name__)
+
+
+def _check_matmul(a, b):
     if b.dim() != 2:
         raise ValueError(f"matmul: b must be 2-D [K, N], got {tuple(b.shape)}; for a batched b "
                          "use torch.matmul")
     if a.dim() < 1 or a.shape[-1] != b.shape[0]:
         raise ValueError(f"matmul: a {tuple(a.shape)} @ b {tuple(b.shape)}: a's last "
                          "dimension must equal b's first")
-    a, b, bias = autocast_inputs(a, b, bias)
-    if _needs_grad(a, b, bias):
-        return _MatmulFn.apply(a, b, bias, activation, False)
-    c, _ = launch(a.reshape(-1, a.shape[-1]), b, bias, activation)
-    return c.reshape(*a.shape[:-1], b.shape[1])
 
 
-def triton_linear(x, weight, bias=None):
-    """The Triton path of kernels.linear: F.linear semantics, weight [out, in]."""
+def _check_linear(x, weight):
     if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: x {tuple(x.shape)} and weight {tuple(weight.shape)}: "
                          "x's last dimension must equal weight's in_features (dim 1)")
-    param = weight
-    x, weight, bias = autocast_inputs(x, weight, bias)
-    training = _needs_grad(x, weight, bias)
-    w_kn = weight_kn(param, weight.dtype, cache=not training)
-    if training:
-        return _MatmulFn.apply(x, weight, bias, None, True, w_kn)
-    c, _ = launch(x.reshape(-1, x.shape[-1]), w_kn, bias)
-    return c.reshape(*x.shape[:-1], weight.shape[0])
 
 
 _WEIGHT_KN: dict = {}
@@ -633,20 +666,17 @@ def weight_kn(weight: torch.Tensor, dtype: torch.dtype, cache: bool = True) -> t
     return w_kn
 
 
-def _needs_grad(*tensors) -> bool:
-    """Inference skips the autograd.Function and its per-call cost."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
 def cpu_matmul(a, b, bias=None, activation=None):
-    """The cpu path: one addmm (bias fused by BLAS) and the activation; autograd by torch."""
+    """The cpu path of kernels.matmul: one addmm (bias fused by BLAS) and the activation."""
     if b.dim() != 2 or a.shape[-1] != b.shape[0]:
         raise ValueError(f"matmul: a {tuple(a.shape)} @ b {tuple(b.shape)}: b must be 2-D "
                          "[K, N] with K = a's last dimension")
-    a2 = a.reshape(-1, a.shape[-1])
-    y = torch.addmm(bias, a2, b) if bias is not None else a2 @ b
-    return activate(y, activation).reshape(*a.shape[:-1], b.shape[1])
+    a, b, bias = autocast_inputs(a, b, bias)
+    return ops.matmul(a, b, bias, activation, "cpu", __name__)
 
 
 def cpu_linear(x, weight, bias=None):
-    return torch.nn.functional.linear(x, weight, bias)
+    """The cpu path of kernels.linear: F.linear."""
+    _check_linear(x, weight)
+    x, weight, bias = autocast_inputs(x, weight, bias)
+    return ops.linear(x, weight, bias, None, "cpu", __name__)

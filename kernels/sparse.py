@@ -25,7 +25,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
-from . import autotune
+from . import autotune, ops
 from ._common import (ELEMENT_BYTES, SUPPORTED_DTYPES, KernelPlanError, autocast_inputs,
                       dot_precision, empty, launch_knobs, next_pow2, validate_plan)
 from ._triton import HAS_TRITON, require, tl, triton
@@ -226,57 +226,16 @@ def launch(x: torch.Tensor, b: torch.Tensor, count: torch.Tensor, cols: torch.Te
 _LAUNCHES: dict = {}   # as in matmul.py: repeated calls skip plan search and validation
 
 
-class _BlockSparseFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, tile):
+# --- the ops' bodies (kernels/ops.py: knlp_kernels::block_sparse_linear and its backward) --
+def block_sparse_forward(route, x, weight, bias, tile):
+    """y = x @ weight^T + bias visiting only the nonzero tile x tile blocks of weight."""
+    x2 = x.reshape(-1, x.shape[-1])
+    N = weight.shape[0]
+    if route == "triton":
         lay = layout(weight, tile)
-        x2 = x.reshape(-1, x.shape[-1])
         y = launch(x2, weight.t(), lay.count, lay.cols, tile, bias)
-        ctx.save_for_backward(x2, weight)
-        ctx.lay, ctx.tile, ctx.lead = lay, tile, x.shape[:-1]
-        ctx.bias_dtype = bias.dtype if bias is not None else None
-        return y.reshape(*x.shape[:-1], weight.shape[0])
-
-    @staticmethod
-    def backward(ctx, grad):
-        x2, weight = ctx.saved_tensors
-        g = grad.reshape(-1, grad.shape[-1]).to(x2.dtype)
-        dx = dw = dbias = None
-        if ctx.needs_input_grad[0]:   # dX = dY @ W, skipping the same zero tiles
-            dx = launch(g, weight, ctx.lay.t_count, ctx.lay.t_cols, ctx.tile)
-            dx = dx.reshape(*ctx.lead, x2.shape[1])
-        if ctx.needs_input_grad[1]:   # dense on purpose: see the module docstring
-            from .matmul import launch as dense_launch
-            dw = dense_launch(g.t(), x2)[0]
-        if ctx.needs_input_grad[2]:
-            dbias = g.float().sum(0).to(ctx.bias_dtype)
-        return dx, dw, dbias, None
-
-
-def triton_block_sparse_linear(x, weight, block_size, bias=None):
-    if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"block_sparse_linear: x {tuple(x.shape)} and weight "
-                         f"{tuple(weight.shape)}: x's last dimension must equal in_features")
-    x, weight, bias = autocast_inputs(x, weight, bias)
-    tile = tile_for(block_size)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                       for t in (x, weight, bias)):
-        return _BlockSparseFn.apply(x, weight, bias, tile)
-    lay = layout(weight, tile)
-    y = launch(x.reshape(-1, x.shape[-1]), weight.t(), lay.count, lay.cols, tile, bias)
-    return y.reshape(*x.shape[:-1], weight.shape[0])
-
-
-# --- CPU path -------------------------------------------------------------------------------
-class _BlockSparseCpuFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, tile):
-        x2 = x.reshape(-1, x.shape[-1])
+    else:   # the cpu path: an addmm per nonzero tile (views, no copies), dense when dense
         mask = tile_mask(weight, tile).cpu()
-        ctx.save_for_backward(x2, weight)
-        ctx.mask, ctx.tile, ctx.lead = mask, tile, x.shape[:-1]
-        ctx.bias_dtype = bias.dtype if bias is not None else None
-        N = weight.shape[0]
         if mask.float().mean().item() > CPU_DENSE_ABOVE:
             y = F.linear(x2, weight, bias)
         else:
@@ -287,39 +246,65 @@ class _BlockSparseCpuFn(torch.autograd.Function):
                 n0, k0 = r * tile, c * tile
                 w_tile = weight[n0:n0 + tile, k0:k0 + tile]
                 y[:, n0:n0 + tile].addmm_(x2[:, k0:k0 + tile], w_tile.t())
-        return y.reshape(*x.shape[:-1], N)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x2, weight = ctx.saved_tensors
-        tile, mask = ctx.tile, ctx.mask
-        g = grad.reshape(-1, grad.shape[-1]).to(x2.dtype)
-        dx = dw = dbias = None
-        if ctx.needs_input_grad[0]:
-            if mask.float().mean().item() > CPU_DENSE_ABOVE:
-                dx = g @ weight
-            else:
-                dx = torch.zeros_like(x2)
-                for r, c in mask.nonzero().tolist():
-                    n0, k0 = r * tile, c * tile
-                    w_tile = weight[n0:n0 + tile, k0:k0 + tile]
-                    dx[:, k0:k0 + tile].addmm_(g[:, n0:n0 + tile], w_tile)
-            dx = dx.reshape(*ctx.lead, x2.shape[1])
-        if ctx.needs_input_grad[1]:
-            dw = g.t() @ x2
-        if ctx.needs_input_grad[2]:
-            dbias = g.sum(0).to(ctx.bias_dtype)
-        return dx, dw, dbias, None
+    return y.reshape(*x.shape[:-1], N)
 
 
-def cpu_block_sparse_linear(x, weight, block_size, bias=None):
+def block_sparse_backward(route, grad, x, weight, tile, need_x, need_w, need_bias):
+    """(dX, dW, dbias): dX = dY @ W skips the same zero tiles; dW = dY^T @ X stays dense on
+    purpose (see the module docstring); dbias in fp32 (triton) or the gradient's dtype (cpu).
+    The tile layout / mask is looked up again from the weight (the triton route's layout
+    cache hits: same weight, same version), not carried from the forward."""
+    x2 = x.reshape(-1, x.shape[-1])
+    g = grad.reshape(-1, grad.shape[-1]).to(x2.dtype)
+    dx = dw = dbias = None
+    if route == "triton":
+        if need_x:
+            lay = layout(weight, tile)
+            dx = launch(g, weight, lay.t_count, lay.t_cols, tile).reshape(x.shape)
+        if need_w:
+            from .matmul import launch as dense_launch
+            dw = dense_launch(g.t(), x2)[0]
+        if need_bias:
+            dbias = g.float().sum(0)
+        return dx, dw, dbias
+    if need_x:
+        mask = tile_mask(weight, tile).cpu()
+        if mask.float().mean().item() > CPU_DENSE_ABOVE:
+            dx = g @ weight
+        else:   # contiguous whatever x's strides (the op's fake says so)
+            dx = torch.zeros(x2.shape, dtype=x2.dtype, device=x2.device)
+            for r, c in mask.nonzero().tolist():
+                n0, k0 = r * tile, c * tile
+                w_tile = weight[n0:n0 + tile, k0:k0 + tile]
+                dx[:, k0:k0 + tile].addmm_(g[:, n0:n0 + tile], w_tile)
+        dx = dx.reshape(x.shape)
+    if need_w:
+        dw = g.t() @ x2
+    if need_bias:
+        dbias = g.sum(0)
+    return dx, dw, dbias
+
+
+def _check(x, weight, block_size):
     if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"block_sparse_linear: x {tuple(x.shape)} and weight "
                          f"{tuple(weight.shape)}: x's last dimension must equal in_features")
     if block_size < 1:
         raise ValueError(f"block_size={block_size} must be >= 1 (cfg.pruning_block_size)")
+
+
+def triton_block_sparse_linear(x, weight, block_size, bias=None):
+    _check(x, weight, block_size)
+    x, weight, bias = autocast_inputs(x, weight, bias)
+    return ops.block_sparse_linear(x, weight, bias, tile_for(block_size), "triton",
+                                   __name__)
+
+
+def cpu_block_sparse_linear(x, weight, block_size, bias=None):
+    _check(x, weight, block_size)
+    x, weight, bias = autocast_inputs(x, weight, bias)
     tile = block_size * max(1, -(-CPU_MIN_TILE // block_size))
-    return _BlockSparseCpuFn.apply(x, weight, bias, tile)
+    return ops.block_sparse_linear(x, weight, bias, tile, "cpu", __name__)
 
 
 # --- 2:4 semi-structured --------------------------------------------------------------------

@@ -1,0 +1,299 @@
+"""The kernels' entry points as torch custom ops (namespace "knlp_kernels"), so that
+torch.compile traces each call as one opaque node instead of breaking the graph there.
+
+    knlp_kernels::matmul(a, b, bias?, activation?, store_preact, route) -> (out, preact)
+    knlp_kernels::linear(x, weight, bias?, weight_kn?, route) -> out
+    knlp_kernels::matmul_backward(grad, a, b, saved?, activation?, weight_layout,
+                                  need_a, need_b, need_bias, route) -> (da, db, dbias)
+    knlp_kernels::attention(q, k, v, causal, scale, route, block) -> (out, lse)
+    knlp_kernels::attention_backward(grad, q, k, v, out, lse, causal, scale, route, block)
+                                     -> (dq, dk, dv)
+    knlp_kernels::block_sparse_linear(x, weight, bias?, tile, route) -> out
+    knlp_kernels::block_sparse_linear_backward(grad, x, weight, tile, need_x, need_w,
+                                               need_bias, route) -> (dx, dw, dbias)
+
+`route` ("triton" or "cpu") is decided by the Python entry point (kernels._route) before the
+call; the "torch" route never comes here (plain torch ops, which inductor fuses best). One op
+per function for both routes, so the CPU tests exercise the same op, fake and autograd
+wiring that the GPU runs. Each forward returns what its backward needs (gelu's
+pre-activation, attention's row log-sum-exp); the backward is a custom op too, so AOT
+autograd traces the backward graph without a break. Gradients that are not needed come back
+as empty tensors (shape [0]); a custom op cannot return None. Bias gradients come back in
+the dtype they were summed in (fp32 on the triton route); the cast to the bias dtype is an
+ordinary traced op in the autograd formula.
+
+Each op's fake (register_fake) allocates exactly as the real op does (shape, dtype and
+strides; tests/kernels/test_ops.py checks them with torch.library.opcheck). The bodies are
+the kernel modules' functions; this module holds only the op definitions.
+"""
+# no `from __future__ import annotations`: torch.library reads these annotations as types
+import importlib
+import sys
+from typing import Optional
+
+import torch
+
+NAMESPACE = "knlp_kernels"
+ROUTES = ("triton", "cpu")
+
+
+def _mod(name: str):
+    """kernels.matmul / kernels.attention / kernels.sparse (they import this module)."""
+    return importlib.import_module(f"{__package__}.{name}")
+
+
+def _impl(impl: str):
+    """The module whose functions an op runs: the caller's __name__ (kernels.matmul, ...;
+    tests/kernels/test_verify.py's mutants pass their own, so the mutated code is what runs)."""
+    mod = sys.modules.get(impl)
+    if mod is None or not impl.startswith(f"{__package__}."):
+        raise ValueError(f"{NAMESPACE}: impl {impl!r} is not an imported kernels module")
+    return mod
+
+
+def _check_route(route: str) -> None:
+    if route not in ROUTES:
+        raise ValueError(f"{NAMESPACE}: route {route!r}: choose one of {', '.join(ROUTES)} "
+                         "(the torch route calls kernels/reference.py, not an op)")
+
+
+def _none(t: torch.Tensor) -> torch.Tensor:
+    """Placeholder for an output that is not computed (custom ops return no None)."""
+    return t.new_empty(0)
+
+
+def needs_grad(*tensors) -> bool:
+    """Whether autograd will record the call: the custom op's own test, made in the entry
+    point so the forward stores what the backward needs only then."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+# --- matmul / linear ----------------------------------------------------------------------
+@torch.library.custom_op(f"{NAMESPACE}::matmul", mutates_args=())
+def _matmul(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor],
+            activation: Optional[str], store_preact: bool,
+            route: str, impl: str) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_route(route)
+    c, z = _impl(impl).matmul_forward(route, a, b, bias, activation, store_preact)
+    return c, (z if z is not None else _none(a))
+
+
+@_matmul.register_fake
+def _(a, b, bias, activation, store_preact, route, impl):
+    shape = (*a.shape[:-1], b.shape[1])
+    z = a.new_empty(shape) if store_preact and activation == "gelu" else _none(a)
+    return a.new_empty(shape), z
+
+
+@torch.library.custom_op(f"{NAMESPACE}::linear", mutates_args=())
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+            weight_kn: Optional[torch.Tensor], route: str, impl: str) -> torch.Tensor:
+    _check_route(route)
+    return _impl(impl).linear_forward(route, x, weight, bias, weight_kn)
+
+
+@_linear.register_fake
+def _(x, weight, bias, weight_kn, route, impl):
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+@torch.library.custom_op(f"{NAMESPACE}::matmul_backward", mutates_args=())
+def _matmul_backward(grad: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                     saved: Optional[torch.Tensor], activation: Optional[str],
+                     weight_layout: bool, need_a: bool, need_b: bool, need_bias: bool,
+                     route: str, impl: str
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_route(route)
+    da, db, dbias = _impl(impl).matmul_backward(route, grad, a, b, saved, activation,
+                                                   weight_layout, need_a, need_b, need_bias)
+    return (da if da is not None else _none(a), db if db is not None else _none(a),
+            dbias if dbias is not None else _none(a))
+
+
+@_matmul_backward.register_fake
+def _(grad, a, b, saved, activation, weight_layout, need_a, need_b, need_bias, route, impl):
+    n = b.shape[0] if weight_layout else b.shape[1]
+    bias_dtype = torch.float32 if route == "triton" else a.dtype
+    return (a.new_empty(a.shape) if need_a else _none(a),
+            a.new_empty(b.shape) if need_b else _none(a),
+            a.new_empty((n,), dtype=bias_dtype) if need_bias else _none(a))
+
+
+def _bias_grad(dbias, need, dtype):
+    return dbias.to(dtype) if need else None
+
+
+def _matmul_setup(ctx, inputs, output):
+    a, b, bias, activation, store_preact, route, impl = inputs
+    out, z = output
+    saved = z if activation == "gelu" else (out if activation == "relu" else None)
+    ctx.save_for_backward(a, b, saved)
+    ctx.activation, ctx.route, ctx.impl = activation, route, impl
+    ctx.bias_dtype = bias.dtype if bias is not None else None
+
+
+def _matmul_grad(ctx, grad, _grad_preact):
+    a, b, saved = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    if ctx.activation == "gelu" and saved.numel() != grad.numel():
+        raise RuntimeError("knlp_kernels::matmul: gelu's backward needs the pre-activation, "
+                           "which the forward did not store (store_preact=False)")
+    da, db, dbias = torch.ops.knlp_kernels.matmul_backward(
+        grad, a, b, saved, ctx.activation, False, need[0], need[1], need[2], ctx.route,
+        ctx.impl)
+    return (da if need[0] else None, db if need[1] else None,
+            _bias_grad(dbias, need[2], ctx.bias_dtype), None, None, None, None)
+
+
+def _linear_setup(ctx, inputs, output):
+    x, weight, bias, _weight_kn, route, impl = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.route, ctx.impl = route, impl
+    ctx.bias_dtype = bias.dtype if bias is not None else None
+
+
+def _linear_grad(ctx, grad):
+    x, weight = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    dx, dw, dbias = torch.ops.knlp_kernels.matmul_backward(
+        grad, x, weight, None, None, True, need[0], need[1], need[2], ctx.route, ctx.impl)
+    return (dx if need[0] else None, dw if need[1] else None,
+            _bias_grad(dbias, need[2], ctx.bias_dtype), None, None, None)
+
+
+_matmul.register_autograd(_matmul_grad, setup_context=_matmul_setup)
+_linear.register_autograd(_linear_grad, setup_context=_linear_setup)
+
+
+# --- attention ----------------------------------------------------------------------------
+@torch.library.custom_op(f"{NAMESPACE}::attention", mutates_args=())
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float,
+               route: str, block: int, impl: str) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_route(route)
+    attn = _impl(impl)
+    if route == "triton":
+        return attn.forward(q, k, v, causal, scale)
+    return attn.cpu_forward(q, k, v, causal, scale, block)
+
+
+@_attention.register_fake
+def _(q, k, v, causal, scale, route, block, impl):
+    B, H, Tq, _ = q.shape
+    if route == "triton":   # O like q (after _unit_last), LSE [B*H, T_q] fp32 (log2 domain)
+        return torch.empty_like(_mod("attention")._unit_last(q)), \
+            q.new_empty((B * H, Tq), dtype=torch.float32)
+    wd = _mod("attention").cpu_work_dtype(q.dtype)   # cpu: O and LSE in the working dtype
+    return q.new_empty((B, H, Tq, v.shape[3]), dtype=wd), q.new_empty((B, H, Tq), dtype=wd)
+
+
+@torch.library.custom_op(f"{NAMESPACE}::attention_backward", mutates_args=())
+def _attention_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        out: torch.Tensor, lse: torch.Tensor, causal: bool, scale: float,
+                        route: str, block: int, impl: str
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_route(route)
+    attn = _impl(impl)
+    if route == "triton":
+        return attn.backward(q, k, v, out, lse, grad, causal, scale)
+    return attn.cpu_backward(grad, q, k, v, out, lse, causal, scale, block)
+
+
+@_attention_backward.register_fake
+def _(grad, q, k, v, out, lse, causal, scale, route, block, impl):
+    attn = _mod("attention")
+    if route == "triton":
+        return tuple(torch.empty_like(attn._unit_last(t)) for t in (q, k, v))
+    wd = attn.cpu_work_dtype(q.dtype)
+    return tuple(torch.empty_like(t.to(wd)).to(t.dtype) for t in (q, k, v))
+
+
+def _attention_setup(ctx, inputs, output):
+    q, k, v, causal, scale, route, block, impl = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse)
+    ctx.causal, ctx.scale, ctx.route, ctx.block, ctx.impl = causal, scale, route, block, impl
+
+
+def _attention_grad(ctx, grad, _grad_lse):
+    q, k, v, out, lse = ctx.saved_tensors
+    dq, dk, dv = torch.ops.knlp_kernels.attention_backward(
+        grad, q, k, v, out, lse, ctx.causal, ctx.scale, ctx.route, ctx.block, ctx.impl)
+    return dq, dk, dv, None, None, None, None, None
+
+
+_attention.register_autograd(_attention_grad, setup_context=_attention_setup)
+
+
+# --- block-sparse linear ------------------------------------------------------------------
+@torch.library.custom_op(f"{NAMESPACE}::block_sparse_linear", mutates_args=())
+def _block_sparse_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                         tile: int, route: str, impl: str) -> torch.Tensor:
+    _check_route(route)
+    return _impl(impl).block_sparse_forward(route, x, weight, bias, tile)
+
+
+@_block_sparse_linear.register_fake
+def _(x, weight, bias, tile, route, impl):
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+@torch.library.custom_op(f"{NAMESPACE}::block_sparse_linear_backward", mutates_args=())
+def _block_sparse_linear_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                                  tile: int, need_x: bool, need_w: bool, need_bias: bool,
+                                  route: str, impl: str
+                                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    _check_route(route)
+    dx, dw, dbias = _impl(impl).block_sparse_backward(route, grad, x, weight, tile,
+                                                         need_x, need_w, need_bias)
+    return (dx if dx is not None else _none(x), dw if dw is not None else _none(x),
+            dbias if dbias is not None else _none(x))
+
+
+@_block_sparse_linear_backward.register_fake
+def _(grad, x, weight, tile, need_x, need_w, need_bias, route, impl):
+    bias_dtype = torch.float32 if route == "triton" else x.dtype
+    return (x.new_empty(x.shape) if need_x else _none(x),
+            x.new_empty(weight.shape) if need_w else _none(x),
+            x.new_empty((weight.shape[0],), dtype=bias_dtype) if need_bias else _none(x))
+
+
+def _block_sparse_setup(ctx, inputs, output):
+    x, weight, bias, tile, route, impl = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.tile, ctx.route, ctx.impl = tile, route, impl
+    ctx.bias_dtype = bias.dtype if bias is not None else None
+
+
+def _block_sparse_grad(ctx, grad):
+    x, weight = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    dx, dw, dbias = torch.ops.knlp_kernels.block_sparse_linear_backward(
+        grad, x, weight, ctx.tile, need[0], need[1], need[2], ctx.route, ctx.impl)
+    return (dx if need[0] else None, dw if need[1] else None,
+            _bias_grad(dbias, need[2], ctx.bias_dtype), None, None, None)
+
+
+_block_sparse_linear.register_autograd(_block_sparse_grad, setup_context=_block_sparse_setup)
+
+
+# --- what the entry points call -----------------------------------------------------------
+def matmul(a, b, bias, activation, route, impl):
+    """act(a @ b + bias) through knlp_kernels::matmul; gelu's pre-activation is stored only
+    when autograd records the call."""
+    store = activation == "gelu" and needs_grad(a, b, bias)
+    return torch.ops.knlp_kernels.matmul(a, b, bias, activation, store, route, impl)[0]
+
+
+def linear(x, weight, bias, weight_kn, route, impl):
+    return torch.ops.knlp_kernels.linear(x, weight, bias, weight_kn, route, impl)
+
+
+def attention(q, k, v, causal, scale, route, impl, block=0):
+    """O in q's dtype (the cpu route computes in fp32 for 16-bit inputs: the cast back is a
+    traced op, and its backward casts dO to fp32 as the cpu path always did)."""
+    out, _lse = torch.ops.knlp_kernels.attention(q, k, v, causal, scale, route, block, impl)
+    return out.to(q.dtype)
+
+
+def block_sparse_linear(x, weight, bias, tile, route, impl):
+    return torch.ops.knlp_kernels.block_sparse_linear(x, weight, bias, tile, route, impl)
