@@ -15,6 +15,7 @@ Exit status 1 when any case fails. docs/kernels.md describes the grids and toler
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -201,6 +202,33 @@ def _reference(case: Case, t: dict):
     return ref.block_sparse_linear(t["x"], t["w"], case.block_size, t["bias"])
 
 
+def _torch_same_dtype_errors(case: Case, t: dict, leaves: dict, grad_out, expected,
+                             ref_grads, backward: bool):
+    """stage -> the relative error of torch's own computation of the case in the case's
+    dtype (kernels/reference.py on the unconverted inputs) against float64; computed on first
+    use (only a check over its table tolerance asks), 0.0 for fp32 (its table is tight)."""
+    cache: dict = {}
+
+    def err(stage: str) -> float:
+        if case.dtype == torch.float32:
+            return 0.0
+        if not cache:
+            low = {k: (v.detach().requires_grad_(v.requires_grad) if v is not None else None)
+                   for k, v in t.items()}
+            with torch.no_grad() if not backward else contextlib.nullcontext():
+                out = _reference(case, low)
+            cache["forward"] = ref.rel_err(out, expected)
+            if backward:
+                names = list(leaves)
+                gs = torch.autograd.grad(out, [low[k] for k in names], grad_out,
+                                         allow_unused=True)
+                for name, g, rg in zip(names, gs, ref_grads):
+                    if g is not None and rg is not None:
+                        cache[f"grad:{name}"] = ref.rel_err(g, rg)
+        return cache.get(stage, 0.0)
+    return err
+
+
 def run_case(case: Case, impl, device="cpu", seed: int | None = None,
              backward: bool = True) -> list[Result]:
     """Check impl on one case: forward, then each input gradient. impl has the public
@@ -235,24 +263,31 @@ def run_case(case: Case, impl, device="cpu", seed: int | None = None,
 
     r = {k: ref.upcast(v) for k, v in t.items()}
     expected = _reference(case, r)
+    rl = [r[k] for k in leaves]
+    ref_grads = (torch.autograd.grad(expected, rl, grad_out.to(torch.float64), allow_unused=True)
+                 if backward else ())
+    torch_errs = _torch_same_dtype_errors(case, t, leaves, grad_out, expected, ref_grads,
+                                          backward)
     results = []
-    err = ref.rel_err(out, expected)
-    results.append(Result(label, case.op, "forward", shape, dt, err, fwd_tol,
-                          math.isfinite(err) and err <= fwd_tol))
-    if backward:
-        rl = [r[k] for k in leaves]
-        ref_grads = torch.autograd.grad(expected, rl, grad_out.to(torch.float64),
-                                        allow_unused=True)
-        for name, g, rg in zip(leaves, grads, ref_grads):
-            if rg is None:
-                continue
-            if g is None:
-                results.append(Result(label, case.op, f"grad:{name}", shape, dt, math.inf,
-                                      bwd_tol, False, "no gradient returned"))
-                continue
-            e = ref.rel_err(g, rg)
-            results.append(Result(label, case.op, f"grad:{name}", shape, dt, e, bwd_tol,
-                                  math.isfinite(e) and e <= bwd_tol))
+
+    def check(stage, got, want, table_tol):
+        # within the dtype's tolerance, or within twice the error torch itself makes on this
+        # case in this dtype: one-element bf16 gelu gradients round z, dZ and the product
+        # (2.5e-2 against float64), more than a tolerance sized for sums can allow
+        err = ref.rel_err(got, want)
+        tol = max(table_tol, 2.0 * torch_errs(stage)) if err > table_tol else table_tol
+        results.append(Result(label, case.op, stage, shape, dt, err, tol,
+                              math.isfinite(err) and err <= tol))
+
+    check("forward", out, expected, fwd_tol)
+    for name, g, rg in zip(leaves, grads, ref_grads):
+        if rg is None:
+            continue
+        if g is None:
+            results.append(Result(label, case.op, f"grad:{name}", shape, dt, math.inf,
+                                  bwd_tol, False, "no gradient returned"))
+            continue
+        check(f"grad:{name}", g, rg, bwd_tol)
     return results
 
 

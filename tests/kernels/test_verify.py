@@ -86,11 +86,13 @@ def test_mutant_is_caught_by_a_numeric_mismatch(name, tmp_path, triton_device):
     assert first.error is None and (first.err > first.tol or math.isinf(first.err))
 
 
-def test_unmutated_copy_passes(tmp_path, triton_device):
-    """Control: the loader itself changes nothing."""
-    mod = load_variant("attention", [], "identity", tmp_path)
-    results = verify.verify(["attention"], impls={"attention": mod.triton_attention},
-                            grid="small", device=triton_device, seed=12, dtypes=["fp32"])
+@pytest.mark.parametrize("module, fn, op", sorted({m[:3] for m in MUTANTS.values()}))
+def test_unmutated_copy_passes_the_mutants_grid(module, fn, op, tmp_path, triton_device):
+    """Control: the loader changes nothing, and the unmutated code passes the very grid,
+    dtypes and seed the mutants are checked on, so a mutant is caught by its mutation."""
+    mod = load_variant(module, [], f"identity_{module}", tmp_path)
+    results = verify.verify([op], impls={op: getattr(mod, fn)}, grid="small",
+                            device=triton_device, seed=11)
     assert not verify.caught(results), verify.format_failures(results)
 
 
