@@ -215,3 +215,24 @@ def test_autocast_casts_are_traced_before_the_op():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         torch.testing.assert_close(y, lin(x), rtol=0, atol=0)
     torch._dynamo.reset()
+
+
+def test_eager_inference_calls_the_body_directly_and_training_the_op():
+    """The custom op's dispatch is skipped when nothing needs grad and nothing is traced (it
+    costs more than a small kernel's launch); autograd still goes through the op."""
+    from torch.profiler import profile
+    kernels.set_backend("cpu")
+    try:
+        x, w = torch.randn(8, 16), torch.randn(4, 16, requires_grad=True)
+
+        def op_calls(fn):
+            with profile() as prof:
+                fn()
+            return sum(e.count for e in prof.key_averages() if e.key == "knlp_kernels::linear")
+        with torch.no_grad():
+            assert op_calls(lambda: kernels.linear(x, w)) == 0
+        assert op_calls(lambda: kernels.linear(x, w).sum().backward()) == 1
+        with torch.no_grad():
+            torch.testing.assert_close(kernels.linear(x, w), torch.nn.functional.linear(x, w))
+    finally:
+        kernels.set_backend("torch")
