@@ -28,6 +28,20 @@ except Exception as exc:  # missing or broken install: the torch/cpu backends st
     VERSION = "none"
 
 
+if HAS_TRITON:
+    @triton.jit
+    def tile_ids(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+        """(pid_m, pid_n) of tile_id in grouped launch order (tutorial 03): GROUP_M tile-rows
+        sweep the tile-columns together, so they share B tiles in L2. Shared by the matmul
+        kernels (matmul.py, matmul_tma.py)."""
+        num_pid_in_group = GROUP_M * num_pid_n
+        first_pid_m = (tile_id // num_pid_in_group) * GROUP_M
+        group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
+        pid_m = first_pid_m + ((tile_id % num_pid_in_group) % group_size_m)
+        pid_n = (tile_id % num_pid_in_group) // group_size_m
+        return pid_m, pid_n
+
+
 class TritonUnavailable(RuntimeError):
     """The triton backend was asked for but Triton cannot run here."""
 

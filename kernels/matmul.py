@@ -26,7 +26,7 @@ import weakref
 
 import torch
 
-from . import autotune, ops
+from . import autotune, matmul_tma, ops
 from ._common import (ELEMENT_BYTES, SUPPORTED_DTYPES, KernelPlanError, autocast_inputs,
                       dot_precision, empty, launch_knobs, next_pow2, validate_plan)
 from ._triton import HAS_TRITON, require, tl, triton
@@ -34,7 +34,8 @@ from .reference import activate
 
 ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2}
 KNOBS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
-# optional knobs: PERSISTENT (1: one program per SM) and SPLIT_K (a power of two; 1 = off)
+# optional knobs: PERSISTENT (1: one program per SM), SPLIT_K (a power of two; 1 = off) and
+# TMA (1: the persistent TMA-descriptor kernel of matmul_tma.py)
 
 # --- plans --------------------------------------------------------------------------------
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, PERSISTENT). The first entry is the
@@ -73,6 +74,12 @@ _SPLIT_K_TILES_16BIT = [(64, 64, 64, 4, 4), (128, 64, 64, 4, 4), (64, 128, 64, 4
 _SPLIT_K_TILES_FP32 = [(64, 64, 32, 4, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3),
                        (128, 128, 32, 8, 3)]
 _SPLIT_K_FACTORS = (2, 4, 8)
+# TMA plans (matmul_tma.py; tutorial 09's Hopper tiles, 128 x 128/256, BLOCK_K 64/128, 8 warps):
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). Offered only with KERNELS_TMA=1, for
+# row-major A and B with TMA-aligned K and N, on sm_90+, with at least one full wave of tiles
+# (one program per SM: fewer tiles leave SMs idle). Not yet compiled or timed on a GPU.
+_TMA_TILES_16BIT = [(128, 128, 64, 8, 4), (128, 256, 64, 8, 3), (128, 128, 128, 8, 3)]
+_TMA_TILES_FP32 = [(128, 128, 32, 8, 3), (128, 64, 32, 4, 3)]
 # The split-K reduce kernel's own tile, so the sum spreads over many programs even where the
 # product has few tiles (256x1000: 64 programs of 32x128, vs 16 tiles of 128x128).
 _REDUCE_BLOCK_M, _REDUCE_BLOCK_N = 32, 128
@@ -96,28 +103,29 @@ def smem_bytes(plan: dict, dtype: torch.dtype) -> int:
     128x128 bf16 tiles in ptxas for sm_90)."""
     e = ELEMENT_BYTES[dtype]
     total = (plan["BLOCK_M"] + plan["BLOCK_N"]) * plan["BLOCK_K"] * e * plan["num_stages"]
-    if plan.get("PERSISTENT"):
+    if plan.get("PERSISTENT") or plan.get("TMA"):   # TMA: the store's staging tile
         total += plan["BLOCK_M"] * plan["BLOCK_N"] * e
     return total
 
 
 def candidate_plans(M: int, N: int, K: int, dtype: torch.dtype,
-                    device: torch.device) -> list[dict]:
+                    device: torch.device, layout: str | None = None) -> list[dict]:
     """The autotune grid for one problem (gpu_plans with the device's SM count); the
     interpreter gets one small plan (tests force others through launch(config=...))."""
     if device.type != "cuda":
         clamp = lambda d: max(16, min(_INTERPRET_MAX_TILE, next_pow2(d)))
         return [_plan(clamp(M), clamp(N), clamp(K), 4, 1, group=4)]
-    return gpu_plans(M, N, K, dtype, num_sms(device), device)
+    return gpu_plans(M, N, K, dtype, num_sms(device), device, layout)
 
 
 def gpu_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
-              device: torch.device | None = None) -> list[dict]:
+              device: torch.device | None = None, layout: str | None = None) -> list[dict]:
     """The GPU autotune grid for one problem on a device with `sms` SMs, filtered: no tile
     dimension more than the next power of two above the matching problem dimension (a 256-row
     tile for 5 rows only wastes work), no plan over the device's shared memory (device None:
     an H100's limits, so tests need no GPU), persistent plans only when there are more tiles
-    than SMs, split-K plans only when there are fewer (split_k_plans)."""
+    than SMs, split-K plans only when there are fewer (split_k_plans), TMA plans only with
+    KERNELS_TMA=1 (tma_plans; layout: the operands' "rr"/"rc"/..., None = unknown, no TMA)."""
     table = _PLANS_FP32 if dtype == torch.float32 else _PLANS_16BIT
     fits = lambda tile, dim: tile <= max(16, next_pow2(dim))
     use_persistent = os.environ.get("KERNELS_PERSISTENT", "0") == "1"
@@ -136,7 +144,31 @@ def gpu_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
     if not plans:
         clamp = lambda d: max(16, min(64, next_pow2(d)))
         plans.append(_plan(clamp(M), clamp(N), clamp(K), 4, 3))
-    return plans + split_k_plans(M, N, K, dtype, sms, device)
+    return plans + tma_plans(M, N, K, dtype, sms, device, layout) + \
+        split_k_plans(M, N, K, dtype, sms, device)
+
+
+def tma_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
+              device: torch.device | None = None, layout: str | None = None) -> list[dict]:
+    """TMA variants (_TMA_TILES_*) worth timing: only with KERNELS_TMA=1, a known layout
+    TMA can read (matmul_tma.tma_problem_error), tiles that fit the problem, and at least
+    `sms` tiles."""
+    if os.environ.get("KERNELS_TMA", "0") != "1" or layout is None or \
+            matmul_tma.tma_problem_error(N, K, dtype, layout, device) is not None:
+        return []
+    table = _TMA_TILES_FP32 if dtype == torch.float32 else _TMA_TILES_16BIT
+    plans = []
+    for bm, bn, bk, w, s in table:
+        p = dict(_plan(bm, bn, bk, w, s), TMA=1)
+        if bm > max(16, next_pow2(M)) or bn > max(16, next_pow2(N)) or \
+                bk > max(16, next_pow2(K)) or -(-M // bm) * -(-N // bn) < sms:
+            continue
+        try:
+            check_plan(p, (M, N, K), dtype, device, layout)
+        except KernelPlanError:
+            continue
+        plans.append(p)
+    return plans
 
 
 def split_k_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
@@ -162,9 +194,12 @@ def split_k_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
     return plans
 
 
-def check_plan(plan: dict, shape, dtype: torch.dtype, device: torch.device | None) -> None:
-    """validate_plan for a matmul plan (knobs, tiles, SPLIT_K, shared memory) plus the one
-    rule of this op: split-K runs the tiled kernel, not the persistent one."""
+def check_plan(plan: dict, shape, dtype: torch.dtype, device: torch.device | None,
+               layout: str | None = None) -> None:
+    """validate_plan for a matmul plan (knobs, tiles, SPLIT_K, shared memory) plus the rules
+    of this op: split-K runs the tiled kernel, not the persistent one; TMA=1 runs its own
+    persistent kernel (so neither SPLIT_K > 1 nor PERSISTENT) on problems TMA can read
+    (matmul_tma.tma_problem_error, given the operand layout), with tiles <= 256 a side."""
     validate_plan("matmul", plan, shape, lambda p: smem_bytes(p, dtype), device,
                   required=KNOBS)
     if plan.get("SPLIT_K", 1) > 1 and plan.get("PERSISTENT"):
@@ -172,6 +207,19 @@ def check_plan(plan: dict, shape, dtype: torch.dtype, device: torch.device | Non
                               f"SPLIT_K={plan['SPLIT_K']} with PERSISTENT=1: split-K runs "
                               "the tiled kernel only; set SPLIT_K=1 or drop PERSISTENT",
                               plan)
+    if plan.get("TMA"):
+        big = [k for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if plan[k] > matmul_tma.TMA_MAX_BOX]
+        if plan.get("SPLIT_K", 1) > 1 or plan.get("PERSISTENT"):
+            why = ("with SPLIT_K>1 or PERSISTENT=1: the TMA kernel is persistent and unsplit; "
+                   "drop SPLIT_K and PERSISTENT, or drop TMA")
+        elif big:
+            why = f"{big} over {matmul_tma.TMA_MAX_BOX}, a TMA box side's limit; drop TMA"
+        else:   # layout None: taken as "rr" (the launch entry still checks each call's tensors)
+            why = matmul_tma.tma_problem_error(shape[1], shape[2], dtype, layout or "rr",
+                                               device)
+            why = why and f"{why}; drop TMA"
+        if why:
+            raise KernelPlanError("matmul", "validate", shape, f"TMA=1: {why}", plan)
 
 
 _SMS: dict = {}
@@ -188,6 +236,8 @@ def num_sms(device: torch.device) -> int:
 
 # --- kernels ------------------------------------------------------------------------------
 if HAS_TRITON:
+    from ._triton import tile_ids
+
     @triton.jit
     def _matmul_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, z_ptr,
                        M, N, K,
@@ -244,15 +294,6 @@ if HAS_TRITON:
         tl.store(c_ptr + c_offs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
 
     @triton.jit
-    def _tile_ids(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
-        num_pid_in_group = GROUP_M * num_pid_n
-        first_pid_m = (tile_id // num_pid_in_group) * GROUP_M
-        group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
-        pid_m = first_pid_m + ((tile_id % num_pid_in_group) % group_size_m)
-        pid_n = (tile_id % num_pid_in_group) // group_size_m
-        return pid_m, pid_n
-
-    @triton.jit
     def _matmul_persistent_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, z_ptr,
                                   M, N, K,
                                   stride_am, stride_ak, stride_bk, stride_bn,
@@ -272,7 +313,7 @@ if HAS_TRITON:
         num_tiles = num_pid_m * num_pid_n
         offs_k0 = tl.arange(0, BLOCK_K)
         for tile_id in tl.range(start_pid, num_tiles, NUM_SMS, flatten=True):
-            pid_m, pid_n = _tile_ids(tile_id, num_pid_m, num_pid_n, GROUP_M)
+            pid_m, pid_n = tile_ids(tile_id, num_pid_m, num_pid_n, GROUP_M)
             offs_am = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)) % M
             offs_bn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)) % N
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -314,7 +355,7 @@ if HAS_TRITON:
         # program (tile, split): the fp32 partial product of K blocks [k_lo, k_hi) of one
         # tile, stored in workspace slice `split`. The blocks are dealt out as evenly as
         # integer division allows; with more splits than blocks some get none and store zeros.
-        pid_m, pid_n = _tile_ids(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N),
+        pid_m, pid_n = tile_ids(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N),
                                  GROUP_M)
         split = tl.program_id(1)
         k_blocks = tl.cdiv(K, BLOCK_K)
@@ -471,12 +512,17 @@ def _first_launch(key, a, b, c, bias, z, config):
         meta, opts = launch_knobs(plan)
         persistent = meta.pop("PERSISTENT", 0)
         split_k = meta.pop("SPLIT_K", 1)
+        tma = meta.pop("TMA", 0)
         tiles = -(-M // plan["BLOCK_M"]) * -(-N // plan["BLOCK_N"])
         epilogue = dict(HAS_BIAS=has_bias, ACTIVATION=act, STORE_PREACT=has_z)
         even_k = K % plan["BLOCK_K"] == 0
         if split_k > 1:
             return _split_k_entry(tiles, M, N, split_k, dict(
                 EVEN_K=even_k, DOT_PRECISION=prec, SPLIT_K=split_k, **meta, **opts), epilogue)
+        if tma:   # misaligned views fall back to the plain kernel with the same tiles
+            return matmul_tma.tma_entry(tiles, num_sms(device), dict(
+                **epilogue, DOT_PRECISION=prec, **meta, **opts), entry_for(
+                {k: v for k, v in plan.items() if k != "TMA"}))
         const = dict(**epilogue, EVEN_K=even_k, DOT_PRECISION=prec, **meta, **opts)
         if persistent:
             sms = num_sms(device)
@@ -495,8 +541,8 @@ def _first_launch(key, a, b, c, bias, z, config):
         plan = autotune.pick(
             "matmul", {"dtype": str(dtype).replace("torch.", ""), "layout": la + lb,
                        "M": autotune.bucket(M), "N": N, "K": K},
-            candidate_plans(M, N, K, dtype, device), run, device)
-    check_plan(plan, (M, N, K), dtype, device)
+            candidate_plans(M, N, K, dtype, device, la + lb), run, device)
+    check_plan(plan, (M, N, K), dtype, device, la + lb)
     try:   # the first launch compiles: name the plan if the compiler refuses it
         run(plan)
     except Exception as exc:

@@ -20,6 +20,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export KERNELS_CACHE_DIR="$OUT/autotune"
 export KERNELS_PERSISTENT=1        # tune the persistent matmul plans too (docs/kernels.md)
+export KERNELS_TMA=${KERNELS_TMA:-1} # and the TMA-descriptor plans (matmul_tma.py; opt-in elsewhere)
 PY=${PYTHON:-python3}
 SHARDS=${SHARDS:-4}
 BUDGET=${BENCH_BUDGET:-200}      # seconds of benchmark cases (each case ends the budget check)

@@ -117,6 +117,7 @@ def split_k_plan(split_k):
 
 
 def split_k_inputs(shape, dtype, device, seed=5):
+    """Random a [M, K], b [K, N] (scaled by K^-1/2) and bias [N] for the matmul tests."""
     m, k, n = shape
     g = torch.Generator().manual_seed(seed)
     a = torch.randn(m, k, generator=g).to(device, dtype)

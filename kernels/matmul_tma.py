@@ -1,0 +1,153 @@
+"""Persistent matmul C = act(A @ B + bias) with TMA tensor-descriptor loads and stores, for
+Hopper (sm_90+): extra autotune candidates of kernels/matmul.py (plan knob TMA=1), offered
+only with KERNELS_TMA=1. Not yet compiled or timed on a GPU.
+
+Layout follows Triton's tutorial 09 (matmul_kernel_tma_persistent): one program per SM
+walks the output tiles in the grouped order of matmul.py (GROUP_M tile-rows share B tiles
+in L2), the tile loop flattened with the K loop so the pipeline runs across tiles; A [M, K]
+and B [K, N] (both row-major) are read through tensor descriptors, which the TMA unit copies
+to shared memory without address arithmetic in the registers. fp32 accumulation and the
+epilogue of matmul.py (bias, relu, exact-erf gelu, optional pre-activation Z); C and Z are
+written through descriptors. Edges need no masks or wrapping: a descriptor load zero-fills
+rows/cols past the tensor (so a partial last K block adds zeros) and a store clips them.
+
+Why host-side descriptors (triton.tools.tensor_descriptor.TensorDescriptor, built in Python
+per call and passed as kernel arguments) and not device-side tl.make_tensor_descriptor: both
+exist in triton 3.6 and 3.8, but the device-side one needs a global-memory scratch allocator
+set process-wide with triton.set_allocator (it would change state every other kernel in the
+process sees), while the host-side one needs nothing global; tutorial 09 uses the host-side
+one for its persistent TMA kernel in both versions, and the 3.8 interpreter runs it (its
+descriptor loads and stores are masked pointer accesses), so the tests exercise the kernel.
+
+TMA's rules: base pointer and every stride but the last 16-byte aligned, the last dimension
+contiguous, box sides <= 256. Hence tma_problem_error (row-major A and B, K and N multiples
+of 8 elements for 16-bit, 4 for fp32, capability >= 9) for the plan choice, and, since the
+launch cache is keyed by shape and layout, not by pointer, a per-call check of the actual
+tensors: a view that breaks the rule (a column slice, a row stride not a multiple of 16
+bytes) runs the plain tiled kernel of matmul.py with the same tiles instead.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._common import ELEMENT_BYTES
+from ._triton import HAS_TRITON, VERSION, tl, triton
+
+try:   # triton >= 3.3 (3.6 on the GPU machine, 3.8 here); older or broken: no TMA plans
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    HAS_TMA = HAS_TRITON
+except Exception:   # noqa: BLE001 - any import failure just means "no TMA"
+    TensorDescriptor = None
+    HAS_TMA = False
+
+TMA_MAX_BOX = 256   # a TMA box (block) side holds at most 256 elements
+
+
+def tma_problem_error(N: int, K: int, dtype: torch.dtype, layout: str,
+                      device: torch.device | None) -> str | None:
+    """Why the TMA kernel cannot run a problem [M, K] @ [K, N] of this dtype and operand
+    layout (matmul._layout: "r" row-major, "c" column-major, A then B) on this device, or
+    None if it can. device None: an H100 (as matmul.gpu_plans assumes); a CPU device: the
+    interpreter, which runs descriptors whatever the machine."""
+    if not HAS_TMA:
+        return (f"triton {VERSION} has no triton.tools.tensor_descriptor (TMA needs triton "
+                ">= 3.3)")
+    if layout != "rr":
+        return (f"operand layout {layout!r}: TMA reads row-major A [M, K] and B [K, N] "
+                "(layout 'rr'); transposed operands run the plain kernel")
+    multiple = 16 // ELEMENT_BYTES[dtype]
+    if K % multiple or N % multiple:
+        return (f"K={K}, N={N}: TMA needs 16-byte aligned row strides, K and N multiples of "
+                f"{multiple} for {str(dtype).replace('torch.', '')}")
+    if device is not None and device.type == "cuda":
+        cap = torch.cuda.get_device_capability(device)
+        if cap[0] < 9:
+            return (f"compute capability {cap[0]}.{cap[1]}: TMA needs 9.0 or newer (Hopper)")
+    return None
+
+
+def descriptors_fit(*tensors: torch.Tensor) -> bool:
+    """The actual tensors meet TMA's rules: 16-byte aligned base and row stride, unit column
+    stride (a view can break them where its shape and layout do not)."""
+    for t in tensors:
+        e = t.element_size()
+        if t.data_ptr() % 16 or t.stride(1) != 1 or (t.stride(0) * e) % 16:
+            return False
+    return True
+
+
+# --- kernel -------------------------------------------------------------------------------
+if HAS_TMA:
+    from ._triton import tile_ids
+
+    @triton.jit
+    def _matmul_tma_kernel(a_desc, b_desc, c_desc, z_desc, bias_ptr,
+                           M, N, K,
+                           HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+                           STORE_PREACT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                           BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                           NUM_SMS: tl.constexpr):
+        start_pid = tl.program_id(0)
+        num_pid_m = tl.cdiv(M, BLOCK_M)
+        num_pid_n = tl.cdiv(N, BLOCK_N)
+        k_tiles = tl.cdiv(K, BLOCK_K)
+        num_tiles = num_pid_m * num_pid_n
+        # the epilogue recomputes its tile from a second counter, as tutorial 09 does: the
+        # pipeliner of the flattened loop mishandled a value used in both the prologue and
+        # the epilogue (its note: a Blackwell bug; kept, it costs a few integer ops)
+        tile_id_c = start_pid - NUM_SMS
+        for tile_id in tl.range(start_pid, num_tiles, NUM_SMS, flatten=True):
+            pid_m, pid_n = tile_ids(tile_id, num_pid_m, num_pid_n, GROUP_M)
+            off_m = pid_m * BLOCK_M
+            off_n = pid_n * BLOCK_N
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for ki in range(0, k_tiles):
+                # out of bounds (M, N edges, K's last partial block) reads as zeros
+                a = a_desc.load([off_m, ki * BLOCK_K])
+                b = b_desc.load([ki * BLOCK_K, off_n])
+                acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+
+            tile_id_c += NUM_SMS
+            pid_m, pid_n = tile_ids(tile_id_c, num_pid_m, num_pid_n, GROUP_M)
+            off_cm = pid_m * BLOCK_M
+            off_cn = pid_n * BLOCK_N
+            if HAS_BIAS:
+                offs_cn = off_cn + tl.arange(0, BLOCK_N)
+                bias = tl.load(bias_ptr + offs_cn, mask=offs_cn < N, other=0.0)
+                acc = acc + bias.to(tl.float32)[None, :]
+            if STORE_PREACT:  # gelu's backward needs the pre-activation
+                z_desc.store([off_cm, off_cn], acc.to(z_desc.dtype))
+            if ACTIVATION == 1:
+                acc = tl.maximum(acc, 0.0)
+            elif ACTIVATION == 2:
+                acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
+            c_desc.store([off_cm, off_cn], acc.to(c_desc.dtype))   # clipped at M, N
+
+
+# --- launcher -----------------------------------------------------------------------------
+def tma_entry(tiles: int, sms: int, const: dict, fallback):
+    """A TMA plan's launch-cache entry for matmul.py: a function with the plain kernel's call
+    signature (pointers and strides) that builds the four descriptors from the tensors it is
+    given (descriptors hold data pointers, so they are made per call) and launches one
+    program per SM. `const`: the constexprs and launch options (BLOCK_*, GROUP_M, epilogue,
+    DOT_PRECISION, num_warps, num_stages); `fallback`: the (kernel, const) entry of the plain
+    kernel with the same tiles, for tensors that break TMA's alignment rules."""
+    bm, bn, bk = const["BLOCK_M"], const["BLOCK_N"], const["BLOCK_K"]
+    kernel = _matmul_tma_kernel[(min(sms, tiles),)]
+    const = dict(const, NUM_SMS=sms)
+    plain, plain_const = fallback
+
+    def launch_tma(a, b, c, bias, z, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
+                   stride_cm, stride_cn):
+        if not descriptors_fit(a, b, c, z):
+            plain(a, b, c, bias, z, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
+                  stride_cm, stride_cn, **plain_const)
+            return
+        a_desc = TensorDescriptor.from_tensor(a, [bm, bk])
+        b_desc = TensorDescriptor.from_tensor(b, [bk, bn])
+        c_desc = TensorDescriptor.from_tensor(c, [bm, bn])
+        # no Z (STORE_PREACT off): matmul.launch passes C in its place; reuse C's descriptor
+        z_desc = c_desc if z is c else TensorDescriptor.from_tensor(z, [bm, bn])
+        kernel(a_desc, b_desc, c_desc, z_desc, bias, M, N, K, **const)
+    return launch_tma, {}

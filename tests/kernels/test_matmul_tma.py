@@ -1,0 +1,211 @@
+"""The TMA matmul plans (kernels/matmul_tma.py, plan knob TMA=1): forced plans against the
+float64 reference in the interpreter (descriptor loads zero-fill and stores clip at the
+edges), the launch cache's per-call descriptors and fallback, and which problems the tuner
+offers TMA plans (only with KERNELS_TMA=1, aligned row-major operands)."""
+import importlib
+
+import pytest
+import torch
+
+import kernels
+from kernels import reference as ref
+from kernels._common import KernelPlanError
+from test_matmul import split_k_inputs
+
+
+def mm():
+    return importlib.import_module("kernels.matmul")
+
+
+def tma():
+    return importlib.import_module("kernels.matmul_tma")
+
+
+@pytest.fixture
+def tma_device(triton_device):
+    """triton_device, skipped where the TMA kernel cannot run (the reason names the
+    version): no triton.tools.tensor_descriptor, or a GPU older than Hopper."""
+    from kernels import _triton
+    if not tma().HAS_TMA:
+        pytest.skip(f"triton {_triton.VERSION} has no triton.tools.tensor_descriptor")
+    if triton_device == "cuda" and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA needs compute capability >= 9.0")
+    return triton_device
+
+
+@pytest.fixture
+def tma_launches(monkeypatch):
+    """The grids of every launch of the TMA kernel (a spy: a forced plan that silently ran
+    another kernel would pass the numeric checks without testing TMA)."""
+    grids = []
+    real = tma()._matmul_tma_kernel
+
+    class Counting:
+        def __getitem__(self, grid):
+            launch = real[grid]
+            return lambda *args, **kw: (grids.append(grid), launch(*args, **kw))
+
+    monkeypatch.setattr(tma(), "_matmul_tma_kernel", Counting())
+    return grids
+
+
+def tma_plan(**extra):
+    return {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16, "GROUP_M": 2, "num_warps": 4,
+            "num_stages": 2, "TMA": 1, **extra}
+
+
+def inputs(shape, dtype, device, seed=7):
+    return split_k_inputs(shape, dtype, device, seed)
+
+
+RTOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
+# (M, K, N) with 16x32x16 tiles: 37 and 40 end mid-tile; K = 72 and 24 are multiples of 8
+# (TMA's alignment for 16-bit) but not of BLOCK_K = 16, so the last K block is read past
+# the edge (zero-filled); 64x64x64 divides evenly. 37x72x40 has 3x2 = 6 tiles on the
+# interpreter's 4 "SMs", so programs 0 and 1 run two tiles each.
+SHAPES = [(37, 72, 40), (5, 24, 16), (64, 64, 64)]
+EPILOGUES = [(False, None), (True, None), (True, "relu"), (False, "gelu"), (True, "gelu")]
+
+
+# --- numerics ------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("bias_on, activation", EPILOGUES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_tma_plan_matches_reference(shape, bias_on, activation, dtype, tma_device,
+                                    tma_launches):
+    """A forced TMA plan: C and (gelu) the pre-activation Z against float64, outputs
+    NaN-poisoned so an element the clipped stores missed fails."""
+    a, b, bias = inputs(shape, dtype, tma_device)
+    bias = bias if bias_on else None
+    preact = activation == "gelu"
+    with kernels.poisoned():
+        c, z = mm().launch(a, b, bias, activation, store_preact=preact, config=tma_plan())
+    assert len(tma_launches) == 1
+    pre = ref.matmul(a.double(), b.double(), None if bias is None else bias.double())
+    rtol = RTOL[dtype]
+    torch.testing.assert_close(c.double(), ref.activate(pre, activation), rtol=rtol, atol=rtol)
+    if preact:
+        torch.testing.assert_close(z.double(), pre, rtol=rtol, atol=rtol)
+    else:
+        assert z is None
+
+
+def test_launch_cache_builds_descriptors_per_call(tma_device, tma_launches, monkeypatch):
+    """Through the launch cache (a TMA plan picked, then two cached calls): each call reads
+    its own tensors (descriptors hold data pointers: a stale one would reuse old data)."""
+    monkeypatch.setattr(mm(), "candidate_plans", lambda *args: [tma_plan()])
+    monkeypatch.setattr(mm(), "_LAUNCHES", {})
+    for seed in (1, 2, 3):
+        a, b, bias = inputs((37, 72, 40), torch.float32, tma_device, seed=seed)
+        with kernels.poisoned():
+            c, z = mm().launch(a, b, bias, "gelu", store_preact=True)
+        pre = a.double() @ b.double() + bias.double()
+        torch.testing.assert_close(c.double(), ref.activate(pre, "gelu"), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(z.double(), pre, rtol=1e-5, atol=1e-5)
+    assert len(mm()._LAUNCHES) == 1 and len(tma_launches) == 3
+
+
+@pytest.mark.parametrize("view", ["row stride 73", "base offset 4 bytes"])
+def test_misaligned_view_runs_the_plain_kernel(view, tma_device, tma_launches):
+    """A row-major view whose shape passes the plan check but whose memory breaks TMA's
+    16-byte rule runs matmul.py's kernel with the same tiles, correctly."""
+    g = torch.Generator().manual_seed(3)
+    wide = torch.randn(37, 73, generator=g).to(tma_device)
+    a = wide[:, :72] if view == "row stride 73" else wide[:, 1:]   # K = 72 both
+    b = (torch.randn(72, 40, generator=g) / 8).to(tma_device)
+    with kernels.poisoned():
+        c, _ = mm().launch(a, b, config=tma_plan())
+    assert tma_launches == []
+    torch.testing.assert_close(c.double(), a.double() @ b.double(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (sm_90+)")
+@pytest.mark.parametrize("shape", [(127, 136, 264), (2048, 768, 2304)])
+def test_tma_hopper_tile_on_the_gpu(shape, tma_device, tma_launches):
+    """A tuning-sized TMA plan (128x128x64, 8 warps, 4 stages) compiled and run on the GPU."""
+    plan = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,
+            "num_stages": 4, "TMA": 1}
+    a, b, bias = inputs(shape, torch.bfloat16, tma_device)
+    with kernels.poisoned():
+        c, z = mm().launch(a, b, bias, "gelu", store_preact=True, config=plan)
+    assert len(tma_launches) == 1
+    pre = a.double() @ b.double() + bias.double()
+    assert ref.rel_err(z, pre) < 1e-2
+    assert ref.rel_err(c, ref.activate(pre, "gelu")) < 1e-2
+
+
+# --- plan selection and validation ---------------------------------------------------------
+def _tmas(plans):
+    return [p for p in plans if p.get("TMA")]
+
+
+GPT2 = (16384, 2304, 768)   # M, N, K of GPT-2's qkv projection (2304 tiles of 128x128)
+
+
+def test_tma_plans_only_with_kernels_tma(monkeypatch):
+    """KERNELS_TMA unset or 0: the grid has no TMA plan and is the grid of before; =1: TMA
+    plans are added after the others (never the first, untuned default)."""
+    m, n, k = GPT2
+    monkeypatch.delenv("KERNELS_TMA", raising=False)
+    before = mm().gpu_plans(m, n, k, torch.bfloat16, sms=132, layout="rr")
+    assert not _tmas(before)
+    monkeypatch.setenv("KERNELS_TMA", "0")
+    assert mm().gpu_plans(m, n, k, torch.bfloat16, sms=132, layout="rr") == before
+    monkeypatch.setenv("KERNELS_TMA", "1")
+    after = mm().gpu_plans(m, n, k, torch.bfloat16, sms=132, layout="rr")
+    assert [p for p in after if not p.get("TMA")] == before
+    assert len(_tmas(after)) >= 2 and not after[0].get("TMA")
+    for p in _tmas(after):
+        assert "SPLIT_K" not in p and "PERSISTENT" not in p
+        assert max(p["BLOCK_M"], p["BLOCK_N"], p["BLOCK_K"]) <= 256
+        mm().check_plan(p, (m, n, k), torch.bfloat16, None, "rr")
+    assert _tmas(mm().gpu_plans(m, n, k, torch.float32, sms=132, layout="rr"))
+
+
+@pytest.mark.parametrize("dtype, m, n, k, layout, why", [
+    (torch.bfloat16, *GPT2, "rc", "a Linear weight as is (K-contiguous B)"),
+    (torch.bfloat16, *GPT2, "cr", "a transposed A (the backward's dB = A^T @ dZ)"),
+    (torch.bfloat16, *GPT2, None, "layout unknown"),
+    (torch.bfloat16, 16384, 2304, 770, "rr", "K not a multiple of 8"),
+    (torch.bfloat16, 16384, 2300, 768, "rr", "N not a multiple of 8"),
+    (torch.float32, 16384, 2302, 768, "rr", "N not a multiple of 4 (fp32)"),
+    (torch.bfloat16, 256, 1000, 2048, "rr", "8 tiles of 128x128: less than a wave of 132 SMs"),
+])
+def test_tma_plans_not_offered(dtype, m, n, k, layout, why, monkeypatch):
+    monkeypatch.setenv("KERNELS_TMA", "1")
+    assert not _tmas(mm().gpu_plans(m, n, k, dtype, sms=132, layout=layout)), why
+
+
+def test_tma_alignment_is_per_element_size(monkeypatch):
+    """N = 2300: rows of 9200 bytes in fp32 (16 x 575, aligned), 4600 in bf16 (not)."""
+    monkeypatch.setenv("KERNELS_TMA", "1")
+    assert _tmas(mm().gpu_plans(16384, 2300, 768, torch.float32, sms=132, layout="rr"))
+    assert not _tmas(mm().gpu_plans(16384, 2300, 768, torch.bfloat16, sms=132, layout="rr"))
+
+
+def test_interpreter_grid_has_no_tma_plan(monkeypatch):
+    """The interpreter keeps its one small plan; tests force TMA through config."""
+    monkeypatch.setenv("KERNELS_TMA", "1")
+    assert not _tmas(mm().candidate_plans(*GPT2, torch.bfloat16, torch.device("cpu"), "rr"))
+
+
+@pytest.mark.parametrize("extra, match", [
+    ({"SPLIT_K": 2}, r"TMA=1: with SPLIT_K>1"),
+    ({"PERSISTENT": 1}, r"TMA=1: with SPLIT_K>1 or PERSISTENT=1"),
+])
+def test_tma_with_split_k_or_persistent_is_refused(extra, match):
+    with pytest.raises(KernelPlanError, match=match):
+        mm().check_plan(tma_plan(**extra), (64, 64, 64), torch.bfloat16, None, "rr")
+
+
+def test_forced_tma_plan_on_a_problem_tma_cannot_read_is_refused(triton_device):
+    """launch(config=TMA plan) for a column-major B, or K not a multiple of 8 in bf16: a
+    KernelPlanError naming TMA and the rule, before anything runs."""
+    a = torch.randn(37, 72, device=triton_device)
+    b_cols = torch.randn(40, 72, device=triton_device).t()          # [72, 40] column-major
+    with pytest.raises(KernelPlanError, match=r"TMA=1: operand layout 'rc'.*drop TMA"):
+        mm().launch(a, b_cols, config=tma_plan())
+    a16 = torch.randn(37, 20, device=triton_device, dtype=torch.bfloat16)
+    b16 = torch.randn(20, 40, device=triton_device, dtype=torch.bfloat16)
+    with pytest.raises(KernelPlanError, match=r"TMA=1: K=20, N=40: .*multiples of 8"):
+        mm().launch(a16, b16, config=tma_plan())
