@@ -77,12 +77,23 @@ def main(argv=None) -> int:
                     help="floor of the loss tolerance, for a noise run that happens to agree "
                          "more closely than usual")
     ap.add_argument("--no-noise-run", action="store_true", help="skip the torch-noise run")
+    ap.add_argument("--noise-from", metavar="JSON",
+                    help="with --no-noise-run: take the noise from an earlier report of this "
+                         "script with the same steps (its 'noise' field)")
     ap.add_argument("--work", default="/tmp/bench_gpt2_kernels", help="data and run folders")
     ap.add_argument("--smoke", action="store_true",
                     help="CPU, tiny model: torch vs the cpu backend (checks the script)")
     args = ap.parse_args(argv)
     if args.steps <= args.warm:
         ap.error(f"--steps {args.steps} must exceed --warm {args.warm}")
+    earlier = None
+    if args.noise_from:
+        if not args.no_noise_run:
+            ap.error("--noise-from goes with --no-noise-run")
+        with open(args.noise_from) as f:
+            earlier = json.load(f)
+        if earlier.get("steps") != args.steps or "torch-noise" not in earlier.get("runs", {}):
+            ap.error(f"{args.noise_from}: not a report with a noise run of {args.steps} steps")
 
     device = "cpu" if args.smoke else "cuda"
     ours = "cpu" if args.smoke else "triton"
@@ -109,6 +120,9 @@ def main(argv=None) -> int:
     gap = {n: curve_gap(ref["losses"], r["losses"], args.skip) for n, r in runs.items() if n != "torch"}
     val = {n: abs(r["val_loss"] - ref["val_loss"]) for n, r in runs.items() if n != "torch"}
     noise = max(gap.get("torch-noise", 0.0), val.get("torch-noise", 0.0))
+    if earlier is not None:
+        noise = earlier["noise"]
+        result["noise_from"] = args.noise_from
     tol = max(3 * noise, args.min_tol)
     result.update(curve_gap=gap, val_gap=val, noise=noise, tolerance=tol,
                   speed_ratio=runs[ours]["tokens_per_s"] / ref["tokens_per_s"],
@@ -147,8 +161,10 @@ def markdown(r: dict, args) -> str:
                  f"{x['tokens_per_s']:,.0f} | {100 * x['mfu']:.1f}% | "
                  f"{x['tokens_per_s'] / ref['tokens_per_s']:.3f}x | {x['peak_memory_mb']:,.0f} MiB | "
                  f"{x['losses'][-1][1]:.4f} | {x['val_loss']:.4f} | {g} |")
+    source = f"the noise run of {r['noise_from']}" if r.get("noise_from") else "the noise run"
     L += ["", f"Loss curves {'agree' if r['curves_agree'] else 'DIFFER'}: tolerance "
-          f"{r['tolerance']:.4f} = max(3 x the noise run's gap {r['noise']:.4f}, {args.min_tol}).", "",
+          f"{r['tolerance']:.4f} = max(3 x the gap of {source} {r['noise']:.4f}, {args.min_tol}).",
+          "",
           "| step | " + " | ".join(runs) + " |", "|---:|" + "---:|" * len(runs)]
     curves = {n: dict((s, v) for s, v in x["losses"]) for n, x in runs.items()}
     for s, _ in c:

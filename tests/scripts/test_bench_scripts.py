@@ -45,3 +45,20 @@ def test_curve_gap_compares_common_steps_after_skip():
     assert curve_gap(a, b, skip=10) == pytest.approx(0.5)
     with pytest.raises(SystemExit):
         curve_gap(a, b, skip=30)
+
+
+def test_bench_gpt2_kernels_takes_the_noise_of_an_earlier_report(tmp_path):
+    earlier = {"steps": 30, "noise": 0.25, "runs": {"torch": {}, "torch-noise": {}}}
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    out = tmp_path / "k.json"
+    run(["scripts/bench_gpt2_kernels.py", "--smoke", "--steps", "30", "--warm", "10",
+         "--no-noise-run", "--noise-from", str(tmp_path / "earlier.json"),
+         "--work", str(tmp_path / "w"), "--out", str(out)], tmp_path)
+    r = json.loads(out.read_text())
+    assert r["noise"] == 0.25 and r["tolerance"] == pytest.approx(0.75)
+    assert r["noise_from"].endswith("earlier.json")
+    bad = subprocess.run([sys.executable, "scripts/bench_gpt2_kernels.py", "--smoke", "--steps",
+                          "20", "--warm", "10", "--no-noise-run", "--noise-from",
+                          str(tmp_path / "earlier.json"), "--out", str(tmp_path / "x.json")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not a report with a noise run of 20 steps" in bad.stderr
