@@ -29,7 +29,10 @@ KERNEL_BACKENDS = ("torch", "triton", "cpu")
 
 # Fields that say where things go, not what is computed: left out of the run hash.
 NON_SEMANTIC = ("data_dir", "data_download", "out_dir", "models_dir", "trackio_project", "trackio_dir",
-                "num_workers", "monitor_interval", "log_interval", "gpu_memory_gb")
+                "num_workers", "monitor_interval", "log_interval", "gpu_memory_gb", "compile_mode")
+# torch.compile's modes: how the same graphs run (CUDA graphs, longer tuning), not what they
+# compute, so compile_mode is not part of a run's identity (a run may resume under another)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class ConfigError(ValueError):
@@ -87,6 +90,7 @@ class RunConfig:
     device: str = "cpu"               # cpu | cuda
     precision: str = "fp32"
     compile: bool = False
+    compile_mode: str = "default"     # torch.compile mode; reduce-overhead = CUDA graphs
     gpus: int = 1
     num_workers: int = 0
     kernel_backend: str = "torch"     # torch | triton | cpu (kernels/; docs/kernels.md)
@@ -135,6 +139,8 @@ class RunConfig:
             bad("precision", f"choose one of {', '.join(PRECISIONS)}")
         if self.device not in ("cpu", "cuda"):
             bad("device", "choose cpu or cuda")
+        if self.compile_mode not in COMPILE_MODES:
+            bad("compile_mode", f"choose one of {', '.join(COMPILE_MODES)}")
         if self.kernel_backend not in KERNEL_BACKENDS:
             bad("kernel_backend", f"choose one of {', '.join(KERNEL_BACKENDS)}")
         if self.lr_schedule not in ("constant", "cosine"):

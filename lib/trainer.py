@@ -73,6 +73,11 @@ def resolve_paths(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def compile_options(cfg: RunConfig) -> dict:
+    """torch.compile's keyword arguments for cfg.compile_mode ("default": none)."""
+    return {} if cfg.compile_mode == "default" else {"mode": cfg.compile_mode}
+
+
 def amp_context(cfg: RunConfig):
     if cfg.precision == "fp32":
         return contextlib.nullcontext()
@@ -191,7 +196,7 @@ class Run:
                                                                  self.device)
         self.raw_model = self.model
         if cfg.compile:
-            self.model = torch.compile(self.model)
+            self.model = torch.compile(self.model, **compile_options(cfg))
         if self.world > 1:
             ids = [self.local_rank] if cfg.device == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)

@@ -49,7 +49,8 @@ def curve_gap(a: list, b: list, skip: int) -> float:
 
 def run_one(name: str, args, **overrides) -> dict:
     cfg = bench_config(args.smoke, args.work, name, max_steps=args.steps,
-                       checkpoint_interval=10 ** 6, eval_interval=10 ** 6, **overrides)
+                       checkpoint_interval=10 ** 6, eval_interval=10 ** 6,
+                       compile_mode=args.compile_mode, **overrides)
     t0 = time.time()
     out = bench_trainer(cfg, args.warm)
     out["wall_s"] = time.time() - t0
@@ -81,6 +82,8 @@ def main(argv=None) -> int:
                     help="with --no-noise-run: take the noise from an earlier report of this "
                          "script with the same steps (its 'noise' field)")
     ap.add_argument("--work", default="/tmp/bench_gpt2_kernels", help="data and run folders")
+    ap.add_argument("--compile-mode", default="default",
+                    help="torch.compile mode of every run, e.g. reduce-overhead (CUDA graphs)")
     ap.add_argument("--smoke", action="store_true",
                     help="CPU, tiny model: torch vs the cpu backend (checks the script)")
     args = ap.parse_args(argv)
@@ -112,7 +115,8 @@ def main(argv=None) -> int:
     from gpt2.train import SPEC
     fpt = flops_per_token(cfg, SPEC.build_model(cfg))
     result["config"] = {k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size",
-                        "vocab_size", "batch_size", "grad_accum", "precision", "compile", "seed")}
+                        "vocab_size", "batch_size", "grad_accum", "precision", "compile", "compile_mode",
+                        "seed")}
     result["flops_per_token"] = fpt
     for r in runs.values():
         r["mfu"] = r["tokens_per_s"] * fpt / H100_BF16_PEAK
@@ -149,7 +153,7 @@ def markdown(r: dict, args) -> str:
          f"torch {r['torch']}, triton {r['triton']}, CUDA {r['cuda']}. `scripts/bench_gpt2_kernels.py` "
          f"in one process: {r['steps']} steps of {k['batch_size']} x {k['block_size']} byte tokens "
          f"(vocab {k['vocab_size']:,}), {k['precision']}, "
-         f"{'torch.compile' if k['compile'] else 'eager'}, AdamW, seed {k['seed']} and the same "
+         f"{'torch.compile (' + k.get('compile_mode', 'default') + ')' if k['compile'] else 'eager'}, AdamW, seed {k['seed']} and the same "
          f"data order for every run; tokens/s over the steps after {r['warm']}; MFU against "
          "989.5 TFLOP/s.", "",
          "| run | kernel backend | Linear via kernels | tokens/s | MFU | vs torch | peak GPU memory | "

@@ -150,7 +150,7 @@ def bench_bare(cfg, device, micro_batches, warm: int, steps: int, fused: bool, m
         torch.manual_seed(cfg.seed)
         model = SPEC.build_model(cfg).to(device)
         if cfg.compile:
-            model = torch.compile(model)
+            model = torch.compile(model, **trainer.compile_options(cfg))
     groups = optim.param_groups(model, cfg.weight_decay)
     kw = {"fused": True} if fused else {"foreach": True}
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **kw)
@@ -206,16 +206,18 @@ def main(argv=None) -> int:
     ap.add_argument("--bare-steps", type=int, default=60)
     ap.add_argument("--bare-warm", type=int, default=10)
     ap.add_argument("--work", default="/tmp/bench_trainer", help="data and run folders")
+    ap.add_argument("--compile-mode", default="default",
+                    help="torch.compile mode of both, e.g. reduce-overhead (CUDA graphs)")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny model, a few steps")
     args = ap.parse_args(argv)
 
     device = torch.device("cpu" if args.smoke else "cuda")
     cfg = bench_config(args.smoke, args.work, "run", max_steps=args.steps,
                        checkpoint_interval=5 if args.smoke else args.checkpoint_interval,
-                       eval_interval=args.eval_interval)
+                       eval_interval=args.eval_interval, compile_mode=args.compile_mode)
     result = {**environment(device.type), "config": {
         k: getattr(cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size",
-                                      "batch_size", "grad_accum", "precision", "compile",
+                                      "batch_size", "grad_accum", "precision", "compile", "compile_mode",
                                       "optimizer", "checkpoint_interval", "log_interval",
                                       "monitor_interval", "num_workers")}}
     tokens_per_step = cfg.batch_size * cfg.block_size

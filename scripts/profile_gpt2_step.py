@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="torch", choices=("torch", "triton", "cpu"))
     ap.add_argument("--linear", action="store_true", help="route nn.Linear through kernels")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--compile-mode", default="default", help="e.g. reduce-overhead (CUDA graphs)")
     ap.add_argument("--warm", type=int, default=8, help="optimizer steps before profiling")
     ap.add_argument("--steps", type=int, default=3, help="optimizer steps profiled")
     ap.add_argument("--rows", type=int, default=25)
@@ -38,12 +39,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     cfg = bench_config(args.smoke, args.work, "profile", kernel_backend=args.backend,
-                       kernel_linear=args.linear, compile=not (args.smoke or args.no_compile))
+                       kernel_linear=args.linear, compile=not (args.smoke or args.no_compile),
+                       compile_mode=args.compile_mode)
     device = torch.device(cfg.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     model, optimizer, _ = trainer.build_training(SPEC, cfg, args.warm + args.steps, device)
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = torch.compile(model, **trainer.compile_options(cfg)) if cfg.compile else model
     train_ds, _ = SPEC.build_datasets(cfg)
     micro = cfg.batch_size // cfg.grad_accum
     batches = []
@@ -81,7 +83,8 @@ def main(argv=None) -> int:
     from torch._dynamo.utils import counters
     breaks = sum(counters["graph_break"].values())
     tokens = cfg.batch_size * cfg.block_size
-    print(f"backend {args.backend}, linear via kernels {args.linear}, compile {cfg.compile}: "
+    print(f"backend {args.backend}, linear via kernels {args.linear}, compile {cfg.compile} "
+          f"({cfg.compile_mode}): "
           f"{wall * 1e3:.1f} ms per optimizer step ({tokens / wall:,.0f} tokens/s unprofiled); "
           f"GPU kernels busy {gpu_us / 1e3 / args.steps:.1f} ms per step "
           f"({100 * gpu_us / 1e6 / args.steps / wall:.0f}% of the wall); graph breaks {breaks}")

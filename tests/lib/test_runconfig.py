@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from lib.runconfig import ConfigError, RunConfig
@@ -35,3 +37,27 @@ def test_types_are_coerced_and_bad_values_named():
 def test_impossible_combinations_are_rejected(kw, match):
     with pytest.raises(ConfigError, match=match):
         RunConfig(model="m", **kw).validate()
+
+
+def test_compile_mode_is_checked_and_not_part_of_the_run_id():
+    from lib.runconfig import ConfigError, RunConfig
+    base = RunConfig(compile=True).validate()
+    graphs = RunConfig(compile=True, compile_mode="reduce-overhead").validate()
+    assert graphs.run_id() == base.run_id()      # how graphs run, not what they compute
+    with pytest.raises(ConfigError, match="compile_mode='fast'.*reduce-overhead"):
+        RunConfig(compile_mode="fast").validate()
+
+
+def test_trainer_passes_the_compile_mode_to_torch_compile(tmp_path, monkeypatch):
+    import torch
+    from lenet5.config import Config
+    from lenet5.train import SPEC
+    from lib import trainer
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: (calls.append(kw), model)[1])
+    cfg = Config(compile=True, compile_mode="reduce-overhead", max_steps=2, batch_size=16,
+                 monitor_interval=0, out_dir=str(tmp_path / "run"),
+                 data_dir=str(tmp_path / "data")).validate()
+    assert trainer.run(SPEC, trainer.resolve_paths(cfg)) == 0
+    assert calls == [{"mode": "reduce-overhead"}]
+    assert trainer.compile_options(dataclasses.replace(cfg, compile_mode="default")) == {}
