@@ -66,9 +66,10 @@ class Lock:
 # plans on disk
 
 def run_record(cfg) -> dict:
-    d = cfg.semantic_dict()
+    """A run's entry in plan.json: every field, the non-semantic ones too (workers, log and
+    monitor cadence, compile mode, trackio project...), so `continue` runs it as planned."""
+    d = cfg.to_dict()
     d["run_id"] = cfg.run_id()
-    d["models_dir"] = cfg.models_dir
     return d
 
 

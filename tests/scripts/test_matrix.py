@@ -137,3 +137,17 @@ def test_sigkill_then_continue_equals_uninterrupted(finished, tmp_path, monkeypa
     for rid in a:
         for col in ("primary_value", "eval_loss", "sparsity", "steps", "status"):
             assert a[rid][col] == b[rid][col], (rid, col)
+
+
+def test_continue_plans_every_setting_not_just_the_run_identity(tmp_path):
+    """plan.json keeps the settings outside the run id (log and monitor cadence, compile mode,
+    ...), so a continued matrix runs as planned, not with their defaults."""
+    import sys
+    sys.path.insert(0, REPO)
+    from scripts import matrix as mx
+    from scripts import plan as planner
+    cfg = write_config(tmp_path / ".config", TINY + "CONFIG_LOG_INTERVAL=3\n")
+    for c in planner.plan(str(cfg)).runs:
+        back = mx.record_to_cfg(json.loads(json.dumps(mx.run_record(c))))
+        assert back.to_dict() == c.to_dict() and back.run_id() == c.run_id()
+        assert (back.log_interval, back.monitor_interval) == (3, 0.0)
