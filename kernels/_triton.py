@@ -41,6 +41,16 @@ if HAS_TRITON:
         pid_n = (tile_id % num_pid_in_group) // group_size_m
         return pid_m, pid_n
 
+    @triton.jit
+    def apply_activation(acc, ACTIVATION: tl.constexpr):
+        """The fused activation of the matmul epilogues: 0 none, 1 relu, 2 exact-erf gelu
+        (as nn.GELU()), in fp32."""
+        if ACTIVATION == 1:
+            acc = tl.maximum(acc, 0.0)
+        elif ACTIVATION == 2:
+            acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
+        return acc
+
 
 class TritonUnavailable(RuntimeError):
     """The triton backend was asked for but Triton cannot run here."""

@@ -236,7 +236,46 @@ def num_sms(device: torch.device) -> int:
 
 # --- kernels ------------------------------------------------------------------------------
 if HAS_TRITON:
-    from ._triton import tile_ids
+    from ._triton import apply_activation, tile_ids
+
+    @triton.jit
+    def _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, k_lo, k_hi,
+                    stride_am, stride_ak, stride_bk, stride_bn,
+                    EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        # fp32 sum over K blocks [k_lo, k_hi) of A[offs_am, :] @ B[:, offs_bn]; the K edge
+        # is masked unless K divides by BLOCK_K
+        offs_k = tl.arange(0, BLOCK_K)
+        first = k_lo * BLOCK_K
+        a_ptrs = a_ptr + offs_am[:, None] * stride_am + (first + offs_k[None, :]) * stride_ak
+        b_ptrs = b_ptr + (first + offs_k[:, None]) * stride_bk + offs_bn[None, :] * stride_bn
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k in range(k_lo, k_hi):
+            if EVEN_K:
+                a = tl.load(a_ptrs)
+                b = tl.load(b_ptrs)
+            else:
+                a = tl.load(a_ptrs, mask=offs_k[None, :] < K - k * BLOCK_K, other=0.0)
+                b = tl.load(b_ptrs, mask=offs_k[:, None] < K - k * BLOCK_K, other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+            a_ptrs += BLOCK_K * stride_ak
+            b_ptrs += BLOCK_K * stride_bk
+        return acc
+
+    @triton.jit
+    def _epilogue(acc, c_ptr, z_ptr, bias_ptr, offs_cm, offs_cn, M, N, stride_cm, stride_cn,
+                  HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+                  STORE_PREACT: tl.constexpr):
+        # C = act(acc + bias), stored masked at the M, N edges (and Z = acc + bias)
+        c_mask = (offs_cm[:, None] < M) & (offs_cn[None, :] < N)
+        c_offs = offs_cm[:, None] * stride_cm + offs_cn[None, :] * stride_cn
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_cn, mask=offs_cn < N, other=0.0).to(tl.float32)
+            acc = acc + bias[None, :]
+        if STORE_PREACT:  # gelu's backward needs the pre-activation
+            tl.store(z_ptr + c_offs, acc.to(z_ptr.dtype.element_ty), mask=c_mask)
+        acc = apply_activation(acc, ACTIVATION)
+        tl.store(c_ptr + c_offs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
 
     @triton.jit
     def _matmul_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, z_ptr,
@@ -247,51 +286,19 @@ if HAS_TRITON:
                        DOT_PRECISION: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        GROUP_M: tl.constexpr):
-        # grouped launch order: GROUP_M tile-rows sweep the tile-columns together
-        pid = tl.program_id(0)
-        num_pid_m = tl.cdiv(M, BLOCK_M)
-        num_pid_n = tl.cdiv(N, BLOCK_N)
-        num_pid_in_group = GROUP_M * num_pid_n
-        group_id = pid // num_pid_in_group
-        first_pid_m = group_id * GROUP_M
-        group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
-        pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-        pid_n = (pid % num_pid_in_group) // group_size_m
-
+        # one program per tile of C, in grouped launch order
+        pid_m, pid_n = tile_ids(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N),
+                                GROUP_M)
         # rows/cols past the edge wrap around: loads stay in bounds without masks,
-        # the store below masks them out
+        # the epilogue's store masks them out
         offs_am = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)) % M
         offs_bn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)) % N
-        offs_k = tl.arange(0, BLOCK_K)
-        a_ptrs = a_ptr + offs_am[:, None] * stride_am + offs_k[None, :] * stride_ak
-        b_ptrs = b_ptr + offs_k[:, None] * stride_bk + offs_bn[None, :] * stride_bn
-
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k in range(0, tl.cdiv(K, BLOCK_K)):
-            if EVEN_K:
-                a = tl.load(a_ptrs)
-                b = tl.load(b_ptrs)
-            else:
-                a = tl.load(a_ptrs, mask=offs_k[None, :] < K - k * BLOCK_K, other=0.0)
-                b = tl.load(b_ptrs, mask=offs_k[:, None] < K - k * BLOCK_K, other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-            a_ptrs += BLOCK_K * stride_ak
-            b_ptrs += BLOCK_K * stride_bk
-
-        offs_cm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_cn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        c_mask = (offs_cm[:, None] < M) & (offs_cn[None, :] < N)
-        c_offs = offs_cm[:, None] * stride_cm + offs_cn[None, :] * stride_cn
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_cn, mask=offs_cn < N, other=0.0).to(tl.float32)
-            acc = acc + bias[None, :]
-        if STORE_PREACT:  # gelu's backward needs the pre-activation
-            tl.store(z_ptr + c_offs, acc.to(z_ptr.dtype.element_ty), mask=c_mask)
-        if ACTIVATION == 1:
-            acc = tl.maximum(acc, 0.0)
-        elif ACTIVATION == 2:
-            acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
-        tl.store(c_ptr + c_offs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
+        acc = _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, 0, tl.cdiv(K, BLOCK_K),
+                          stride_am, stride_ak, stride_bk, stride_bn,
+                          EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+        _epilogue(acc, c_ptr, z_ptr, bias_ptr, pid_m * BLOCK_M + tl.arange(0, BLOCK_M),
+                  pid_n * BLOCK_N + tl.arange(0, BLOCK_N), M, N, stride_cm, stride_cn,
+                  HAS_BIAS, ACTIVATION, STORE_PREACT)
 
     @triton.jit
     def _matmul_persistent_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, z_ptr,
@@ -328,20 +335,9 @@ if HAS_TRITON:
                     a = tl.load(a_ptrs, mask=offs_k[None, :] < K, other=0.0)
                     b = tl.load(b_ptrs, mask=offs_k[:, None] < K, other=0.0)
                 acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-            offs_cm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-            offs_cn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-            c_mask = (offs_cm[:, None] < M) & (offs_cn[None, :] < N)
-            c_offs = offs_cm[:, None] * stride_cm + offs_cn[None, :] * stride_cn
-            if HAS_BIAS:
-                bias = tl.load(bias_ptr + offs_cn, mask=offs_cn < N, other=0.0).to(tl.float32)
-                acc = acc + bias[None, :]
-            if STORE_PREACT:
-                tl.store(z_ptr + c_offs, acc.to(z_ptr.dtype.element_ty), mask=c_mask)
-            if ACTIVATION == 1:
-                acc = tl.maximum(acc, 0.0)
-            elif ACTIVATION == 2:
-                acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
-            tl.store(c_ptr + c_offs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
+            _epilogue(acc, c_ptr, z_ptr, bias_ptr, pid_m * BLOCK_M + tl.arange(0, BLOCK_M),
+                      pid_n * BLOCK_N + tl.arange(0, BLOCK_N), M, N, stride_cm, stride_cn,
+                      HAS_BIAS, ACTIVATION, STORE_PREACT)
 
     @triton.jit
     def _matmul_split_k_kernel(a_ptr, b_ptr, ws_ptr,
@@ -364,23 +360,9 @@ if HAS_TRITON:
 
         offs_am = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)) % M
         offs_bn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)) % N
-        offs_k = tl.arange(0, BLOCK_K)
-        a_ptrs = a_ptr + offs_am[:, None] * stride_am + offs_k[None, :] * stride_ak
-        b_ptrs = b_ptr + offs_k[:, None] * stride_bk + offs_bn[None, :] * stride_bn
-        a_ptrs += k_lo * BLOCK_K * stride_ak   # to this split's first K block
-        b_ptrs += k_lo * BLOCK_K * stride_bk
-
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k in range(k_lo, k_hi):
-            if EVEN_K:
-                a = tl.load(a_ptrs)
-                b = tl.load(b_ptrs)
-            else:
-                a = tl.load(a_ptrs, mask=offs_k[None, :] < K - k * BLOCK_K, other=0.0)
-                b = tl.load(b_ptrs, mask=offs_k[:, None] < K - k * BLOCK_K, other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-            a_ptrs += BLOCK_K * stride_ak
-            b_ptrs += BLOCK_K * stride_bk
+        acc = _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, k_lo, k_hi,
+                          stride_am, stride_ak, stride_bk, stride_bn,
+                          EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
 
         offs_cm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_cn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -408,18 +390,8 @@ if HAS_TRITON:
         for s in range(0, SPLIT_K):
             acc += tl.load(ws_ptrs, mask=c_mask, other=0.0)
             ws_ptrs += stride_ws
-
-        c_offs = offs_cm[:, None] * stride_cm + offs_cn[None, :] * stride_cn
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_cn, mask=offs_cn < N, other=0.0).to(tl.float32)
-            acc = acc + bias[None, :]
-        if STORE_PREACT:
-            tl.store(z_ptr + c_offs, acc.to(z_ptr.dtype.element_ty), mask=c_mask)
-        if ACTIVATION == 1:
-            acc = tl.maximum(acc, 0.0)
-        elif ACTIVATION == 2:
-            acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
-        tl.store(c_ptr + c_offs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
+        _epilogue(acc, c_ptr, z_ptr, bias_ptr, offs_cm, offs_cn, M, N, stride_cm, stride_cn,
+                  HAS_BIAS, ACTIVATION, STORE_PREACT)
 
     @triton.jit
     def _act_grad_kernel(g_ptr, s_ptr, out_ptr, n, ACTIVATION: tl.constexpr,

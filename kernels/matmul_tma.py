@@ -78,7 +78,7 @@ def descriptors_fit(*tensors: torch.Tensor) -> bool:
 
 # --- kernel -------------------------------------------------------------------------------
 if HAS_TMA:
-    from ._triton import tile_ids
+    from ._triton import apply_activation, tile_ids
 
     @triton.jit
     def _matmul_tma_kernel(a_desc, b_desc, c_desc, z_desc, bias_ptr,
@@ -118,10 +118,7 @@ if HAS_TMA:
                 acc = acc + bias.to(tl.float32)[None, :]
             if STORE_PREACT:  # gelu's backward needs the pre-activation
                 z_desc.store([off_cm, off_cn], acc.to(z_desc.dtype))
-            if ACTIVATION == 1:
-                acc = tl.maximum(acc, 0.0)
-            elif ACTIVATION == 2:
-                acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))
+            acc = apply_activation(acc, ACTIVATION)
             c_desc.store([off_cm, off_cn], acc.to(c_desc.dtype))   # clipped at M, N
 
 
