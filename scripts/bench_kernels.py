@@ -116,6 +116,11 @@ class Bench:
             return True
         return False
 
+    def skip(self, label) -> bool:
+        """Whether this process leaves the case out: in --precompile mode, another shard's;
+        otherwise, past the time budget."""
+        return not self.mine() if self.precompile else self.over_budget(label)
+
     def mine(self) -> bool:
         """In --precompile --shard k/n mode: is this case this process's?"""
         self.counter += 1
@@ -150,9 +155,7 @@ def bench_matmul(b: Bench, dtype):
                  ("cpu matmul", 2048, 768, 3072, "matmul")]
     for name, m, k, n, layout in cases:
         label = f"matmul {name} {layout}"
-        if b.precompile and not b.mine():
-            continue
-        if not b.precompile and b.over_budget(label):
+        if b.skip(label):
             continue
         x = rnd(m, k, dtype=dtype, device=dev)
         w = rnd(n, k, dtype=dtype, device=dev, scale=k ** -0.5)   # Linear weight [N, K]
@@ -179,9 +182,7 @@ def bench_matmul(b: Bench, dtype):
         [("cpu linear", 2048, 768, 768)]
     for name, m, k, n in train_cases:
         label = f"linear fwd+bwd {name}"
-        if b.precompile and not b.mine():
-            continue
-        if not b.precompile and b.over_budget(label):
+        if b.skip(label):
             continue
         x = rnd(m, k, dtype=dtype, device=dev, requires_grad=True)
         w = rnd(n, k, dtype=dtype, device=dev, scale=k ** -0.5, requires_grad=True)
@@ -206,7 +207,7 @@ def bench_matmul(b: Bench, dtype):
     if b.cuda:   # bias + gelu fused in the epilogue vs addmm then F.gelu
         name, m, k, n = GPT2[2]
         label = "matmul bias+gelu"
-        if (b.precompile and b.mine()) or (not b.precompile and not b.over_budget(label)):
+        if not b.skip(label):
             x = rnd(m, k, dtype=dtype, device=dev)
             wt = rnd(k, n, dtype=dtype, device=dev, scale=k ** -0.5)
             bias = rnd(n, dtype=dtype, device=dev)
@@ -253,9 +254,7 @@ def bench_attention(b: Bench, dtype):
     for bsz, h, t, d in shapes:
         for ps in passes:
             label = f"attention {bsz}x{h}x{t}x{d} {ps}"
-            if b.precompile and not b.mine():
-                continue
-            if not b.precompile and b.over_budget(label):
+            if b.skip(label):
                 continue
             grad = ps == "fwd+bwd"
             q, k, v = (rnd(bsz, h, t, d, dtype=dtype, device=dev, requires_grad=grad)
@@ -319,9 +318,7 @@ def bench_sparse(b: Bench, dtype):
     g = torch.Generator().manual_seed(0)
     for m, k, n, block, sparsity in cases:
         label = f"block_sparse {m}x{k}x{n} b{block} s{sparsity}"
-        if b.precompile and not b.mine():
-            continue
-        if not b.precompile and b.over_budget(label):
+        if b.skip(label):
             continue
         x = rnd(m, k, dtype=dtype, device=dev)
         w = ref.prune_blocks(torch.randn(n, k, generator=g) * k ** -0.5, block, sparsity,
