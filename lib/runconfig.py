@@ -16,7 +16,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune")
 ADAM_FAMILY = ("adam", "adamw", "adamwadv", "adamwspam", "adamwprune")

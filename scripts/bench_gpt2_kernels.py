@@ -47,7 +47,7 @@ def curve_gap(a: list, b: list, skip: int) -> float:
     return max(abs(la[s] - lb[s]) for s in steps)
 
 
-def run_one(name: str, args, **overrides) -> dict:
+def run_one(name: str, args, **overrides) -> tuple:
     cfg = bench_config(args.smoke, args.work, name, max_steps=args.steps,
                        checkpoint_interval=10 ** 6, eval_interval=10 ** 6,
                        compile_mode=args.compile_mode, **overrides)

@@ -10,7 +10,6 @@ import torch
 
 from conftest import PY, REPO, run_cmd, write_config
 from lib import dryrun
-from scripts import kconfig as kc
 from scripts import plan as planner
 
 CPU_SMOKE = ("resnet18", "resnet50", "gpt2")

@@ -9,9 +9,8 @@ import pytest
 from scripts.bench_gpt2_kernels import curve_gap
 
 
-def run(args, tmp_path):
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300,
-                          )
+def run(args):
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return proc
 
@@ -19,7 +18,7 @@ def run(args, tmp_path):
 def test_bench_trainer_smoke(tmp_path):
     out = tmp_path / "b.json"
     run(["scripts/bench_trainer.py", "--smoke", "--steps", "20", "--warm", "5", "--bare-steps",
-         "6", "--bare-warm", "2", "--work", str(tmp_path / "w"), "--out", str(out)], tmp_path)
+         "6", "--bare-warm", "2", "--work", str(tmp_path / "w"), "--out", str(out)])
     r = json.loads(out.read_text())
     t = r["trainer"]
     assert t["window_steps"] == [10, 20] and t["tokens_per_s"] > 0
@@ -31,7 +30,7 @@ def test_bench_trainer_smoke(tmp_path):
 def test_bench_gpt2_kernels_smoke_curves_agree(tmp_path):
     out, md = tmp_path / "k.json", tmp_path / "k.md"
     run(["scripts/bench_gpt2_kernels.py", "--smoke", "--steps", "30", "--warm", "10",
-         "--work", str(tmp_path / "w"), "--out", str(out), "--md", str(md)], tmp_path)
+         "--work", str(tmp_path / "w"), "--out", str(out), "--md", str(md)])
     r = json.loads(out.read_text())
     assert set(r["runs"]) == {"torch", "cpu"} and r["curves_agree"]
     assert r["runs"]["cpu"]["kernel_linear"] and r["runs"]["cpu"]["kernel_backend"] == "cpu"
@@ -53,7 +52,7 @@ def test_bench_gpt2_kernels_takes_the_noise_of_an_earlier_report(tmp_path):
     out = tmp_path / "k.json"
     run(["scripts/bench_gpt2_kernels.py", "--smoke", "--steps", "30", "--warm", "10",
          "--no-noise-run", "--noise-from", str(tmp_path / "earlier.json"),
-         "--work", str(tmp_path / "w"), "--out", str(out)], tmp_path)
+         "--work", str(tmp_path / "w"), "--out", str(out)])
     r = json.loads(out.read_text())
     assert r["noise"] == 0.25 and r["tolerance"] == pytest.approx(0.75)
     assert r["noise_from"].endswith("earlier.json")

@@ -5,7 +5,7 @@ import os
 import kconfiglib
 import pytest
 
-from conftest import PY, REPO, run_cmd
+from conftest import REPO, run_cmd
 from scripts import kconfig as kc
 from scripts import plan as planner
 
