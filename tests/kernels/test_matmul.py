@@ -134,14 +134,19 @@ def test_split_k_plan_matches_reference(shape, split_k, bias_on, activation, dty
                                         triton_device):
     """A forced split-K plan: C and (for gelu) the pre-activation Z against float64; outputs
     NaN-poisoned, so an element no split wrote fails."""
-    a, b, bias = split_k_inputs(shape, dtype, triton_device)
+    check_forced_plan(split_k_plan(split_k), shape, bias_on, activation, dtype, triton_device,
+                      SPLIT_K_RTOL[dtype])
+
+
+def check_forced_plan(plan, shape, bias_on, activation, dtype, device, rtol, seed=5):
+    """launch() with a forced plan on NaN-poisoned outputs: C and (for gelu) the
+    pre-activation Z against float64; Z is not returned without gelu."""
+    a, b, bias = split_k_inputs(shape, dtype, device, seed)
     bias = bias if bias_on else None
     preact = activation == "gelu"
     with kernels.poisoned():
-        c, z = mm().launch(a, b, bias, activation, store_preact=preact,
-                           config=split_k_plan(split_k))
+        c, z = mm().launch(a, b, bias, activation, store_preact=preact, config=plan)
     pre = ref.matmul(a.double(), b.double(), None if bias is None else bias.double())
-    rtol = SPLIT_K_RTOL[dtype]
     torch.testing.assert_close(c.double(), ref.activate(pre, activation), rtol=rtol, atol=rtol)
     if preact:
         torch.testing.assert_close(z.double(), pre, rtol=rtol, atol=rtol)

@@ -10,7 +10,7 @@ import torch
 import kernels
 from kernels import reference as ref
 from kernels._common import KernelPlanError
-from test_matmul import split_k_inputs
+from test_matmul import check_forced_plan, split_k_inputs
 
 
 def mm():
@@ -75,19 +75,9 @@ def test_tma_plan_matches_reference(shape, bias_on, activation, dtype, tma_devic
                                     tma_launches):
     """A forced TMA plan: C and (gelu) the pre-activation Z against float64, outputs
     NaN-poisoned so an element the clipped stores missed fails."""
-    a, b, bias = inputs(shape, dtype, tma_device)
-    bias = bias if bias_on else None
-    preact = activation == "gelu"
-    with kernels.poisoned():
-        c, z = mm().launch(a, b, bias, activation, store_preact=preact, config=tma_plan())
+    check_forced_plan(tma_plan(), shape, bias_on, activation, dtype, tma_device, RTOL[dtype],
+                      seed=7)
     assert len(tma_launches) == 1
-    pre = ref.matmul(a.double(), b.double(), None if bias is None else bias.double())
-    rtol = RTOL[dtype]
-    torch.testing.assert_close(c.double(), ref.activate(pre, activation), rtol=rtol, atol=rtol)
-    if preact:
-        torch.testing.assert_close(z.double(), pre, rtol=rtol, atol=rtol)
-    else:
-        assert z is None
 
 
 def test_launch_cache_builds_descriptors_per_call(tma_device, tma_launches, monkeypatch):
