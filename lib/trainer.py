@@ -78,6 +78,13 @@ def compile_options(cfg: RunConfig) -> dict:
     return {} if cfg.compile_mode == "default" else {"mode": cfg.compile_mode}
 
 
+def uses_cudagraphs(cfg: RunConfig) -> bool:
+    """Whether the compiled model replays CUDA graphs (inductor's cudagraph trees): their
+    outputs live in a pool that the next replay overwrites."""
+    return (cfg.compile and cfg.device == "cuda"
+            and cfg.compile_mode in ("reduce-overhead", "max-autotune"))
+
+
 def amp_context(cfg: RunConfig):
     if cfg.precision == "fp32":
         return contextlib.nullcontext()
@@ -197,6 +204,16 @@ class Run:
         self.raw_model = self.model
         if cfg.compile:
             self.model = torch.compile(self.model, **compile_options(cfg))
+        # Under CUDA graphs a backward's gradients are graph outputs, overwritten by the next
+        # replay: were .grad None, autograd would keep such an output as .grad and the next
+        # micro-step's replay would overwrite it (the accumulated gradient, gone). Gradients
+        # that exist before the first backward are added into in place instead, and
+        # zero_grad keeps them (set_to_none=False).
+        self.cudagraphs = uses_cudagraphs(cfg)
+        if self.cudagraphs:
+            for p in self.raw_model.parameters():
+                if p.requires_grad and p.grad is None:
+                    p.grad = torch.zeros_like(p)
         if self.world > 1:
             ids = [self.local_rank] if cfg.device == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
@@ -271,6 +288,8 @@ class Run:
             batch = [t.to(self.device, non_blocking=True) for t in batch]
             sync = i == len(micro_batches) - 1 or self.world == 1
             ctx = contextlib.nullcontext() if sync else model.no_sync()
+            if self.cudagraphs:       # this micro-step's outputs replace the last one's
+                torch.compiler.cudagraph_mark_step_begin()
             with ctx, amp_context(cfg):
                 loss = self.task.loss(model, batch) / len(micro_batches)
             with ctx:
@@ -321,7 +340,7 @@ class Run:
                     torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), self.grad_clip)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
+                self.optimizer.zero_grad(set_to_none=not self.cudagraphs)
                 self.pruner.after_step(step)
 
                 ckpt_due = step % cfg.checkpoint_interval == 0 and step < self.total_steps

@@ -13,7 +13,8 @@ Runs, in this order:
                the measured "bf16 noise" of this training run.
   triton       kernel_backend triton, kernel_linear on: every nn.Linear (lm_head included)
                and the causal attention run our Triton kernels, forward and backward; under
-               torch.compile each kernel call is a graph break (kernels/__init__.py).
+               torch.compile each kernel call is one custom-op node (kernels/ops.py), so
+               --compile-mode reduce-overhead captures them in CUDA graphs.
 
 The loss curves agree when, after --skip steps, the largest |loss(triton) - loss(torch)| over
 the logged steps is at most max(3 x the noise run's, --min-tol), and so is the final

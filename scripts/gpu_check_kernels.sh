@@ -10,7 +10,8 @@
 #   1. compile in parallel: Triton compiles one kernel at a time per process (~1-2 s each for
 #      sm_90), so 4 processes warm the shared compile cache with every benchmark candidate
 #      plan (KERNELS_AUTOTUNE=compile) while 4 more run the verification grid in shards;
-#   2. the GPU-only tests (tests/kernels/test_kernels_gpu.py);
+#   2. the GPU-only tests (tests/kernels/test_kernels_gpu.py, and training under CUDA graphs:
+#      tests/lib/test_trainer_cudagraphs_gpu.py);
 #   3. the benchmark, alone on the GPU: it tunes (timing only, compiles are cached), writes the
 #      autotune cache to $OUT/autotune/, and reports to $OUT/bench.json and $OUT/bench.md.
 set -uo pipefail
@@ -76,7 +77,7 @@ EOF
 [ $? -eq 0 ] || status=1
 
 stage "2. GPU-only tests"
-$PY -m pytest -q -p no:cacheprovider tests/kernels/test_kernels_gpu.py || status=1
+$PY -m pytest -q -p no:cacheprovider tests/kernels/test_kernels_gpu.py tests/lib/test_trainer_cudagraphs_gpu.py || status=1
 
 stage "3. benchmark (time budget ${BUDGET}s)"
 $PY scripts/bench_kernels.py --out "$OUT/bench.json" --md "$OUT/bench.md" \
