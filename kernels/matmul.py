@@ -70,7 +70,9 @@ _PLANS_FP32 = [
 # num_warps, num_stages) only while the plan's tiles are fewer than the SMs and every split
 # keeps >= 2 BLOCK_K steps (K // S >= 2 * BLOCK_K). Not yet timed on a GPU.
 _SPLIT_K_TILES_16BIT = [(64, 64, 64, 4, 4), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4),
-                        (128, 128, 64, 8, 4)]
+                        (128, 128, 64, 8, 4),
+                        # half the K steps per program, for the latency-bound few-tile GEMMs
+                        (64, 64, 128, 4, 3), (128, 64, 128, 4, 3), (64, 128, 128, 4, 3)]
 _SPLIT_K_TILES_FP32 = [(64, 64, 32, 4, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3),
                        (128, 128, 32, 8, 3)]
 _SPLIT_K_FACTORS = (2, 4, 8)

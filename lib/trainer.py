@@ -85,6 +85,14 @@ def uses_cudagraphs(cfg: RunConfig) -> bool:
             and cfg.compile_mode in ("reduce-overhead", "max-autotune"))
 
 
+def make_grads(model) -> None:
+    """Zero .grad for every trainable parameter that has none: under CUDA graphs the
+    backward's gradients are then added into these tensors, which no replay overwrites."""
+    for p in model.parameters():
+        if p.requires_grad and p.grad is None:
+            p.grad = torch.zeros_like(p)
+
+
 def amp_context(cfg: RunConfig):
     if cfg.precision == "fp32":
         return contextlib.nullcontext()
@@ -211,9 +219,7 @@ class Run:
         # zero_grad keeps them (set_to_none=False).
         self.cudagraphs = uses_cudagraphs(cfg)
         if self.cudagraphs:
-            for p in self.raw_model.parameters():
-                if p.requires_grad and p.grad is None:
-                    p.grad = torch.zeros_like(p)
+            make_grads(self.raw_model)
         if self.world > 1:
             ids = [self.local_rank] if cfg.device == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)

@@ -74,21 +74,14 @@ def gpu_ms(fn, grad_to_none=None) -> float:
 
 
 def graph_ms(fn) -> float:
-    """Median ms of one replay of fn captured in a CUDA graph: the GPU time of all of fn's
-    kernels without the host's per-call cost (Python, dispatch, autograd, launches), as a
-    training step compiled with mode="reduce-overhead" runs them. fn is first run on a side
-    stream (compiles, tunes, and creates the .grad tensors the captured backward then adds
-    into, as torch's CUDA-graph recipe for whole training steps does)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return gpu_ms(graph.replay)
+    """Median ms of one call of fn replayed from a CUDA graph (kernels.autotune's
+    graph_median_ms, which the tuner times plans with): the GPU time of all of fn's kernels
+    without the host's per-call cost (Python, dispatch, autograd, launches), as a training
+    step under torch.compile(mode="reduce-overhead") runs them. fn runs before the capture
+    (compiles, tunes, creates the .grad tensors the captured backward then adds into, as
+    torch's CUDA-graph recipe for whole training steps does)."""
+    from kernels import autotune
+    return autotune.graph_median_ms(fn)
 
 
 def cpu_pair_ms(ours, theirs, rounds=7) -> tuple[float, float]:
@@ -588,14 +581,17 @@ def markdown(b: Bench) -> str:
         ko = kernel_only(b.rows, entries)
         if ko:
             out += ["## Kernel time alone (the tuner's median for the chosen plan, same run)", "",
-                    "Timed calls above include the host cost of each call; these do not. "
-                    "ratio = torch ms (above) / kernel ms.", "",
-                    "| op | case | shape | pass | vs | kernel ms | timed call ms | torch ms | "
-                    "ratio |", "|---|---|---|---|---|---:|---:|---:|---:|"]
+                    "The tuner times a plan as 10 calls replayed from a CUDA graph (warm L2, "
+                    "no host cost; kernels.autotune.graph_median_ms); a timed call above adds "
+                    "the host's per-call cost where it exceeds the kernel's. No torch column: "
+                    "torch's time was taken call by call, so compare with the graph rows, "
+                    "which time both sides alike. Caches tuned before 2026-11-23's graph "
+                    "timing hold call-by-call medians.", "",
+                    "| op | case | shape | pass | vs | kernel ms | timed call ms |",
+                    "|---|---|---|---|---|---:|---:|"]
             for r, lay, kt in ko:
                 out.append(f"| {r['op']} | {r['case']} | {'x'.join(map(str, r['shape']))} | "
-                           f"{r['pass']} | {lay} | {fmt(kt)} | {fmt(r['ms'])} | "
-                           f"{fmt(r.get('torch_ms'))} | {fmt(r['torch_ms'] / kt)} |")
+                           f"{r['pass']} | {lay} | {fmt(kt)} | {fmt(r['ms'])} |")
             out.append("")
     mem = [r for r in b.rows if r["op"] == "attention_memory"]
     if mem:

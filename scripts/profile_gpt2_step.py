@@ -53,14 +53,20 @@ def main(argv=None) -> int:
         xs, ys = zip(*(train_ds[m * micro + i] for i in range(micro)))
         batches.append((torch.stack(xs).to(device), torch.stack(ys).to(device)))
 
+    graphs = trainer.uses_cudagraphs(cfg)   # as the trainer's Run does under CUDA graphs
+    if graphs:
+        trainer.make_grads(model)
+
     def step():
         for x, y in batches:
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with trainer.amp_context(cfg):
                 loss = step_model(x, y) / cfg.grad_accum
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=not graphs)
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(args.warm):
