@@ -179,6 +179,7 @@ def bench_matmul(b: Bench, dtype):
     cases = [(name, m, k, n, "linear") for name, m, k, n in GPT2] + \
             [(name, m, k, n, "matmul") for name, m, k, n in GPT2] + \
             [(name, m, k, n, "matmul") for name, m, k, n in RESNET] + \
+            [(name, m, k, n, "linear") for name, m, k, n in RESNET if "fc" in name] + \
             [("square 4096", 4096, 4096, 4096, "matmul")]
     if not b.cuda:
         cases = [("cpu linear", 2048, 768, 768, "linear"),
