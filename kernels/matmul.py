@@ -45,8 +45,7 @@ KNOBS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
 # tile's epilogue). The filter below drops tiles far larger than the problem. First H100 run
 # (2026-11-23): the plain kernel's best plans reached 0.88-0.93x cuBLAS at GPT-2 shapes with
 # row-major B and 0.73-0.79x with a Linear weight (K-contiguous B). The persistent plans
-# were added after that run and are not yet measured or verified on a GPU (interpreter and an
-# sm_90 compile with triton 3.8 only): they join the tuning grid only with
+# (verified on the H100 since; they never won the tuning there) join the grid only with
 # KERNELS_PERSISTENT=1, which scripts/gpu_check_kernels.sh sets. Split-K variants are added
 # per problem (_SPLIT_K_TILES below), not listed here.
 _PLANS_16BIT = [
@@ -68,7 +67,8 @@ _PLANS_FP32 = [
 # ~250 TFLOP/s vs ~500 for products with enough tiles. SPLIT_K = S gives each tile S programs,
 # each reducing 1/S of the K blocks. Offered for these tiles (BLOCK_M, BLOCK_N, BLOCK_K,
 # num_warps, num_stages) only while the plan's tiles are fewer than the SMs and every split
-# keeps >= 2 BLOCK_K steps (K // S >= 2 * BLOCK_K). Not yet timed on a GPU.
+# keeps >= 2 BLOCK_K steps (K // S >= 2 * BLOCK_K). On the H100 split-K won for 784x4608x512,
+# 256x2048x1000 and GPT-2's 768x768 dW (results/kernels/autotune-2026-11-23-h100-6.json).
 _SPLIT_K_TILES_16BIT = [(64, 64, 64, 4, 4), (128, 64, 64, 4, 4), (64, 128, 64, 4, 4),
                         (128, 128, 64, 8, 4),
                         # half the K steps per program, for the latency-bound few-tile GEMMs
@@ -79,7 +79,8 @@ _SPLIT_K_FACTORS = (2, 4, 8)
 # TMA plans (matmul_tma.py; tutorial 09's Hopper tiles, 128 x 128/256, BLOCK_K 64/128, 8 warps):
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). Offered only with KERNELS_TMA=1, for
 # row-major A and B with TMA-aligned K and N, on sm_90+, with at least one full wave of tiles
-# (one program per SM: fewer tiles leave SMs idle). Not yet compiled or timed on a GPU.
+# (one program per SM: fewer tiles leave SMs idle). On the H100 (triton 3.6) they won at
+# GPT-2's forward shapes and 4096^3 (bench-2026-11-23-h100-4-tma: 0.918-1.0x cuBLAS).
 _TMA_TILES_16BIT = [(128, 128, 64, 8, 4), (128, 256, 64, 8, 3), (128, 128, 128, 8, 3)]
 _TMA_TILES_FP32 = [(128, 128, 32, 8, 3), (128, 64, 32, 4, 3)]
 # The split-K reduce kernel's own tile, so the sum spreads over many programs even where the
