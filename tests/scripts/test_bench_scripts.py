@@ -61,3 +61,38 @@ def test_bench_gpt2_kernels_takes_the_noise_of_an_earlier_report(tmp_path):
                           str(tmp_path / "earlier.json"), "--out", str(tmp_path / "x.json")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not a report with a noise run of 20 steps" in bad.stderr
+
+
+def test_bench_kernels_cpu_report(tmp_path):
+    """`make bench-kernels` on the CPU: every row carries its torch time, ratio and float64
+    error, and the report re-renders from its JSON (--render)."""
+    out, md = tmp_path / "b.json", tmp_path / "b.md"
+    run(["scripts/bench_kernels.py", "--device", "cpu", "--ops", "matmul", "--threads", "1",
+         "--out", str(out), "--md", str(md)])
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert {(r["case"], r["pass"]) for r in rows} >= {("cpu linear", "fwd"),
+                                                      ("cpu linear", "fwd+bwd")}
+    for r in rows:
+        assert r["ms"] > 0 and r["torch_ms"] > 0 and r["ratio"] == pytest.approx(
+            r["torch_ms"] / r["ms"], rel=1e-3)
+        assert r["err"] < 1e-5                    # fp32 against float64
+    again = tmp_path / "again.md"
+    run(["scripts/bench_kernels.py", "--render", str(out), "--md", str(again)])
+    assert again.read_text() == md.read_text()
+
+
+def test_bench_kernels_summary_judges_timed_calls_and_graph_rows_apart():
+    """A host-bound timed call (0.4x) and the same product replayed from a CUDA graph (0.95x)
+    are two verdicts, not one averaged or the better one picked."""
+    from scripts.bench_kernels import summary
+
+    def row(ps, ratio, case="gpt2 attn.c_proj"):
+        return {"op": "matmul", "case": case, "layout": "linear", "pass": ps, "ratio": ratio}
+    lines = summary([row("fwd", 0.4), row("fwd graph", 0.95),
+                     row("fwd", 0.97, "resnet50 fc"), row("fwd graph", 0.35, "resnet50 fc")])
+    assert any("GPT-2 shapes fwd, timed calls: worst 0.4x" in x and "MISSED" in x for x in lines)
+    assert any("GPT-2 shapes fwd, CUDA-graph replay: worst 0.95x" in x and "met" in x
+               for x in lines)
+    assert any("ResNet GEMMs fwd, CUDA-graph replay: worst 0.35x" in x and "MISSED" in x
+               for x in lines)
