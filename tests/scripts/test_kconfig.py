@@ -105,10 +105,15 @@ def test_set_hiding_values_drops_them_like_olddefconfig(tmp_path):
 def test_triton_backend_defaults_to_cuda_graphs(kconf):
     """The triton kernel backend is host-bound without CUDA graphs (GPT-2 on the H100: 0.841x
     the torch reference's tokens/s, 0.929x under reduce-overhead): it brings that compile mode
-    as its default; the torch backend keeps inductor's default; an explicit choice wins."""
+    as its default on one GPU; the torch backend and DDP runs keep inductor's default; an
+    explicit choice wins."""
     kconf.load_config(os.path.join(REPO, "defconfigs", "gpt2-h100"))
     assert kconf.syms["COMPILE_MODE"].str_value == "default"
     kconf.syms["KERNEL_BACKEND_TRITON"].set_value(2)
+    assert kconf.syms["COMPILE_MODE"].str_value == "reduce-overhead"
+    kconf.syms["GPUS"].set_value("2")           # DDP + CUDA graphs: untried, not a default
+    assert kconf.syms["COMPILE_MODE"].str_value == "default"
+    kconf.syms["GPUS"].set_value("1")
     assert kconf.syms["COMPILE_MODE"].str_value == "reduce-overhead"
     kconf.syms["COMPILE_MODE_DEFAULT"].set_value(2)
     assert kconf.syms["COMPILE_MODE"].str_value == "default"
