@@ -15,9 +15,9 @@ dense, and peak memory of attention against T (blocked, SDPA, written-out refere
 Each row: shape, dtype, median ms (triton.testing.do_bench on GPU, wall clock on CPU),
 TFLOP/s, GB/s, relative error vs a float64 reference, the torch time, ratio = torch_ms / ms
 (> 1: ours faster), and the gpu name, date, torch/triton versions. On GPU the fwd+bwd cases
-and the forward products also get a "<pass> graph" row: ours and torch's each captured in a CUDA
-graph and replayed (graph_ms), the GPU time without the per-call host cost, as a training step
-under torch.compile(mode="reduce-overhead") runs it. The Markdown adds each chosen plan's
+and the forward products also get a "<pass> graph" row: ours and torch's each captured in a
+CUDA graph and replayed (kernels.autotune.graph_median_ms), the GPU time without the
+per-call host cost, as a training step under torch.compile(mode="reduce-overhead") runs it. The Markdown adds each chosen plan's
 kernel time from the autotune cache of the same run.
 
     python scripts/bench_kernels.py --out results/kernels/bench.json --md results/kernels/bench.md
@@ -45,7 +45,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import kernels  # noqa: E402
-from kernels import _triton  # noqa: E402
+from kernels import _triton, autotune  # noqa: E402
 from kernels import reference as ref  # noqa: E402
 
 GPT2 = [("gpt2 attn.c_attn", 16384, 768, 2304), ("gpt2 attn.c_proj", 16384, 768, 768),
@@ -71,17 +71,6 @@ def gpu_ms(fn, grad_to_none=None) -> float:
     except TypeError:
         return float(do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none,
                               quantiles=[0.5])[0])
-
-
-def graph_ms(fn) -> float:
-    """Median ms of one call of fn replayed from a CUDA graph (kernels.autotune's
-    graph_median_ms, which the tuner times plans with): the GPU time of all of fn's kernels
-    without the host's per-call cost (Python, dispatch, autograd, launches), as a training
-    step under torch.compile(mode="reduce-overhead") runs them. fn runs before the capture
-    (compiles, tunes, creates the .grad tensors the captured backward then adds into, as
-    torch's CUDA-graph recipe for whole training steps does)."""
-    from kernels import autotune
-    return autotune.graph_median_ms(fn)
 
 
 def cpu_pair_ms(ours, theirs, rounds=7) -> tuple[float, float]:
@@ -124,19 +113,22 @@ class Bench:
             return gpu_ms(ours, grad_to_none), gpu_ms(theirs, grad_to_none)
         return cpu_pair_ms(ours, theirs)
 
-    def graph_rows(self, label, ours, theirs, **row) -> None:
-        """On CUDA, a second row for the same case: ours and torch's, each replayed from a
-        CUDA graph (graph_ms), pass "<pass> graph". A capture that fails is listed under
-        Skipped with its error; the eager rows stand."""
+    def graph_row(self, label, ours, theirs, row: dict, flops: float) -> None:
+        """On CUDA, a second row for the case of `row` (the timed-call row add returned):
+        ours and torch's each replayed from a CUDA graph (autotune.graph_median_ms, which
+        the tuner times plans with), pass "<pass> graph": the GPU time of all of the call's
+        kernels without the host's per-call cost, as a training step under
+        torch.compile(mode="reduce-overhead") runs them. A capture that fails is listed
+        under Skipped with its error; the timed-call row stands."""
         if not self.cuda:
             return
         try:
-            ms, tms = graph_ms(ours), graph_ms(theirs)
+            ms, tms = autotune.graph_median_ms(ours), autotune.graph_median_ms(theirs)
         except Exception as exc:   # e.g. a kernel that syncs the host cannot be captured
             self.skipped.append(f"{label} (CUDA graph): {type(exc).__name__}: {exc}")
             return
-        flops = row.pop("flops")
-        self.add(**{**row, "pass": row["pass"] + " graph"}, ms=ms, torch_ms=tms,
+        same = {k: row[k] for k in ("op", "case", "layout", "shape", "dtype")}
+        self.add(**same, **{"pass": row["pass"] + " graph"}, ms=ms, torch_ms=tms,
                  ratio=tms / ms, tflops=flops / ms / 1e9, torch_tflops=flops / tms / 1e9)
 
     def over_budget(self, label) -> bool:
@@ -156,7 +148,7 @@ class Bench:
         self.counter += 1
         return (self.counter - 1) % self.shard[1] == self.shard[0]
 
-    def add(self, **row):
+    def add(self, **row) -> dict:
         row = {**row, **self.meta}
         for key in ("ms", "torch_ms", "tflops", "torch_tflops", "gbps", "ratio", "err",
                     "torch_err"):
@@ -166,6 +158,7 @@ class Bench:
         print(f"{row['op']:12s} {row['case']:28s} {row['pass']:8s} ours {row['ms']} ms  "
               f"torch {row.get('torch_ms')} ms  ratio {row.get('ratio')}  err {row.get('err')}",
               flush=True)
+        return row
 
 
 def rnd(*shape, dtype, device, requires_grad=False, scale=1.0):
@@ -202,15 +195,15 @@ def bench_matmul(b: Bench, dtype):
         expected = x.double() @ w.double().t()
         flops = 2.0 * m * n * k
         nbytes = (m * k + k * n + m * n) * x.element_size()
-        b.add(op="matmul", case=name, layout=layout, shape=[m, k, n], dtype=str(dtype)[6:],
-              **{"pass": "fwd"}, ms=ms, torch_ms=tms, ratio=tms / ms, tflops=flops / ms / 1e9,
-              torch_tflops=flops / tms / 1e9, gbps=nbytes / ms / 1e6,
-              err=ref.rel_err(ours(), expected), torch_err=ref.rel_err(theirs(), expected))
+        row = b.add(op="matmul", case=name, layout=layout, shape=[m, k, n],
+                    dtype=str(dtype)[6:], **{"pass": "fwd"}, ms=ms, torch_ms=tms,
+                    ratio=tms / ms, tflops=flops / ms / 1e9, torch_tflops=flops / tms / 1e9,
+                    gbps=nbytes / ms / 1e6, err=ref.rel_err(ours(), expected),
+                    torch_err=ref.rel_err(theirs(), expected))
         del expected
         # the same products replayed from CUDA graphs: on a slow host a timed call of a small
         # product measures the host (a GPT-2 fwd row read 0.40x on one lease, 0.92-1.0x on others)
-        b.graph_rows(label, ours, theirs, op="matmul", case=name, layout=layout,
-                     shape=[m, k, n], dtype=str(dtype)[6:], flops=flops, **{"pass": "fwd"})
+        b.graph_row(label, ours, theirs, row, flops)
 
     # fused epilogue and training step (forward + both backward matmuls) on GPT-2's MLP
     train_cases = [(name, m, k, n) for name, m, k, n in GPT2] if b.cuda else \
@@ -235,12 +228,11 @@ def bench_matmul(b: Bench, dtype):
         F.linear(x6, w6).backward(gy.double())
         err = max(ref.rel_err(x.grad, x6.grad), ref.rel_err(w.grad, w6.grad))
         flops = 6.0 * m * n * k
-        b.add(op="matmul", case=name, layout="linear", shape=[m, k, n], dtype=str(dtype)[6:],
-              **{"pass": "fwd+bwd"}, ms=ms, torch_ms=tms, ratio=tms / ms,
-              tflops=flops / ms / 1e9, torch_tflops=flops / tms / 1e9, err=err)
-        b.graph_rows(label, step(kernels.linear), step(F.linear), op="matmul", case=name,
-                     layout="linear", shape=[m, k, n], dtype=str(dtype)[6:], flops=flops,
-                     **{"pass": "fwd+bwd"})
+        row = b.add(op="matmul", case=name, layout="linear", shape=[m, k, n],
+                    dtype=str(dtype)[6:], **{"pass": "fwd+bwd"}, ms=ms, torch_ms=tms,
+                    ratio=tms / ms, tflops=flops / ms / 1e9, torch_tflops=flops / tms / 1e9,
+                    err=err)
+        b.graph_row(label, step(kernels.linear), step(F.linear), row, flops)
 
     if b.cuda:   # bias + gelu fused in the epilogue vs addmm then F.gelu
         name, m, k, n = GPT2[2]
@@ -325,15 +317,13 @@ def bench_attention(b: Bench, dtype):
             del expected, out
             flops = 4.0 * bsz * h * t * t * d * (0.5 if causal else 1.0) * (3.5 if grad else 1.0)
             nbytes = (12 if grad else 4) * bsz * h * t * d * q.element_size()
-            b.add(op="attention", case=f"causal d{d} T{t}", layout=theirs_name,
-                  shape=[bsz, h, t, d], dtype=str(dtype)[6:], **{"pass": ps}, ms=ms,
-                  torch_ms=tms, ratio=tms / ms, tflops=flops / ms / 1e9,
-                  torch_tflops=flops / tms / 1e9, gbps=nbytes / ms / 1e6, err=err,
-                  torch_err=terr)
+            row = b.add(op="attention", case=f"causal d{d} T{t}", layout=theirs_name,
+                        shape=[bsz, h, t, d], dtype=str(dtype)[6:], **{"pass": ps}, ms=ms,
+                        torch_ms=tms, ratio=tms / ms, tflops=flops / ms / 1e9,
+                        torch_tflops=flops / tms / 1e9, gbps=nbytes / ms / 1e6, err=err,
+                        torch_err=terr)
             if grad:
-                b.graph_rows(label, ours, make(theirs_fn), op="attention",
-                             case=f"causal d{d} T{t}", layout=theirs_name, shape=[bsz, h, t, d],
-                             dtype=str(dtype)[6:], flops=flops, **{"pass": ps})
+                b.graph_row(label, ours, make(theirs_fn), row, flops)
             if b.cuda and grad:   # for reference: torch's cuDNN backend, faster than flash
                 try:
                     cms = gpu_ms(make(_sdpa_cudnn), grad_to_none=[q, k, v])
@@ -471,43 +461,42 @@ def fmt(v, nd=3):
     return str(v)
 
 
+def _verdict(label: str, rows: list, target: float, detail, best: bool = False) -> str:
+    """One target line: the worst (or, with best, the best) ratio of rows, which row it is
+    (detail(row)), and whether it reaches target."""
+    r = (max if best else min)(rows, key=lambda r: r["ratio"] or 0)
+    return (f"- {label}: {'best' if best else 'worst'} {fmt(r['ratio'])}x {detail(r)}, "
+            f"target >= {target}x: {'met' if (r['ratio'] or 0) >= target else 'MISSED'}")
+
+
 def summary(rows) -> list[str]:
     lines = []
-    for ps, how in (("fwd", "timed calls"), ("fwd graph", "CUDA-graph replay")):
+    timings = (("", "timed calls"), (" graph", "CUDA-graph replay"))
+    for suffix, how in timings:
         gpt2 = [r for r in rows if r["op"] == "matmul" and r["case"].startswith("gpt2")
-                and r["pass"] == ps and "+" not in r["case"]]
+                and r["pass"] == "fwd" + suffix and "+" not in r["case"]]
         if gpt2:
-            worst = min(gpt2, key=lambda r: r["ratio"] or 0)
-            lines.append(f"- matmul vs torch, GPT-2 shapes fwd, {how}: worst "
-                         f"{fmt(worst['ratio'])}x ({worst['case']} {worst['layout']}), target "
-                         f">= {TARGET['matmul']}x: "
-                         f"{'met' if (worst['ratio'] or 0) >= TARGET['matmul'] else 'MISSED'}")
-    for ps, how in (("fwd", "timed calls"), ("fwd graph", "CUDA-graph replay")):
+            lines.append(_verdict(f"matmul vs torch, GPT-2 shapes fwd, {how}", gpt2,
+                                  TARGET["matmul"], lambda r: f"({r['case']} {r['layout']})"))
+    for suffix, how in timings:
         resnet = [r for r in rows if r["op"] == "matmul" and r["case"].startswith("resnet")
-                  and r["pass"] == ps]
+                  and r["pass"] == "fwd" + suffix]
         if resnet:
-            worst = min(resnet, key=lambda r: r["ratio"] or 0)
-            lines.append(f"- matmul vs torch, ResNet GEMMs fwd, {how}: worst "
-                         f"{fmt(worst['ratio'])}x ({worst['case']}), target >= "
-                         f"{TARGET['matmul']}x: "
-                         f"{'met' if (worst['ratio'] or 0) >= TARGET['matmul'] else 'MISSED'}")
-    for ps, how in (("fwd+bwd", "timed calls"), ("fwd+bwd graph", "CUDA-graph replay")):
+            lines.append(_verdict(f"matmul vs torch, ResNet GEMMs fwd, {how}", resnet,
+                                  TARGET["matmul"], lambda r: f"({r['case']})"))
+    for suffix, how in timings:
         for d in (64, 128):
-            att = [r for r in rows if r["op"] == "attention" and r["pass"] == ps
+            att = [r for r in rows if r["op"] == "attention" and r["pass"] == "fwd+bwd" + suffix
                    and f"d{d} " in r["case"] and "flash" in r.get("layout", "")]
             if att:
-                worst = min(att, key=lambda r: r["ratio"] or 0)
-                lines.append(f"- attention fwd+bwd vs {att[0]['layout']}, causal d{d}, {how}: "
-                             f"worst {fmt(worst['ratio'])}x ({worst['case']}), target >= "
-                             f"{TARGET['attention']}x: "
-                             f"{'met' if (worst['ratio'] or 0) >= TARGET['attention'] else 'MISSED'}")
+                lines.append(_verdict(f"attention fwd+bwd vs {att[0]['layout']}, causal d{d}, "
+                                      f"{how}", att, TARGET["attention"],
+                                      lambda r: f"({r['case']})"))
     bs = [r for r in rows if r["op"] == "block_sparse" and r["case"].startswith("90%")]
     if bs:
-        best = max(bs, key=lambda r: r["ratio"] or 0)
-        lines.append(f"- block-sparse at 90%: best {fmt(best['ratio'])}x dense at "
-                     f"{'x'.join(map(str, best['shape']))} ({best['case']}), target >= "
-                     f"{TARGET['block_sparse']}x: "
-                     f"{'met' if (best['ratio'] or 0) >= TARGET['block_sparse'] else 'MISSED'}")
+        lines.append(_verdict("block-sparse at 90%", bs, TARGET["block_sparse"],
+                              lambda r: f"dense at {'x'.join(map(str, r['shape']))} "
+                                        f"({r['case']})", best=True))
     return lines
 
 
