@@ -20,7 +20,8 @@ pre-activation, attention's row log-sum-exp); the backward is a custom op too, s
 autograd traces the backward graph without a break. Gradients that are not needed come back
 as empty tensors (shape [0]); a custom op cannot return None. Bias gradients come back in
 the dtype they were summed in (fp32 on the triton route); the cast to the bias dtype is an
-ordinary traced op in the autograd formula.
+ordinary traced op in the autograd formula. linear's bias gradient is not the op's at all:
+its autograd formula sums it with traced torch ops (need_bias is False for it).
 
 Each op's fake (register_fake) allocates exactly as the real op does (shape, dtype and
 strides; tests/kernels/test_ops.py checks them with torch.library.opcheck). The bodies are
