@@ -6,7 +6,9 @@ in grouped order (GROUP_M tile-rows share B tiles in L2), fp32 accumulation over
 steps, bias and activation (relu, exact-erf gelu) applied in the fp32 epilogue. A and B may
 have any strides (a transposed view costs no copy: the backward passes and the Linear weight
 [N, K] use them). Any M, N, K: rows/cols past the edge are wrapped (`% M`) on load and masked
-on store; K is masked unless it divides by BLOCK_K (EVEN_K).
+on store; K is masked unless it divides by BLOCK_K (EVEN_K). Sizes and strides that are not
+multiples of 16 get their power-of-two divisor passed as DIV (_divisibility, _aligned), so
+loads along them stay vectorized (resnet50's fc, N = 1000: 59 -> 9 us on the H200).
 
 The backward runs the same kernel twice: dA = dZ @ B^T and dB = A^T @ dZ (dW = dZ^T @ X for
 a Linear weight, written directly as [N, K]), with dZ = dC * act'(Z) from a small fused
@@ -21,6 +23,7 @@ the Triton kernel runs on CPU tensors only under TRITON_INTERPRET=1 (tests).
 """
 from __future__ import annotations
 
+import math
 import os
 import weakref
 
@@ -83,6 +86,12 @@ _SPLIT_K_FACTORS = (2, 4, 8)
 # GPT-2's forward shapes and 4096^3 (bench-2026-11-23-h100-4-tma: 0.918-1.0x cuBLAS).
 _TMA_TILES_16BIT = [(128, 128, 64, 8, 4), (128, 256, 64, 8, 3), (128, 128, 128, 8, 3)]
 _TMA_TILES_FP32 = [(128, 128, 32, 8, 3), (128, 64, 32, 4, 3)]
+# ... and for the few-tile products (fewer 128x128 tiles than SMs: resnet50's fc, the late
+# ResNet convolutions), smaller TMA tiles, one program per tile. On the H200 (2026-12-01)
+# 64x128 won 3136x2304x256 (10.4 us; the plain kernel's best 10.5); at the fc they tied.
+_TMA_SMALL_TILES_16BIT = [(64, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 64, 64, 4, 4),
+                          (64, 64, 128, 4, 3)]
+_TMA_SMALL_TILES_FP32 = [(64, 64, 32, 4, 3)]
 # The split-K reduce kernel's own tile, so the sum spreads over many programs even where the
 # product has few tiles (256x1000: 64 programs of 32x128, vs 16 tiles of 128x128).
 _REDUCE_BLOCK_M, _REDUCE_BLOCK_N = 32, 128
@@ -153,18 +162,22 @@ def gpu_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
 
 def tma_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
               device: torch.device | None = None, layout: str | None = None) -> list[dict]:
-    """TMA variants (_TMA_TILES_*) worth timing: only with KERNELS_TMA=1, a known layout
-    TMA can read (matmul_tma.tma_problem_error), tiles that fit the problem, and at least
-    `sms` tiles."""
+    """TMA variants worth timing: only with KERNELS_TMA=1, a known layout TMA can read
+    (matmul_tma.tma_problem_error), tiles that fit the problem; _TMA_TILES_* where 128x128
+    tiles fill the `sms` SMs, else the smaller _TMA_SMALL_TILES_*."""
     if os.environ.get("KERNELS_TMA", "0") != "1" or layout is None or \
             matmul_tma.tma_problem_error(N, K, dtype, layout, device) is not None:
         return []
-    table = _TMA_TILES_FP32 if dtype == torch.float32 else _TMA_TILES_16BIT
+    few_tiles = -(-M // 128) * -(-N // 128) < sms
+    if dtype == torch.float32:
+        table = _TMA_SMALL_TILES_FP32 if few_tiles else _TMA_TILES_FP32
+    else:
+        table = _TMA_SMALL_TILES_16BIT if few_tiles else _TMA_TILES_16BIT
     plans = []
     for bm, bn, bk, w, s in table:
         p = dict(_plan(bm, bn, bk, w, s), TMA=1)
         if bm > max(16, next_pow2(M)) or bn > max(16, next_pow2(N)) or \
-                bk > max(16, next_pow2(K)) or -(-M // bm) * -(-N // bn) < sms:
+                bk > max(16, next_pow2(K)):
             continue
         try:
             check_plan(p, (M, N, K), dtype, device, layout)
@@ -242,6 +255,37 @@ if HAS_TRITON:
     from ._triton import apply_activation, tile_ids
 
     @triton.jit
+    def _known_multiple(x, DIV: tl.constexpr):
+        # x, which the launcher checked is a multiple of DIV, written so that Triton's
+        # alignment analysis knows it: (x // DIV) * DIV is x. Triton specializes an int
+        # argument on divisibility by 16 only, so N = 1000 (resnet50's fc) and a row stride
+        # of 1000 read as unaligned: loads along them went scalar, one element per
+        # instruction and no async copies into the pipeline. DIV 2/4/8 gives vector loads
+        # back; 1 (nothing to say) and 16 (Triton's own) leave x as it is.
+        if DIV > 1 and DIV < 16:
+            x = x // DIV * DIV
+        return x
+
+    @triton.jit
+    def _aligned(M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_cm,
+                 A_ROW: tl.constexpr, B_ROW: tl.constexpr, DIV: tl.constexpr):
+        # the values the tile loads and stores step by, with DIV (matmul._divisibility)
+        # made known: C's N and row stride, A's and B's non-unit strides, and M when A is
+        # column-major (its rows are then the contiguous, `% M`-wrapped direction)
+        N = _known_multiple(N, DIV)
+        stride_cm = _known_multiple(stride_cm, DIV)
+        if A_ROW:
+            stride_am = _known_multiple(stride_am, DIV)
+        else:
+            M = _known_multiple(M, DIV)
+            stride_ak = _known_multiple(stride_ak, DIV)
+        if B_ROW:
+            stride_bk = _known_multiple(stride_bk, DIV)
+        else:
+            stride_bn = _known_multiple(stride_bn, DIV)
+        return M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_cm
+
+    @triton.jit
     def _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, k_lo, k_hi,
                     stride_am, stride_ak, stride_bk, stride_bn,
                     EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
@@ -288,8 +332,11 @@ if HAS_TRITON:
                        STORE_PREACT: tl.constexpr, EVEN_K: tl.constexpr,
                        DOT_PRECISION: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                       GROUP_M: tl.constexpr):
+                       GROUP_M: tl.constexpr, A_ROW: tl.constexpr, B_ROW: tl.constexpr,
+                       DIV: tl.constexpr):
         # one program per tile of C, in grouped launch order
+        M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_cm = _aligned(
+            M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_cm, A_ROW, B_ROW, DIV)
         pid_m, pid_n = tile_ids(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N),
                                 GROUP_M)
         # rows/cols past the edge wrap around: loads stay in bounds without masks,
@@ -313,9 +360,12 @@ if HAS_TRITON:
                                   DOT_PRECISION: tl.constexpr,
                                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                                   BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-                                  NUM_SMS: tl.constexpr):
+                                  A_ROW: tl.constexpr, B_ROW: tl.constexpr,
+                                  DIV: tl.constexpr, NUM_SMS: tl.constexpr):
         # one program per SM; tiles in the same grouped order as _matmul_kernel. The tile
         # loop is flattened with the K loop so the pipeline runs across tile boundaries.
+        M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_cm = _aligned(
+            M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_cm, A_ROW, B_ROW, DIV)
         start_pid = tl.program_id(0)
         num_pid_m = tl.cdiv(M, BLOCK_M)
         num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -350,10 +400,14 @@ if HAS_TRITON:
                                EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
                                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                                BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                               A_ROW: tl.constexpr, B_ROW: tl.constexpr, DIV: tl.constexpr,
                                SPLIT_K: tl.constexpr):
         # program (tile, split): the fp32 partial product of K blocks [k_lo, k_hi) of one
         # tile, stored in workspace slice `split`. The blocks are dealt out as evenly as
         # integer division allows; with more splits than blocks some get none and store zeros.
+        # The workspace's row stride is N, so DIV holds for it as for C's.
+        M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_wm = _aligned(
+            M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_wm, A_ROW, B_ROW, DIV)
         pid_m, pid_n = tile_ids(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N),
                                  GROUP_M)
         split = tl.program_id(1)
@@ -381,10 +435,14 @@ if HAS_TRITON:
                                stride_ws, stride_wm, stride_cm, stride_cn,
                                HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
                                STORE_PREACT: tl.constexpr, SPLIT_K: tl.constexpr,
-                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                               DIV: tl.constexpr):
         # C = act(sum of the SPLIT_K partials + bias). Every program adds the slices in the
         # same order 0, 1, ..., SPLIT_K - 1 on every call (no atomics), so C is
         # bit-reproducible run to run, which resumed training runs are tested on.
+        N = _known_multiple(N, DIV)
+        stride_wm = _known_multiple(stride_wm, DIV)
+        stride_cm = _known_multiple(stride_cm, DIV)
         offs_cm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_cn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         c_mask = (offs_cm[:, None] < M) & (offs_cn[None, :] < N)
@@ -463,7 +521,8 @@ def launch(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     b, lb = _layout(b)
     prec = dot_precision(a.dtype)
     act = ACTIVATIONS[activation]
-    key = (a.dtype, la, lb, M, N, K, bias is not None, act, z is not None, a.device, prec)
+    div = _divisibility(a, b, la, lb, M, N)
+    key = (a.dtype, la, lb, div, M, N, K, bias is not None, act, z is not None, a.device, prec)
     entry = _LAUNCHES.get(key) if config is None else None
     if entry is None:   # first call for this key: pick, validate, launch (and compile)
         _first_launch(key, a, b, c, bias, z, config)
@@ -474,14 +533,28 @@ def launch(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     return c, z
 
 
-# (dtype, layouts, M, N, K, epilogue, device, precision) -> (kernel bound to its grid, constexpr
-# and launch options): a repeated call skips the plan search, validation and grid arithmetic
+def _divisibility(a, b, la: str, lb: str, M: int, N: int) -> int:
+    """The largest power of two, up to 16, that divides every value the kernels step along
+    contiguous memory by (the `DIV` of _aligned): N and C's row stride (N), the non-unit
+    stride of A and of B, and M when A is column-major. 16 where all are multiples of 16
+    (Triton's own specialization then says so); a zero stride divides by anything."""
+    g = math.gcd(N, a.stride(0) if la == "r" else a.stride(1),
+                 b.stride(0) if lb == "r" else b.stride(1))
+    if la == "c":
+        g = math.gcd(g, M)
+    return 16 if g == 0 else min(16, g & -g)
+
+
+# (dtype, layouts, divisibility, M, N, K, epilogue, device, precision) -> (kernel bound to its
+# grid, constexpr and launch options): a repeated call skips the plan search, validation and
+# grid arithmetic
 # (on the first H100 run, ~0.1 ms of Python per call made GPT-2-sized products CPU-bound).
 _LAUNCHES: dict = {}
 
 
 def _first_launch(key, a, b, c, bias, z, config):
-    dtype, la, lb, M, N, K, has_bias, act, has_z, device, prec = key
+    dtype, la, lb, div, M, N, K, has_bias, act, has_z, device, prec = key
+    strides = dict(A_ROW=la == "r", B_ROW=lb == "r", DIV=div)
 
     def entry_for(plan):
         meta, opts = launch_knobs(plan)
@@ -493,12 +566,13 @@ def _first_launch(key, a, b, c, bias, z, config):
         even_k = K % plan["BLOCK_K"] == 0
         if split_k > 1:
             return _split_k_entry(tiles, M, N, split_k, dict(
-                EVEN_K=even_k, DOT_PRECISION=prec, SPLIT_K=split_k, **meta, **opts), epilogue)
+                EVEN_K=even_k, DOT_PRECISION=prec, SPLIT_K=split_k, **strides, **meta, **opts),
+                epilogue)
         if tma:   # misaligned views fall back to the plain kernel with the same tiles
             return matmul_tma.tma_entry(tiles, num_sms(device), dict(
                 **epilogue, DOT_PRECISION=prec, **meta, **opts), entry_for(
                 {k: v for k, v in plan.items() if k != "TMA"}))
-        const = dict(**epilogue, EVEN_K=even_k, DOT_PRECISION=prec, **meta, **opts)
+        const = dict(**epilogue, EVEN_K=even_k, DOT_PRECISION=prec, **strides, **meta, **opts)
         if persistent:
             sms = num_sms(device)
             const["NUM_SMS"] = sms
@@ -545,7 +619,7 @@ def _split_k_entry(tiles: int, M: int, N: int, split_k: int, partial_const: dict
                 ws.stride(0), ws.stride(1), **partial_const)
         reduce(ws, c, bias, z, M, N, ws.stride(0), ws.stride(1), stride_cm, stride_cn,
                SPLIT_K=split_k, BLOCK_M=_REDUCE_BLOCK_M, BLOCK_N=_REDUCE_BLOCK_N,
-               num_warps=4, **epilogue)
+               num_warps=4, DIV=partial_const["DIV"], **epilogue)
     return launch_split_k, {}
 
 

@@ -29,6 +29,9 @@ bytes) runs the plain tiled kernel of matmul.py with the same tiles instead.
 """
 from __future__ import annotations
 
+import ctypes
+import threading
+
 import torch
 
 from ._common import ELEMENT_BYTES
@@ -124,6 +127,32 @@ if HAS_TMA:
 
 
 # --- launcher -----------------------------------------------------------------------------
+_BOUND = threading.local()   # the device index whose primary context this thread made current
+
+
+def bind_context(device: torch.device) -> None:
+    """Make `device`'s primary CUDA context current on the calling thread (once per thread).
+    Filling a descriptor (cuTensorMapEncodeTiled, in Triton's launcher) needs a current
+    context, and autograd's backward thread can have none: torch skips cudaSetDevice there
+    when the index already matches, and Triton launches through the driver API. On the H200
+    (2026-12-01) a Linear's backward through a TMA plan taken from a warm autotune cache
+    failed with "Failed to create tensor map descriptor: invalid device context". Driver
+    calls only: legal while a CUDA graph is being captured."""
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if getattr(_BOUND, "index", None) == idx:
+        return
+    cuda = ctypes.CDLL("libcuda.so.1")
+    dev, ctx = ctypes.c_int(), ctypes.c_void_p()
+    rc = cuda.cuDeviceGet(ctypes.byref(dev), idx) or \
+        cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev) or cuda.cuCtxSetCurrent(ctx)
+    if ctx.value:   # the runtime holds the primary context; keep its count as it was
+        cuda.cuDevicePrimaryCtxRelease(dev)
+    if rc:
+        raise RuntimeError(f"matmul (TMA plan): could not make cuda:{idx}'s context current "
+                           f"on this thread (CUDA driver error {rc}); run with KERNELS_TMA=0")
+    _BOUND.index = idx
+
+
 def tma_entry(tiles: int, sms: int, const: dict, fallback):
     """A TMA plan's launch-cache entry for matmul.py: a function with the plain kernel's call
     signature (pointers and strides) that builds the four descriptors from the tensors it is
@@ -142,6 +171,8 @@ def tma_entry(tiles: int, sms: int, const: dict, fallback):
             plain(a, b, c, bias, z, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
                   stride_cm, stride_cn, **plain_const)
             return
+        if a.is_cuda:   # the interpreter's descriptors need no context
+            bind_context(a.device)
         a_desc = TensorDescriptor.from_tensor(a, [bm, bk])
         b_desc = TensorDescriptor.from_tensor(b, [bk, bn])
         c_desc = TensorDescriptor.from_tensor(c, [bm, bn])

@@ -90,3 +90,38 @@ def test_tuner_times_the_gpu_not_the_host():
         x.mul_(1.0)
     assert autotune.call_median_ms(slow_host) > 1.5
     assert autotune.graph_median_ms(slow_host) < 0.2
+
+
+def test_linear_backward_through_a_tma_plan_in_a_fresh_process():
+    """A fresh process whose first CUDA work in autograd's backward thread is a TMA plan's
+    product (as with a warm autotune cache): it needs matmul_tma.bind_context, without which
+    the descriptor fill failed with "invalid device context" (H200, 2026-12-01)."""
+    import subprocess
+    import sys
+    script = """
+import importlib
+import torch, kernels
+mm = importlib.import_module("kernels.matmul")
+if torch.cuda.get_device_capability()[0] < 9:
+    print("SKIP"); raise SystemExit
+tma = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,
+       "num_stages": 4, "TMA": 1}
+plain = {k: v for k, v in tma.items() if k != "TMA"}
+mm.candidate_plans = lambda M, N, K, dtype, device, layout=None: \
+    [tma if layout == "rr" else plain]   # TMA reads row-major operands: dX's and y's
+kernels.set_backend("triton")
+x = torch.randn(2048, 768, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+w = (torch.randn(2304, 768, device="cuda") / 28).to(torch.bfloat16).requires_grad_()
+y = kernels.linear(x, w)
+y.backward(torch.ones_like(y))
+ref = torch.ones(2048, 2304, device="cuda", dtype=torch.float64) @ w.double()
+err = ((x.grad.double() - ref).norm() / ref.norm()).item()
+print("ERR", err)
+"""
+    env = {**__import__("os").environ, "KERNELS_TMA": "1", "KERNELS_AUTOTUNE": "0"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=300)
+    if "SKIP" in out.stdout:
+        pytest.skip("TMA needs compute capability 9.0+")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert float(out.stdout.split("ERR")[1]) < 1e-2

@@ -231,3 +231,53 @@ def test_tuner_offers_split_k_only_where_tiles_leave_sms_idle():
     # the interpreter keeps its one small plan
     assert not _split_ks(mm().candidate_plans(256, 1000, 2048, torch.bfloat16,
                                               torch.device("cpu")))
+
+
+# --- divisibility hints (matmul._divisibility, _aligned) -----------------------------------
+def test_divisibility_names_the_largest_power_of_two_up_to_16():
+    """DIV is what every value the loads step along contiguous memory by shares: resnet50's
+    fc as a Linear (N = 1000, B's row stride 1000) gets 8; all multiples of 16 get 16; an odd
+    N gets 1; a column-major A brings M (and its column stride) in."""
+    div = mm()._divisibility
+    x = torch.empty(256, 2048)
+    assert div(x, torch.empty(2048, 1000), "r", "r", 256, 1000) == 8
+    assert div(x, torch.empty(2048, 1024), "r", "r", 256, 1024) == 16
+    assert div(x, torch.empty(2048, 1001), "r", "r", 256, 1001) == 1
+    a_t = torch.empty(2048, 1004).t()           # [1004, 2048] column-major: M = 1004
+    assert div(a_t, torch.empty(2048, 1024), "c", "r", 1004, 1024) == 4
+    b_t = torch.empty(1000, 2040).t()           # [2040, 1000] column-major: stride 2040
+    assert div(x[:, :2040], b_t, "r", "c", 256, 1000) == 8
+    b_0 = torch.empty(2048, 1).expand(2048, 48)     # strides (1, 0): "column-major"
+    assert div(x, b_0, "r", "c", 256, 48) == 16     # a zero stride divides by anything
+
+
+# (M, K, N) and operand layouts whose DIV is 2, 4 or 8: the kernels then rewrite N, M and
+# the strides as known multiples; a wrong DIV (or a rewrite of the wrong value) shows here
+DIV_CASES = [((37, 40, 24), "rr", 8), ((20, 36, 12), "cr", 4), ((18, 30, 10), "rc", 2),
+             ((24, 20, 40), "cc", 4)]
+
+
+def _operand(rows, cols, layout, dtype, device, g):
+    t = torch.randn(rows, cols, generator=g) if layout == "r" else \
+        torch.randn(cols, rows, generator=g).t()
+    return (t / cols ** 0.5).to(device, dtype)
+
+
+@pytest.mark.parametrize("plan_kind", ["plain", "persistent", "split_k"])
+@pytest.mark.parametrize("shape, layout, expected_div", DIV_CASES, ids=lambda v: str(v))
+def test_kernels_with_divisibility_hints_match_reference(shape, layout, expected_div,
+                                                         plan_kind, triton_device):
+    m, k, n = shape
+    g = torch.Generator().manual_seed(11)
+    a = _operand(m, k, layout[0], torch.float32, triton_device, g)
+    b = _operand(k, n, layout[1], torch.float32, triton_device, g)
+    bias = torch.randn(n, generator=g).to(triton_device)
+    assert mm()._divisibility(a, b, layout[0], layout[1], m, n) == expected_div
+    plan = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2, "num_warps": 4,
+            "num_stages": 2, **{"plain": {}, "persistent": {"PERSISTENT": 1},
+                                "split_k": {"SPLIT_K": 2}}[plan_kind]}
+    with kernels.poisoned():
+        c, z = mm().launch(a, b, bias, "gelu", store_preact=True, config=plan)
+    pre = a.double() @ b.double() + bias.double()
+    torch.testing.assert_close(z.double(), pre, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c.double(), ref.activate(pre, "gelu"), rtol=1e-5, atol=1e-5)

@@ -159,11 +159,20 @@ def test_tma_plans_only_with_kernels_tma(monkeypatch):
     (torch.bfloat16, 16384, 2304, 770, "rr", "K not a multiple of 8"),
     (torch.bfloat16, 16384, 2300, 768, "rr", "N not a multiple of 8"),
     (torch.float32, 16384, 2302, 768, "rr", "N not a multiple of 4 (fp32)"),
-    (torch.bfloat16, 256, 1000, 2048, "rr", "8 tiles of 128x128: less than a wave of 132 SMs"),
 ])
 def test_tma_plans_not_offered(dtype, m, n, k, layout, why, monkeypatch):
     monkeypatch.setenv("KERNELS_TMA", "1")
     assert not _tmas(mm().gpu_plans(m, n, k, dtype, sms=132, layout=layout)), why
+
+
+def test_few_tile_products_get_the_small_tma_tiles(monkeypatch):
+    """resnet50's fc (256x2048x1000: 16 tiles of 128x128 on 132 SMs) gets the small TMA
+    tiles (one program per tile), GPT-2's 16384x768x2304 only the large ones."""
+    monkeypatch.setenv("KERNELS_TMA", "1")
+    small = _tmas(mm().gpu_plans(256, 1000, 2048, torch.bfloat16, sms=132, layout="rr"))
+    assert small and max(p["BLOCK_M"] * p["BLOCK_N"] for p in small) <= 128 * 64
+    large = _tmas(mm().gpu_plans(*GPT2, torch.bfloat16, sms=132, layout="rr"))
+    assert large and min(p["BLOCK_M"] * p["BLOCK_N"] for p in large) >= 128 * 128
 
 
 def test_tma_alignment_is_per_element_size(monkeypatch):
