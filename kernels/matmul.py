@@ -547,8 +547,8 @@ def _divisibility(a, b, la: str, lb: str, M: int, N: int) -> int:
 
 # (dtype, layouts, divisibility, M, N, K, epilogue, device, precision) -> (kernel bound to its
 # grid, constexpr and launch options): a repeated call skips the plan search, validation and
-# grid arithmetic
-# (on the first H100 run, ~0.1 ms of Python per call made GPT-2-sized products CPU-bound).
+# grid arithmetic (on the first H100 run, ~0.1 ms of Python per call made GPT-2-sized
+# products CPU-bound).
 _LAUNCHES: dict = {}
 
 

@@ -1,6 +1,9 @@
 """GPU-only checks (skipped without CUDA): tuning and its cache on a real device, 2:4 sparse
 tensor cores, bf16 training step through kernels.Linear and attention."""
 import importlib
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -96,8 +99,6 @@ def test_linear_backward_through_a_tma_plan_in_a_fresh_process():
     """A fresh process whose first CUDA work in autograd's backward thread is a TMA plan's
     product (as with a warm autotune cache): it needs matmul_tma.bind_context, without which
     the descriptor fill failed with "invalid device context" (H200, 2026-12-01)."""
-    import subprocess
-    import sys
     script = """
 import importlib
 import torch, kernels
@@ -118,7 +119,7 @@ ref = torch.ones(2048, 2304, device="cuda", dtype=torch.float64) @ w.double()
 err = ((x.grad.double() - ref).norm() / ref.norm()).item()
 print("ERR", err)
 """
-    env = {**__import__("os").environ, "KERNELS_TMA": "1", "KERNELS_AUTOTUNE": "0"}
+    env = {**os.environ, "KERNELS_TMA": "1", "KERNELS_AUTOTUNE": "0"}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env=env, timeout=300)
     if "SKIP" in out.stdout:
