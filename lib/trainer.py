@@ -458,4 +458,21 @@ def main(spec: ModelSpec, argv=None) -> int:
         from lib import dryrun
         return dryrun.main(spec, payload)
     cfg = resolve_paths(payload)
-    return run(spec, cfg)
+    rc = run(spec, cfg)
+    if ddp_env()[2] > 1:
+        exit_rank(rc)
+    return rc
+
+
+def exit_rank(rc: int) -> None:
+    """End a torchrun rank with os._exit once its run is recorded and its process group is
+    destroyed, skipping interpreter finalization. Gloo's worker threads outlive
+    destroy_process_group (the group stays referenced from C++) and may still be releasing the
+    last collective's tensors when the interpreter finalizes: freeing one needs the GIL, a
+    thread asking for it then is ended, and that unwind through C++ aborts the rank
+    ("terminate called without an active exception", SIGABRT after a finished run; 3 in 190
+    two-rank CPU runs under load, gdb: ProcessGroupGloo::runLoop -> ~AsyncAllreduceWork ->
+    THPVariable_dealloc -> take_gil -> pthread_exit)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
