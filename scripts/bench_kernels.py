@@ -89,8 +89,10 @@ def cpu_pair_ms(ours, theirs, rounds=7) -> tuple[float, float]:
 
 
 class Bench:
-    def __init__(self, device: str, budget_s: float, precompile: bool = False, shard=(0, 1)):
+    def __init__(self, device: str, budget_s: float, precompile: bool = False, shard=(0, 1),
+                 shapes=()):
         self.device = device
+        self.shapes = list(shapes)          # (name, M, K, N): --shapes, replacing the grid
         self.cuda = device == "cuda"
         self.rows: list[dict] = []
         self.skipped: list[str] = []
@@ -167,6 +169,18 @@ def rnd(*shape, dtype, device, requires_grad=False, scale=1.0):
 
 
 # --- matmul -----------------------------------------------------------------------------------
+def parse_shapes(texts) -> list[tuple]:
+    """--shapes MxKxN ...: the user's own products, as (name, M, K, N)."""
+    shapes = []
+    for t in texts:
+        dims = t.lower().split("x")
+        if len(dims) != 3 or not all(d.isdigit() and int(d) > 0 for d in dims):
+            raise SystemExit(f"error: --shapes {t!r} is not MxKxN with positive integers "
+                             f"(e.g. 256x2048x1000: M rows, K inner, N output columns)")
+        shapes.append((t.lower(), *map(int, dims)))
+    return shapes
+
+
 def bench_matmul(b: Bench, dtype):
     dev = b.device
     cases = [(name, m, k, n, "linear") for name, m, k, n in GPT2] + \
@@ -174,9 +188,14 @@ def bench_matmul(b: Bench, dtype):
             [(name, m, k, n, "matmul") for name, m, k, n in RESNET] + \
             [(name, m, k, n, "linear") for name, m, k, n in RESNET if "fc" in name] + \
             [("square 4096", 4096, 4096, 4096, "matmul")]
+    train_cases = GPT2 if b.cuda else [("cpu linear", 2048, 768, 768)]
     if not b.cuda:
         cases = [("cpu linear", 2048, 768, 768, "linear"),
                  ("cpu matmul", 2048, 768, 3072, "matmul")]
+    if b.shapes:        # the user's products, in both layouts and through a training step
+        cases = [(name, m, k, n, layout) for name, m, k, n in b.shapes
+                 for layout in ("matmul", "linear")]
+        train_cases = b.shapes
     for name, m, k, n, layout in cases:
         label = f"matmul {name} {layout}"
         if b.skip(label):
@@ -206,8 +225,6 @@ def bench_matmul(b: Bench, dtype):
         b.graph_row(label, ours, theirs, row, flops)
 
     # fused epilogue and training step (forward + both backward matmuls) on GPT-2's MLP
-    train_cases = [(name, m, k, n) for name, m, k, n in GPT2] if b.cuda else \
-        [("cpu linear", 2048, 768, 768)]
     for name, m, k, n in train_cases:
         label = f"linear fwd+bwd {name}"
         if b.skip(label):
@@ -234,7 +251,7 @@ def bench_matmul(b: Bench, dtype):
                     err=err)
         b.graph_row(label, step(kernels.linear), step(F.linear), row, flops)
 
-    if b.cuda:   # bias + gelu fused in the epilogue vs addmm then F.gelu
+    if b.cuda and not b.shapes:   # bias + gelu fused in the epilogue vs addmm then F.gelu
         name, m, k, n = GPT2[2]
         label = "matmul bias+gelu"
         if not b.skip(label):
@@ -656,6 +673,9 @@ def main(argv=None) -> int:
                     help="only launch our kernels once per case (with KERNELS_AUTOTUNE=compile "
                          "this compiles every candidate plan); no timing, no reports")
     ap.add_argument("--shard", default="0/1", help="K/N with --precompile")
+    ap.add_argument("--shapes", nargs="+", default=None, metavar="MxKxN",
+                    help="matmul: these products (matmul and linear, forward and fwd+bwd) "
+                         "instead of the GPT-2/ResNet grid, e.g. --shapes 256x2048x1000")
     ap.add_argument("--render", default=None,
                     help="re-render --md from an earlier JSON report (with --autotune: its "
                          "tuning cache) and exit")
@@ -677,7 +697,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     kernels.set_backend("triton" if device == "cuda" else "cpu")
     b = Bench(device, args.time_budget, args.precompile,
-              tuple(int(x) for x in args.shard.split("/")))
+              tuple(int(x) for x in args.shard.split("/")), parse_shapes(args.shapes or []))
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     print(f"# {b.meta}", flush=True)
     sections = {"matmul": bench_matmul, "attention": bench_attention, "sparse": bench_sparse,

@@ -39,6 +39,6 @@ autotune: $(STAMP)
 
 bench-kernels: $(STAMP)
 	$(Q)$(PY) scripts/bench_kernels.py --out $(BENCH_OUT).json --md $(BENCH_OUT).md \
-		$(if $(BASELINE),--baseline $(BASELINE))
+		$(if $(BASELINE),--baseline $(BASELINE)) $(if $(SHAPES),--ops matmul --shapes $(SHAPES))
 
 .PHONY: autotune bench-kernels

@@ -96,3 +96,21 @@ def test_bench_kernels_summary_judges_timed_calls_and_graph_rows_apart():
                for x in lines)
     assert any("ResNet GEMMs fwd, CUDA-graph replay: worst 0.35x" in x and "MISSED" in x
                for x in lines)
+
+
+def test_bench_kernels_times_the_shapes_it_is_given(tmp_path):
+    """--shapes (make bench-kernels SHAPES=...) replaces the grid: each MxKxN product in both
+    layouts and through a training step, odd sizes included; a malformed shape is refused."""
+    out = tmp_path / "s.json"
+    run(["scripts/bench_kernels.py", "--device", "cpu", "--ops", "matmul", "--threads", "1",
+         "--shapes", "33x17x9", "5X64x1000", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    got = sorted((tuple(r["shape"]), r["layout"], r["pass"]) for r in rows)
+    want = sorted([(s, lay, "fwd") for s in ((33, 17, 9), (5, 64, 1000))
+                   for lay in ("matmul", "linear")] +
+                  [(s, "linear", "fwd+bwd") for s in ((33, 17, 9), (5, 64, 1000))])
+    assert got == want
+    assert all(r["err"] < 1e-5 and r["ratio"] > 0 for r in rows)
+    bad = subprocess.run([sys.executable, "scripts/bench_kernels.py", "--device", "cpu",
+                          "--shapes", "256x2048"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "'256x2048' is not MxKxN" in bad.stderr
