@@ -120,6 +120,16 @@ def smem_bytes(plan: dict, dtype: torch.dtype) -> int:
     return total
 
 
+def _tiles(M: int, N: int, bm: int, bn: int) -> int:
+    """Tiles of bm x bn covering an M x N product."""
+    return -(-M // bm) * -(-N // bn)
+
+
+def _fits(tile: int, dim: int) -> bool:
+    """A tile edge no longer than the next power of two above the problem's (min 16)."""
+    return tile <= max(16, next_pow2(dim))
+
+
 def candidate_plans(M: int, N: int, K: int, dtype: torch.dtype,
                     device: torch.device, layout: str | None = None) -> list[dict]:
     """The autotune grid for one problem (gpu_plans with the device's SM count); the
@@ -139,14 +149,13 @@ def gpu_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
     than SMs, split-K plans only when there are fewer (split_k_plans), TMA plans only with
     KERNELS_TMA=1 (tma_plans; layout: the operands' "rr"/"rc"/..., None = unknown, no TMA)."""
     table = _PLANS_FP32 if dtype == torch.float32 else _PLANS_16BIT
-    fits = lambda tile, dim: tile <= max(16, next_pow2(dim))
     use_persistent = os.environ.get("KERNELS_PERSISTENT", "0") == "1"
     plans = []
     for bm, bn, bk, w, s, persistent in table:
         p = _plan(bm, bn, bk, w, s, persistent)
-        if not (fits(bm, M) and fits(bn, N) and fits(bk, K)):
+        if not (_fits(bm, M) and _fits(bn, N) and _fits(bk, K)):
             continue
-        if persistent and (not use_persistent or -(-M // bm) * -(-N // bn) <= sms):
+        if persistent and (not use_persistent or _tiles(M, N, bm, bn) <= sms):
             continue
         try:
             validate_plan("matmul", p, (M, N, K), smem_bytes(p, dtype), device)
@@ -168,7 +177,7 @@ def tma_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
     if os.environ.get("KERNELS_TMA", "0") != "1" or layout is None or \
             matmul_tma.tma_problem_error(N, K, dtype, layout, device) is not None:
         return []
-    few_tiles = -(-M // 128) * -(-N // 128) < sms
+    few_tiles = _tiles(M, N, 128, 128) < sms
     if dtype == torch.float32:
         table = _TMA_SMALL_TILES_FP32 if few_tiles else _TMA_TILES_FP32
     else:
@@ -176,8 +185,7 @@ def tma_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
     plans = []
     for bm, bn, bk, w, s in table:
         p = dict(_plan(bm, bn, bk, w, s), TMA=1)
-        if bm > max(16, next_pow2(M)) or bn > max(16, next_pow2(N)) or \
-                bk > max(16, next_pow2(K)):
+        if not (_fits(bm, M) and _fits(bn, N) and _fits(bk, K)):
             continue
         try:
             check_plan(p, (M, N, K), dtype, device, layout)
@@ -194,9 +202,7 @@ def split_k_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
     table = _SPLIT_K_TILES_FP32 if dtype == torch.float32 else _SPLIT_K_TILES_16BIT
     plans = []
     for bm, bn, bk, w, s in table:
-        if bm > max(16, next_pow2(M)) or bn > max(16, next_pow2(N)):
-            continue
-        if -(-M // bm) * -(-N // bn) >= sms:
+        if not (_fits(bm, M) and _fits(bn, N)) or _tiles(M, N, bm, bn) >= sms:
             continue
         for split in _SPLIT_K_FACTORS:
             if K // split < 2 * bk:
@@ -561,7 +567,7 @@ def _first_launch(key, a, b, c, bias, z, config):
         persistent = meta.pop("PERSISTENT", 0)
         split_k = meta.pop("SPLIT_K", 1)
         tma = meta.pop("TMA", 0)
-        tiles = -(-M // plan["BLOCK_M"]) * -(-N // plan["BLOCK_N"])
+        tiles = _tiles(M, N, plan["BLOCK_M"], plan["BLOCK_N"])
         epilogue = dict(HAS_BIAS=has_bias, ACTIVATION=act, STORE_PREACT=has_z)
         even_k = K % plan["BLOCK_K"] == 0
         if split_k > 1:
