@@ -5,10 +5,12 @@ Layout follows Triton's tutorial 03: one program per BLOCK_M x BLOCK_N tile of C
 in grouped order (GROUP_M tile-rows share B tiles in L2), fp32 accumulation over BLOCK_K
 steps, bias and activation (relu, exact-erf gelu) applied in the fp32 epilogue. A and B may
 have any strides (a transposed view costs no copy: the backward passes and the Linear weight
-[N, K] use them). Any M, N, K: rows/cols past the edge are wrapped (`% M`) on load and masked
-on store; K is masked unless it divides by BLOCK_K (EVEN_K). Sizes and strides that are not
-multiples of 16 get their power-of-two divisor passed as DIV (_divisibility, _aligned), so
-loads along them stay vectorized (resnet50's fc, N = 1000: 59 -> 9 us on the H200).
+[N, K] use them). Any M, N, K: a partial last tile moves back to end at the edge
+(_tile_start) and stores only its own rows/cols; in a problem smaller than a tile, rows/cols
+past the edge wrap round (`% M`) on load and are masked on store; K is masked unless it
+divides by BLOCK_K (EVEN_K). Sizes and strides that are not multiples of 16 get their
+power-of-two divisor passed as DIV (_divisibility, _aligned), so loads along them stay
+vectorized (resnet50's fc, N = 1000: 59 -> 9 us on the H200).
 
 The backward runs the same kernel twice: dA = dZ @ B^T and dB = A^T @ dZ (dW = dZ^T @ X for
 a Linear weight, written directly as [N, K]), with dZ = dC * act'(Z) from a small fused
@@ -17,6 +19,10 @@ elementwise kernel.
 Split-K plans (SPLIT_K = S > 1) are for shapes with fewer tiles than SMs: S programs per tile
 each reduce a contiguous share of the K blocks into an fp32 workspace [S, M, N]; a second
 kernel adds the S partials in slice order (no atomics: bit-reproducible) and runs the epilogue.
+Stream-K plans (STREAM_K) are for shapes whose tiles leave the last wave part-empty (GPT-2's
+dW products, the ResNet few-tile GEMMs): one kernel deals every tile's K blocks out evenly
+over all SMs; a tile cut between programs is finished by the program holding its first K
+block, which adds the others' fp32 partials in a fixed order (bit-reproducible too).
 
 CPU path: torch.addmm (+ activation). On a CPU the vendor BLAS is the fastest path there is;
 the Triton kernel runs on CPU tensors only under TRITON_INTERPRET=1 (tests).
@@ -37,8 +43,9 @@ from .reference import activate
 
 ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2}
 KNOBS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
-# optional knobs: PERSISTENT (1: one program per SM), SPLIT_K (a power of two; 1 = off) and
-# TMA (1: the persistent TMA-descriptor kernel of matmul_tma.py)
+# optional knobs: PERSISTENT (1: one program per SM), SPLIT_K (a power of two; 1 = off),
+# TMA (1: the persistent TMA-descriptor kernel of matmul_tma.py) and STREAM_K (programs per
+# SM of the stream-K kernel)
 
 # --- plans --------------------------------------------------------------------------------
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, PERSISTENT). The first entry is the
@@ -92,19 +99,34 @@ _TMA_TILES_FP32 = [(128, 128, 32, 8, 3), (128, 64, 32, 4, 3)]
 _TMA_SMALL_TILES_16BIT = [(64, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 64, 64, 4, 4),
                           (64, 64, 128, 4, 3)]
 _TMA_SMALL_TILES_FP32 = [(64, 64, 32, 4, 3)]
+# Stream-K (STREAM_K = programs per SM), offered only with KERNELS_STREAM_K=1, where a plan's
+# tiles fill less than 90% of the SM slots of their waves: GPT-2's dW of a [3072, 768] weight
+# is 144 tiles of 128x128 on 132 SMs, two waves, the second of 12 tiles. First H200 run
+# (2026-12-02): correct and bit-reproducible, but slower than the best tiled plan at every
+# product tried (fc 12.0 vs 8.9 us, 7x7x512 19.6 vs 14.1, dW 768x768 49 vs 45), since with
+# one whole tile per program it already runs 16-20% slower than the tiled kernel (ptxas: 228
+# registers vs 117 for 128x128 tiles), which the balance does not win back. Opt-in until that
+# is found. (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, programs per SM).
+_STREAM_K_TILES_16BIT = [(128, 128, 64, 8, 4, 1), (128, 256, 64, 8, 3, 1),
+                         (128, 64, 64, 4, 4, 1), (64, 128, 64, 4, 4, 1), (64, 64, 64, 4, 4, 1)]
+_STREAM_K_TILES_FP32 = [(64, 64, 32, 4, 3, 1), (128, 64, 32, 8, 3, 1), (128, 128, 32, 8, 3, 1)]
+_STREAM_K_MIN_FILL = 0.9
+_STREAM_K_MAX_PER_SM = 4
 # The split-K reduce kernel's own tile, so the sum spreads over many programs even where the
 # product has few tiles (256x1000: 64 programs of 32x128, vs 16 tiles of 128x128).
 _REDUCE_BLOCK_M, _REDUCE_BLOCK_N = 32, 128
 _INTERPRET_MAX_TILE = 32   # the CPU interpreter's cost grows with tile size: keep tiles small
 
 
-def _plan(bm, bn, bk, warps, stages, persistent=0, group=8, split_k=1):
+def _plan(bm, bn, bk, warps, stages, persistent=0, group=8, split_k=1, stream_k=0):
     plan = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group,
             "num_warps": warps, "num_stages": stages}
     if persistent:
         plan["PERSISTENT"] = 1
     if split_k > 1:
         plan["SPLIT_K"] = split_k
+    if stream_k:
+        plan["STREAM_K"] = stream_k
     return plan
 
 
@@ -166,7 +188,7 @@ def gpu_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
         clamp = lambda d: max(16, min(64, next_pow2(d)))
         plans.append(_plan(clamp(M), clamp(N), clamp(K), 4, 3))
     return plans + tma_plans(M, N, K, dtype, sms, device, layout) + \
-        split_k_plans(M, N, K, dtype, sms, device)
+        split_k_plans(M, N, K, dtype, sms, device) + stream_k_plans(M, N, K, dtype, sms, device)
 
 
 def tma_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
@@ -216,12 +238,40 @@ def split_k_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
     return plans
 
 
+def wave_fill(tiles: int, sms: int) -> float:
+    """The share of SM slots the tiles fill over their waves (1.0: whole waves)."""
+    return tiles / (-(-tiles // sms) * sms)
+
+
+def stream_k_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
+                   device: torch.device | None = None) -> list[dict]:
+    """Stream-K variants worth timing: only with KERNELS_STREAM_K=1, a tile of
+    _STREAM_K_TILES_* that fits the problem, has at least 4 K blocks per tile to share, and
+    fills less than _STREAM_K_MIN_FILL of the SM slots of its waves (wave_fill)."""
+    if os.environ.get("KERNELS_STREAM_K", "0") != "1":
+        return []
+    table = _STREAM_K_TILES_FP32 if dtype == torch.float32 else _STREAM_K_TILES_16BIT
+    plans = []
+    for bm, bn, bk, w, s, per_sm in table:
+        if not (_fits(bm, M) and _fits(bn, N)) or -(-K // bk) < 4 or \
+                wave_fill(_tiles(M, N, bm, bn), sms) >= _STREAM_K_MIN_FILL:
+            continue
+        p = _plan(bm, bn, bk, w, s, stream_k=per_sm)
+        try:
+            check_plan(p, (M, N, K), dtype, device)
+        except KernelPlanError:
+            continue
+        plans.append(p)
+    return plans
+
+
 def check_plan(plan: dict, shape, dtype: torch.dtype, device: torch.device | None,
                layout: str | None = None) -> None:
     """validate_plan for a matmul plan (knobs, tiles, SPLIT_K, shared memory) plus the rules
-    of this op: split-K runs the tiled kernel, not the persistent one; TMA=1 runs its own
-    persistent kernel (so neither SPLIT_K > 1 nor PERSISTENT) on problems TMA can read
-    (matmul_tma.tma_problem_error, given the operand layout), with tiles <= 256 a side."""
+    of this op: split-K runs the tiled kernel, not the persistent one; STREAM_K (1 to 4
+    programs per SM) runs its own kernel, so none of SPLIT_K > 1, PERSISTENT, TMA; TMA=1 runs
+    its own persistent kernel (so neither SPLIT_K > 1 nor PERSISTENT) on problems TMA can
+    read (matmul_tma.tma_problem_error, given the operand layout), with tiles <= 256 a side."""
     validate_plan("matmul", plan, shape, lambda p: smem_bytes(p, dtype), device,
                   required=KNOBS)
     if plan.get("SPLIT_K", 1) > 1 and plan.get("PERSISTENT"):
@@ -229,6 +279,20 @@ def check_plan(plan: dict, shape, dtype: torch.dtype, device: torch.device | Non
                               f"SPLIT_K={plan['SPLIT_K']} with PERSISTENT=1: split-K runs "
                               "the tiled kernel only; set SPLIT_K=1 or drop PERSISTENT",
                               plan)
+    if "STREAM_K" in plan:
+        per_sm = plan["STREAM_K"]
+        M, N, K = shape
+        why = None
+        if not isinstance(per_sm, int) or not 1 <= per_sm <= _STREAM_K_MAX_PER_SM:
+            why = (f"STREAM_K={per_sm} must be the programs per SM, an integer 1 to "
+                   f"{_STREAM_K_MAX_PER_SM}")
+        elif plan.get("SPLIT_K", 1) > 1 or plan.get("PERSISTENT") or plan.get("TMA"):
+            why = ("STREAM_K with SPLIT_K>1, PERSISTENT=1 or TMA=1: stream-K is its own "
+                   "kernel (it splits K itself); drop the others")
+        elif _tiles(M, N, plan["BLOCK_M"], plan["BLOCK_N"]) * -(-K // plan["BLOCK_K"]) >= 2**31:
+            why = "STREAM_K: the problem has 2^31 or more tile K blocks; use a plain plan"
+        if why:
+            raise KernelPlanError("matmul", "validate", shape, why, plan)
     if plan.get("TMA"):
         big = [k for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if plan[k] > matmul_tma.TMA_MAX_BOX]
         if plan.get("SPLIT_K", 1) > 1 or plan.get("PERSISTENT"):
@@ -316,11 +380,24 @@ if HAS_TRITON:
         return acc
 
     @triton.jit
-    def _epilogue(acc, c_ptr, z_ptr, bias_ptr, offs_cm, offs_cn, M, N, stride_cm, stride_cn,
-                  HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+    def _tile_start(pid, BLOCK: tl.constexpr, size):
+        # the first row (col) of tile `pid`: pid * BLOCK, except that a partial last tile
+        # moves back to end at `size` (where size >= BLOCK), so it loads BLOCK rows (cols) in
+        # bounds and in order instead of wrapping round to the start. On the H200 the wrapped
+        # last column tile of resnet50's fc (N = 1000: cols 960-999, then 0-23) ran slowest,
+        # and a one-wave kernel takes its slowest tile's time: 64x64 tiles 10.1 -> 8.3 us
+        # shifted (torch 8.2). The rows (cols) it shares with the tile before are computed
+        # twice and stored once (the epilogue masks below pid * BLOCK).
+        return tl.maximum(tl.minimum(pid * BLOCK, size - BLOCK), 0)
+
+    @triton.jit
+    def _epilogue(acc, c_ptr, z_ptr, bias_ptr, offs_cm, offs_cn, lo_m, lo_n, M, N,
+                  stride_cm, stride_cn, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
                   STORE_PREACT: tl.constexpr):
-        # C = act(acc + bias), stored masked at the M, N edges (and Z = acc + bias)
+        # C = act(acc + bias), stored masked at the M, N edges and below (lo_m, lo_n), where
+        # a shifted last tile (_tile_start) overlaps the tile before (and Z = acc + bias)
         c_mask = (offs_cm[:, None] < M) & (offs_cn[None, :] < N)
+        c_mask = c_mask & (offs_cm[:, None] >= lo_m) & (offs_cn[None, :] >= lo_n)
         c_offs = offs_cm[:, None] * stride_cm + offs_cn[None, :] * stride_cn
         if HAS_BIAS:
             bias = tl.load(bias_ptr + offs_cn, mask=offs_cn < N, other=0.0).to(tl.float32)
@@ -345,16 +422,18 @@ if HAS_TRITON:
             M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_cm, A_ROW, B_ROW, DIV)
         pid_m, pid_n = tile_ids(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N),
                                 GROUP_M)
-        # rows/cols past the edge wrap around: loads stay in bounds without masks,
-        # the epilogue's store masks them out
-        offs_am = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)) % M
-        offs_bn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)) % N
+        m0 = _tile_start(pid_m, BLOCK_M, M)
+        n0 = _tile_start(pid_n, BLOCK_N, N)
+        # in a problem smaller than the tile, rows/cols past the edge wrap around: loads
+        # stay in bounds without masks, the epilogue's store masks them out
+        offs_am = (m0 + tl.arange(0, BLOCK_M)) % M
+        offs_bn = (n0 + tl.arange(0, BLOCK_N)) % N
         acc = _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, 0, tl.cdiv(K, BLOCK_K),
                           stride_am, stride_ak, stride_bk, stride_bn,
                           EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
-        _epilogue(acc, c_ptr, z_ptr, bias_ptr, pid_m * BLOCK_M + tl.arange(0, BLOCK_M),
-                  pid_n * BLOCK_N + tl.arange(0, BLOCK_N), M, N, stride_cm, stride_cn,
-                  HAS_BIAS, ACTIVATION, STORE_PREACT)
+        _epilogue(acc, c_ptr, z_ptr, bias_ptr, m0 + tl.arange(0, BLOCK_M),
+                  n0 + tl.arange(0, BLOCK_N), pid_m * BLOCK_M, pid_n * BLOCK_N, M, N,
+                  stride_cm, stride_cn, HAS_BIAS, ACTIVATION, STORE_PREACT)
 
     @triton.jit
     def _matmul_persistent_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, z_ptr,
@@ -380,8 +459,10 @@ if HAS_TRITON:
         offs_k0 = tl.arange(0, BLOCK_K)
         for tile_id in tl.range(start_pid, num_tiles, NUM_SMS, flatten=True):
             pid_m, pid_n = tile_ids(tile_id, num_pid_m, num_pid_n, GROUP_M)
-            offs_am = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)) % M
-            offs_bn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)) % N
+            m0 = _tile_start(pid_m, BLOCK_M, M)
+            n0 = _tile_start(pid_n, BLOCK_N, N)
+            offs_am = (m0 + tl.arange(0, BLOCK_M)) % M
+            offs_bn = (n0 + tl.arange(0, BLOCK_N)) % N
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
             for ki in range(0, k_tiles):
                 offs_k = ki * BLOCK_K + offs_k0
@@ -394,9 +475,9 @@ if HAS_TRITON:
                     a = tl.load(a_ptrs, mask=offs_k[None, :] < K, other=0.0)
                     b = tl.load(b_ptrs, mask=offs_k[:, None] < K, other=0.0)
                 acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-            _epilogue(acc, c_ptr, z_ptr, bias_ptr, pid_m * BLOCK_M + tl.arange(0, BLOCK_M),
-                      pid_n * BLOCK_N + tl.arange(0, BLOCK_N), M, N, stride_cm, stride_cn,
-                      HAS_BIAS, ACTIVATION, STORE_PREACT)
+            _epilogue(acc, c_ptr, z_ptr, bias_ptr, m0 + tl.arange(0, BLOCK_M),
+                      n0 + tl.arange(0, BLOCK_N), pid_m * BLOCK_M, pid_n * BLOCK_N, M, N,
+                      stride_cm, stride_cn, HAS_BIAS, ACTIVATION, STORE_PREACT)
 
     @triton.jit
     def _matmul_split_k_kernel(a_ptr, b_ptr, ws_ptr,
@@ -421,15 +502,19 @@ if HAS_TRITON:
         k_lo = split * k_blocks // SPLIT_K
         k_hi = (split + 1) * k_blocks // SPLIT_K
 
-        offs_am = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)) % M
-        offs_bn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)) % N
+        m0 = _tile_start(pid_m, BLOCK_M, M)
+        n0 = _tile_start(pid_n, BLOCK_N, N)
+        offs_am = (m0 + tl.arange(0, BLOCK_M)) % M
+        offs_bn = (n0 + tl.arange(0, BLOCK_N)) % N
         acc = _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, k_lo, k_hi,
                           stride_am, stride_ak, stride_bk, stride_bn,
                           EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
 
-        offs_cm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_cn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_cm = m0 + tl.arange(0, BLOCK_M)
+        offs_cn = n0 + tl.arange(0, BLOCK_N)
         c_mask = (offs_cm[:, None] < M) & (offs_cn[None, :] < N)
+        c_mask = c_mask & (offs_cm[:, None] >= pid_m * BLOCK_M) & \
+            (offs_cn[None, :] >= pid_n * BLOCK_N)
         # int64 slice offset: S * M * N may pass 2^31 where M * N does not
         ws_ptrs = (ws_ptr + split.to(tl.int64) * stride_ws
                    + offs_cm[:, None] * stride_wm + offs_cn[None, :])
@@ -457,8 +542,71 @@ if HAS_TRITON:
         for s in range(0, SPLIT_K):
             acc += tl.load(ws_ptrs, mask=c_mask, other=0.0)
             ws_ptrs += stride_ws
-        _epilogue(acc, c_ptr, z_ptr, bias_ptr, offs_cm, offs_cn, M, N, stride_cm, stride_cn,
-                  HAS_BIAS, ACTIVATION, STORE_PREACT)
+        _epilogue(acc, c_ptr, z_ptr, bias_ptr, offs_cm, offs_cn, 0, 0, M, N, stride_cm,
+                  stride_cn, HAS_BIAS, ACTIVATION, STORE_PREACT)
+
+    @triton.jit
+    def _matmul_stream_k_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, z_ptr, ws_ptr, flags_ptr,
+                                M, N, K,
+                                stride_am, stride_ak, stride_bk, stride_bn,
+                                stride_cm, stride_cn, programs,
+                                HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+                                STORE_PREACT: tl.constexpr, EVEN_K: tl.constexpr,
+                                DOT_PRECISION: tl.constexpr,
+                                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                                BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                                A_ROW: tl.constexpr, B_ROW: tl.constexpr, DIV: tl.constexpr):
+        # Stream-K: the tiles' K blocks, laid end to end in grouped tile order, are dealt out
+        # in equal contiguous shares to `programs` work units (one per program, all
+        # resident), so no SM idles through a last partial wave of tiles. A unit's share
+        # cuts tiles at its ends: the segment that starts a tile (its head, k_lo = 0) adds
+        # the partial sums of the units holding the rest of that tile, in unit order (so C
+        # is bit-reproducible), and runs the epilogue; a segment that starts mid-tile (a
+        # tail; only a unit's first segment can) stores its fp32 partial in the unit's
+        # workspace slot and raises the unit's flag. Units run in reverse program order, so
+        # a head waits only on programs launched before it (and the CPU interpreter, which
+        # runs programs one by one in order, has run them). Needs programs <= the K blocks
+        # in all (the launcher's min): with an empty unit a head would wait forever.
+        M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_cm = _aligned(
+            M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_cm, A_ROW, B_ROW, DIV)
+        num_pid_m = tl.cdiv(M, BLOCK_M)
+        num_pid_n = tl.cdiv(N, BLOCK_N)
+        iters = tl.cdiv(K, BLOCK_K)                     # K blocks per tile
+        total = num_pid_m * num_pid_n * iters
+        unit = programs - 1 - tl.program_id(0)
+        it = (unit.to(tl.int64) * total // programs).to(tl.int32)
+        end = ((unit + 1).to(tl.int64) * total // programs).to(tl.int32)
+        offs_slot = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+        while it < end:
+            tile = it // iters
+            k_lo = it - tile * iters
+            k_hi = tl.minimum(iters, k_lo + end - it)
+            pid_m, pid_n = tile_ids(tile, num_pid_m, num_pid_n, GROUP_M)
+            m0 = _tile_start(pid_m, BLOCK_M, M)
+            n0 = _tile_start(pid_n, BLOCK_N, N)
+            offs_am = (m0 + tl.arange(0, BLOCK_M)) % M
+            offs_bn = (n0 + tl.arange(0, BLOCK_N)) % N
+            acc = _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, k_lo, k_hi,
+                              stride_am, stride_ak, stride_bk, stride_bn,
+                              EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+            if k_lo > 0:      # a tail: hand the partial sum to the tile's head
+                tl.store(ws_ptr + unit.to(tl.int64) * (BLOCK_M * BLOCK_N) + offs_slot, acc)
+                tl.debug_barrier()      # every thread's stores before the flag
+                tl.atomic_xchg(flags_ptr + unit, 1, sem="release")
+            else:             # a head: the tails are the next units, up to the tile's end
+                src = unit + 1
+                src_start = end
+                while src_start < (tile + 1) * iters:
+                    while tl.atomic_add(flags_ptr + src, 0, sem="acquire") == 0:
+                        pass
+                    acc += tl.load(ws_ptr + src.to(tl.int64) * (BLOCK_M * BLOCK_N) + offs_slot,
+                                   cache_modifier=".cg")
+                    src += 1
+                    src_start = (src.to(tl.int64) * total // programs).to(tl.int32)
+                _epilogue(acc, c_ptr, z_ptr, bias_ptr, m0 + tl.arange(0, BLOCK_M),
+                          n0 + tl.arange(0, BLOCK_N), pid_m * BLOCK_M, pid_n * BLOCK_N, M, N,
+                          stride_cm, stride_cn, HAS_BIAS, ACTIVATION, STORE_PREACT)
+            it += k_hi - k_lo
 
     @triton.jit
     def _act_grad_kernel(g_ptr, s_ptr, out_ptr, n, ACTIVATION: tl.constexpr,
@@ -567,9 +715,14 @@ def _first_launch(key, a, b, c, bias, z, config):
         persistent = meta.pop("PERSISTENT", 0)
         split_k = meta.pop("SPLIT_K", 1)
         tma = meta.pop("TMA", 0)
+        stream_k = meta.pop("STREAM_K", 0)
         tiles = _tiles(M, N, plan["BLOCK_M"], plan["BLOCK_N"])
         epilogue = dict(HAS_BIAS=has_bias, ACTIVATION=act, STORE_PREACT=has_z)
         even_k = K % plan["BLOCK_K"] == 0
+        if stream_k:
+            programs = min(num_sms(device) * stream_k, tiles * -(-K // plan["BLOCK_K"]))
+            return _stream_k_entry(programs, plan["BLOCK_M"] * plan["BLOCK_N"], dict(
+                **epilogue, EVEN_K=even_k, DOT_PRECISION=prec, **strides, **meta, **opts))
         if split_k > 1:
             return _split_k_entry(tiles, M, N, split_k, dict(
                 EVEN_K=even_k, DOT_PRECISION=prec, SPLIT_K=split_k, **strides, **meta, **opts),
@@ -627,6 +780,24 @@ def _split_k_entry(tiles: int, M: int, N: int, split_k: int, partial_const: dict
                SPLIT_K=split_k, BLOCK_M=_REDUCE_BLOCK_M, BLOCK_N=_REDUCE_BLOCK_N,
                num_warps=4, DIV=partial_const["DIV"], **epilogue)
     return launch_split_k, {}
+
+
+def _stream_k_entry(programs: int, slot: int, const: dict):
+    """A stream-K plan's launch-cache entry: the single kernel's call signature, plus the
+    per-call memory the kernel hands partial tiles through: an fp32 workspace of one tile
+    slot per program and a zeroed flag per program. Both are allocated per call, not kept:
+    a buffer kept across calls would need its flags reset by the kernel and would outlive
+    the CUDA-graph pool it was allocated in (the in-kernel split-K reduction of 2026-12-01
+    stopped torch.compile training that way)."""
+    kernel = _matmul_stream_k_kernel[(programs,)]
+
+    def launch_stream_k(a, b, c, bias, z, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
+                        stride_cm, stride_cn):
+        ws = empty((programs, slot), torch.float32, c.device)
+        flags = torch.zeros(programs, dtype=torch.int32, device=c.device)
+        kernel(a, b, c, bias, z, ws, flags, M, N, K, stride_am, stride_ak, stride_bk,
+               stride_bn, stride_cm, stride_cn, programs, **const)
+    return launch_stream_k, {}
 
 
 def _act_grad(g: torch.Tensor, saved: torch.Tensor, activation: str) -> torch.Tensor:

@@ -532,21 +532,21 @@ def kernel_only(rows, entries: dict) -> list[tuple]:
         if op == "matmul" and ps == "fwd" and "+" not in r["case"]:
             m, k, n = shp
             for layout in (("rc", "rr") if lay == "linear" else ("rr",)):
-                e = entries.get(f"matmul|dtype={r['dtype']}|layout={layout}|M={_bucket(m)}|"
+                e = entries.get(f"matmul|dtype={r['dtype']}|layout={layout}|M={autotune.bucket(m)}|"
                                 f"N={n}|K={k}")
                 if e:
                     out.append((r, f"{lay} ({layout})", e["ms"]))
             continue
         if op == "attention" and "flash" in lay and ps in ("fwd", "fwd+bwd"):
             bsz, h, t, d = shp
-            key = f"dtype={r['dtype']}|D={d}|causal=1|T={_bucket(t)}|BH={_bucket(bsz * h)}"
+            key = f"dtype={r['dtype']}|D={d}|causal=1|T={autotune.bucket(t)}|BH={autotune.bucket(bsz * h)}"
             parts = ["fwd"] + (["dkdv", "dq"] if ps == "fwd+bwd" else [])
             es = [entries.get(f"attention.{p}|{key}") for p in parts]
             kt = sum(e["ms"] for e in es) if all(es) else None
         elif op == "block_sparse":
             m, k, n = shp
             tile = 128 if "128x128" in r["case"] else 64
-            key = f"block_sparse|dtype={r['dtype']}|tile={tile}|M={_bucket(m)}|N={n}|K={k}"
+            key = f"block_sparse|dtype={r['dtype']}|tile={tile}|M={autotune.bucket(m)}|N={n}|K={k}"
             if key in seen:
                 continue
             seen.add(key)
@@ -555,10 +555,6 @@ def kernel_only(rows, entries: dict) -> list[tuple]:
         if kt:
             out.append((r, lay, kt))
     return out
-
-
-def _bucket(n):
-    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
 
 
 def markdown(b: Bench) -> str:

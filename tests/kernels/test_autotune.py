@@ -99,8 +99,14 @@ def test_cpu_and_switch_off_use_the_first_plan(monkeypatch):
 
 
 def test_bucket():
-    assert [autotune.bucket(n) for n in (1, 2, 3, 1000, 1024, 16384)] == \
-        [1, 2, 4, 1024, 1024, 16384]
+    """Four buckets an octave: GPT-2's weight-gradient products with M = 2304 and 3072
+    (out features) tune apart, token counts up to 25% apart share a plan."""
+    sizes = (1, 2, 3, 5, 1000, 1024, 1025, 2304, 3072, 768, 769, 16384, 50176)
+    assert [autotune.bucket(n) for n in sizes] == \
+        [1, 2, 3, 5, 1024, 1024, 1280, 2560, 3072, 768, 896, 16384, 57344]
+    for n in range(1, 5000):
+        b = autotune.bucket(n)
+        assert n <= b < n * 1.25 + 1 and autotune.bucket(b) == b
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")

@@ -81,6 +81,29 @@ def test_persistent_matmul_plan_on_the_gpu(shape):
     assert ref.rel_err(c, ref.activate(pre, "gelu")) < 1e-2
 
 
+@pytest.mark.parametrize("shape", [(257, 4099, 1001), (768, 16384, 768), (3, 8192, 5)])
+@pytest.mark.parametrize("tile", [(128, 128, 64, 8, 4), (64, 64, 64, 4, 4)])
+def test_stream_k_plan_on_the_gpu(shape, tile):
+    """The stream-K kernel (a tuning candidate with KERNELS_STREAM_K=1), forced, with all
+    programs resident and spinning on each other's flags: against float64, NaN-poisoned,
+    and identical bits on a second call."""
+    mm = importlib.import_module("kernels.matmul")
+    m, k, n = shape
+    bm, bn, bk, w, s = tile
+    plan = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": w,
+            "num_stages": s, "STREAM_K": 1}
+    a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    b = (torch.randn(k, n, device="cuda") / k ** 0.5).to(torch.bfloat16)
+    bias = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    with kernels.poisoned():
+        c, z = mm.launch(a, b, bias, "gelu", store_preact=True, config=plan)
+        again, _ = mm.launch(a, b, bias, "gelu", store_preact=True, config=plan)
+    pre = a.double() @ b.double() + bias.double()
+    assert ref.rel_err(z, pre) < 1e-2
+    assert ref.rel_err(c, ref.activate(pre, "gelu")) < 1e-2
+    assert torch.equal(c, again)
+
+
 def test_tuner_times_the_gpu_not_the_host():
     """The tuner's timing (autotune.graph_median_ms) replays a CUDA graph: 2 ms of Python per
     call do not count, where timing call by call (call_median_ms) measures the host."""

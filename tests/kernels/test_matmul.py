@@ -233,6 +233,61 @@ def test_tuner_offers_split_k_only_where_tiles_leave_sms_idle():
                                               torch.device("cpu")))
 
 
+# --- stream-K (opt-in: KERNELS_STREAM_K=1) -----------------------------------------------
+# (M, K, N) with 16x16x16 tiles on the interpreter's 4 "SMs" (4 or 12 programs): 37x75x29
+# cuts tiles between programs, with a shifted last row tile; 16x160x16 is one tile of 10 K
+# blocks, so its head adds up to 9 tails; 5x20x33 has 6 K blocks in all, fewer than 12
+# programs (the launcher caps them: an empty program would leave a head waiting); 40x300x50
+# ends K in a partial block.
+STREAM_K_SHAPES = [(37, 75, 29), (16, 160, 16), (5, 20, 33), (40, 300, 50)]
+
+
+def stream_k_plan(per_sm):
+    return {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2, "num_warps": 4,
+            "num_stages": 2, "STREAM_K": per_sm}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("per_sm", [1, 3])
+@pytest.mark.parametrize("shape", STREAM_K_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_stream_k_plan_matches_reference(shape, per_sm, dtype, triton_device):
+    check_forced_plan(stream_k_plan(per_sm), shape, True, "gelu", dtype, triton_device,
+                      SPLIT_K_RTOL[dtype])
+
+
+def test_stream_k_is_bit_reproducible_and_trains_a_linear(triton_device, monkeypatch):
+    """Heads add their tails in unit order: identical bits call after call (the first call
+    and two from the launch cache); and a Linear's forward, dX and dW (tokens as K) through
+    stream-K against float64 autograd."""
+    monkeypatch.setattr(mm(), "candidate_plans", lambda *args: [stream_k_plan(2)])
+    monkeypatch.setattr(mm(), "_LAUNCHES", {})
+    a, b, bias = split_k_inputs((16, 160, 16), torch.bfloat16, triton_device)
+    runs = [mm().launch(a, b, bias)[0] for _ in range(3)]
+    assert len(mm()._LAUNCHES) == 1
+    assert all(torch.equal(c, runs[0]) for c in runs[1:])
+    case = verify.Case("linear", (37, 75, 29), torch.float32, bias=True)
+    results = verify.run_case(case, mm().triton_linear, triton_device, seed=3)
+    assert [r.stage for r in results] == ["forward", "grad:a", "grad:b", "grad:bias"]
+    assert all(r.ok for r in results), verify.format_failures(results)
+
+
+def test_stream_k_is_offered_only_when_asked_and_waves_are_part_empty(monkeypatch):
+    """KERNELS_STREAM_K=1 on a 132-SM GPU: GPT-2's dW of a [3072, 768] weight (144 tiles of
+    128x128: two waves, the second 12 tiles) gets stream-K candidates, each filling < 90% of
+    its waves; GPT-2's forward 16384x768x2304 (2304 tiles, 97% fill) none. Unset: none."""
+    plans = lambda *shape: [p for p in mm().gpu_plans(*shape, torch.bfloat16, sms=132)
+                            if "STREAM_K" in p]
+    dw = (3072, 768, 16384)   # M, N, K
+    assert plans(*dw) == []
+    monkeypatch.setenv("KERNELS_STREAM_K", "1")
+    offered = plans(*dw)
+    assert offered and all(mm().wave_fill(mm()._tiles(3072, 768, p["BLOCK_M"], p["BLOCK_N"]),
+                                          132) < 0.9 for p in offered)
+    assert {(p["BLOCK_M"], p["BLOCK_N"]) for p in offered} >= {(128, 128), (128, 256)}
+    assert plans(16384, 2304, 768) == []
+    assert mm().wave_fill(144, 132) == pytest.approx(144 / 264)
+
+
 # --- divisibility hints (matmul._divisibility, _aligned) -----------------------------------
 def test_divisibility_names_the_largest_power_of_two_up_to_16():
     """DIV is what every value the loads step along contiguous memory by shares: resnet50's
@@ -263,7 +318,7 @@ def _operand(rows, cols, layout, dtype, device, g):
     return (t / cols ** 0.5).to(device, dtype)
 
 
-@pytest.mark.parametrize("plan_kind", ["plain", "persistent", "split_k"])
+@pytest.mark.parametrize("plan_kind", ["plain", "persistent", "split_k", "stream_k"])
 @pytest.mark.parametrize("shape, layout, expected_div", DIV_CASES, ids=lambda v: str(v))
 def test_kernels_with_divisibility_hints_match_reference(shape, layout, expected_div,
                                                          plan_kind, triton_device):
@@ -275,7 +330,8 @@ def test_kernels_with_divisibility_hints_match_reference(shape, layout, expected
     assert mm()._divisibility(a, b, layout[0], layout[1], m, n) == expected_div
     plan = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2, "num_warps": 4,
             "num_stages": 2, **{"plain": {}, "persistent": {"PERSISTENT": 1},
-                                "split_k": {"SPLIT_K": 2}}[plan_kind]}
+                                "split_k": {"SPLIT_K": 2},
+                                "stream_k": {"STREAM_K": 1}}[plan_kind]}
     with kernels.poisoned():
         c, z = mm().launch(a, b, bias, "gelu", store_preact=True, config=plan)
     pre = a.double() @ b.double() + bias.double()

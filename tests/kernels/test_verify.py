@@ -115,6 +115,10 @@ INVALID_PLANS = {
     "split_k_zero": ("matmul", matmul_plan(SPLIT_K=0), "SPLIT_K=0 must be a power of two"),
     "split_k_with_persistent": ("matmul", matmul_plan(SPLIT_K=2, PERSISTENT=1),
                                 "split-K runs the tiled kernel only"),
+    "stream_k_zero_programs": ("matmul", matmul_plan(STREAM_K=0),
+                               "STREAM_K=0 must be the programs per SM"),
+    "stream_k_with_split_k": ("matmul", matmul_plan(STREAM_K=1, SPLIT_K=2),
+                              "stream-K is its own kernel"),
     "attention_tile_not_power_of_two": (
         "attention", {"BLOCK_M": 96, "BLOCK_N": 32, "BLOCK_D": 64, "num_warps": 4,
                       "num_stages": 2}, "not a power of two"),
@@ -161,6 +165,29 @@ SPLIT_K_MUTANTS = {
     "split_k_empty_split_not_stored": [("tl.store(ws_ptrs, acc, mask=c_mask)",
                                         "tl.store(ws_ptrs, acc, mask=c_mask & (k_hi > k_lo))")],
 }
+
+
+# Mutants of the stream-K kernel (opt-in, so also run with a forced plan): a head that adds
+# no tail's partial sum, a tail that hands over zeros.
+STREAM_K_MUTANTS = {
+    "stream_k_head_skips_tails": [("while src_start < (tile + 1) * iters:",
+                                   "while src_start < tile * iters:")],
+    "stream_k_tail_hands_over_zeros": [
+        ("tl.store(ws_ptr + unit.to(tl.int64) * (BLOCK_M * BLOCK_N) + offs_slot, acc)",
+         "tl.store(ws_ptr + unit.to(tl.int64) * (BLOCK_M * BLOCK_N) + offs_slot, acc * 0)")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(STREAM_K_MUTANTS))
+def test_stream_k_mutant_is_caught(name, tmp_path, triton_device):
+    mutant = load_variant("matmul", STREAM_K_MUTANTS[name], name, tmp_path)
+    plan = matmul_plan(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, STREAM_K=1)
+    impl = lambda a, b, bias, act: mutant.launch(a, b, bias, act, config=plan)[0]  # noqa: E731
+    # 37x75x29: 6 tiles of 5 K blocks over 4 programs, so tiles are cut between programs
+    results = verify.run_case(verify.Case("matmul", (37, 75, 29), torch.float32, bias=True),
+                              impl, triton_device, seed=15, backward=False)
+    assert verify.caught(results), f"mutant {name} passed"
+    assert all(r.stage == "forward" and r.error is None for r in results)
 
 
 @pytest.mark.parametrize("name", sorted(SPLIT_K_MUTANTS))
