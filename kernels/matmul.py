@@ -66,6 +66,13 @@ _PLANS_16BIT = [
     (128, 256, 64, 8, 3, 1), (128, 128, 64, 8, 4, 1), (128, 128, 64, 4, 4, 1),
     (128, 128, 128, 8, 3, 1),
 ]
+# ... and for the few-tile products (fewer 128x128 tiles than SMs: the late ResNet GEMMs and
+# resnet50's fc), 64x64 tiles with deeper pipelines: a few programs each walking a long K
+# loop wait on memory, and more stages keep more loads in flight. H200 (2026-12-02), best
+# plans forced: fc 8.8 -> 8.0 us (64x64x64, 8 stages; torch 7.8), 784x4608x512 14.3 -> 12.5
+# (64x64x128, 5 stages; torch 11.3).
+_FEW_TILE_PLANS_16BIT = [(64, 64, 128, 4, 4, 0), (64, 64, 128, 4, 5, 0), (64, 64, 64, 4, 6, 0),
+                         (64, 64, 64, 4, 8, 0)]
 # fp32 in full precision (ieee) runs on FMA units, not tensor cores: smaller K steps.
 _PLANS_FP32 = [
     (64, 64, 32, 4, 3, 0), (128, 64, 32, 8, 3, 0), (64, 128, 32, 8, 3, 0),
@@ -97,7 +104,10 @@ _TMA_TILES_FP32 = [(128, 128, 32, 8, 3), (128, 64, 32, 4, 3)]
 # ResNet convolutions), smaller TMA tiles, one program per tile. On the H200 (2026-12-01)
 # 64x128 won 3136x2304x256 (10.4 us; the plain kernel's best 10.5); at the fc they tied.
 _TMA_SMALL_TILES_16BIT = [(64, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 64, 64, 4, 4),
-                          (64, 64, 128, 4, 3)]
+                          (64, 64, 128, 4, 3),
+                          # 2026-12-02, forced on the H200: 12544x1152x128 9.5 -> 9.3 us,
+                          # 3136x2304x256 10.4 -> 9.6
+                          (128, 128, 64, 4, 4), (64, 128, 128, 4, 4)]
 _TMA_SMALL_TILES_FP32 = [(64, 64, 32, 4, 3)]
 # Stream-K (STREAM_K = programs per SM), offered only with KERNELS_STREAM_K=1, where a plan's
 # tiles fill less than 90% of the SM slots of their waves: GPT-2's dW of a [3072, 768] weight
@@ -168,9 +178,12 @@ def gpu_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
     dimension more than the next power of two above the matching problem dimension (a 256-row
     tile for 5 rows only wastes work), no plan over the device's shared memory (device None:
     an H100's limits, so tests need no GPU), persistent plans only when there are more tiles
-    than SMs, split-K plans only when there are fewer (split_k_plans), TMA plans only with
+    than SMs, the deep-pipeline _FEW_TILE_PLANS_16BIT and split-K plans (split_k_plans) only
+    when there are fewer, stream-K plans only with KERNELS_STREAM_K=1, TMA plans only with
     KERNELS_TMA=1 (tma_plans; layout: the operands' "rr"/"rc"/..., None = unknown, no TMA)."""
     table = _PLANS_FP32 if dtype == torch.float32 else _PLANS_16BIT
+    if dtype != torch.float32 and _tiles(M, N, 128, 128) < sms:
+        table = table + _FEW_TILE_PLANS_16BIT
     use_persistent = os.environ.get("KERNELS_PERSISTENT", "0") == "1"
     plans = []
     for bm, bn, bk, w, s, persistent in table:
@@ -391,16 +404,27 @@ if HAS_TRITON:
         return tl.maximum(tl.minimum(pid * BLOCK, size - BLOCK), 0)
 
     @triton.jit
-    def _epilogue(acc, c_ptr, z_ptr, bias_ptr, offs_cm, offs_cn, lo_m, lo_n, M, N,
+    def _load_bias(bias_ptr, offs_cn, N, HAS_BIAS: tl.constexpr):
+        # the bias of columns offs_cn in fp32 (zeros without one), for _epilogue. The kernels
+        # load it before their K loop, whose latency hides the load's: loaded in the
+        # epilogue it added 1.6 us to resnet50's fc as a Linear (64x64x64 tiles, 8 stages,
+        # 8.0 -> 9.6 us; H200, 2026-12-02)
+        if HAS_BIAS:
+            return tl.load(bias_ptr + offs_cn, mask=offs_cn < N, other=0.0).to(tl.float32)
+        else:
+            return tl.zeros(offs_cn.shape, dtype=tl.float32)
+
+    @triton.jit
+    def _epilogue(acc, bias, c_ptr, z_ptr, offs_cm, offs_cn, lo_m, lo_n, M, N,
                   stride_cm, stride_cn, HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
                   STORE_PREACT: tl.constexpr):
         # C = act(acc + bias), stored masked at the M, N edges and below (lo_m, lo_n), where
-        # a shifted last tile (_tile_start) overlaps the tile before (and Z = acc + bias)
+        # a shifted last tile (_tile_start) overlaps the tile before (and Z = acc + bias);
+        # bias from _load_bias
         c_mask = (offs_cm[:, None] < M) & (offs_cn[None, :] < N)
         c_mask = c_mask & (offs_cm[:, None] >= lo_m) & (offs_cn[None, :] >= lo_n)
         c_offs = offs_cm[:, None] * stride_cm + offs_cn[None, :] * stride_cn
         if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_cn, mask=offs_cn < N, other=0.0).to(tl.float32)
             acc = acc + bias[None, :]
         if STORE_PREACT:  # gelu's backward needs the pre-activation
             tl.store(z_ptr + c_offs, acc.to(z_ptr.dtype.element_ty), mask=c_mask)
@@ -428,10 +452,11 @@ if HAS_TRITON:
         # stay in bounds without masks, the epilogue's store masks them out
         offs_am = (m0 + tl.arange(0, BLOCK_M)) % M
         offs_bn = (n0 + tl.arange(0, BLOCK_N)) % N
+        bias = _load_bias(bias_ptr, n0 + tl.arange(0, BLOCK_N), N, HAS_BIAS)
         acc = _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, 0, tl.cdiv(K, BLOCK_K),
                           stride_am, stride_ak, stride_bk, stride_bn,
                           EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
-        _epilogue(acc, c_ptr, z_ptr, bias_ptr, m0 + tl.arange(0, BLOCK_M),
+        _epilogue(acc, bias, c_ptr, z_ptr, m0 + tl.arange(0, BLOCK_M),
                   n0 + tl.arange(0, BLOCK_N), pid_m * BLOCK_M, pid_n * BLOCK_N, M, N,
                   stride_cm, stride_cn, HAS_BIAS, ACTIVATION, STORE_PREACT)
 
@@ -463,6 +488,7 @@ if HAS_TRITON:
             n0 = _tile_start(pid_n, BLOCK_N, N)
             offs_am = (m0 + tl.arange(0, BLOCK_M)) % M
             offs_bn = (n0 + tl.arange(0, BLOCK_N)) % N
+            bias = _load_bias(bias_ptr, n0 + tl.arange(0, BLOCK_N), N, HAS_BIAS)
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
             for ki in range(0, k_tiles):
                 offs_k = ki * BLOCK_K + offs_k0
@@ -475,7 +501,7 @@ if HAS_TRITON:
                     a = tl.load(a_ptrs, mask=offs_k[None, :] < K, other=0.0)
                     b = tl.load(b_ptrs, mask=offs_k[:, None] < K, other=0.0)
                 acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-            _epilogue(acc, c_ptr, z_ptr, bias_ptr, m0 + tl.arange(0, BLOCK_M),
+            _epilogue(acc, bias, c_ptr, z_ptr, m0 + tl.arange(0, BLOCK_M),
                       n0 + tl.arange(0, BLOCK_N), pid_m * BLOCK_M, pid_n * BLOCK_N, M, N,
                       stride_cm, stride_cn, HAS_BIAS, ACTIVATION, STORE_PREACT)
 
@@ -542,8 +568,9 @@ if HAS_TRITON:
         for s in range(0, SPLIT_K):
             acc += tl.load(ws_ptrs, mask=c_mask, other=0.0)
             ws_ptrs += stride_ws
-        _epilogue(acc, c_ptr, z_ptr, bias_ptr, offs_cm, offs_cn, 0, 0, M, N, stride_cm,
-                  stride_cn, HAS_BIAS, ACTIVATION, STORE_PREACT)
+        _epilogue(acc, _load_bias(bias_ptr, offs_cn, N, HAS_BIAS), c_ptr, z_ptr, offs_cm,
+                  offs_cn, 0, 0, M, N, stride_cm, stride_cn, HAS_BIAS, ACTIVATION,
+                  STORE_PREACT)
 
     @triton.jit
     def _matmul_stream_k_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, z_ptr, ws_ptr, flags_ptr,
@@ -586,6 +613,7 @@ if HAS_TRITON:
             n0 = _tile_start(pid_n, BLOCK_N, N)
             offs_am = (m0 + tl.arange(0, BLOCK_M)) % M
             offs_bn = (n0 + tl.arange(0, BLOCK_N)) % N
+            bias = _load_bias(bias_ptr, n0 + tl.arange(0, BLOCK_N), N, HAS_BIAS)
             acc = _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, k_lo, k_hi,
                               stride_am, stride_ak, stride_bk, stride_bn,
                               EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
@@ -603,7 +631,7 @@ if HAS_TRITON:
                                    cache_modifier=".cg")
                     src += 1
                     src_start = (src.to(tl.int64) * total // programs).to(tl.int32)
-                _epilogue(acc, c_ptr, z_ptr, bias_ptr, m0 + tl.arange(0, BLOCK_M),
+                _epilogue(acc, bias, c_ptr, z_ptr, m0 + tl.arange(0, BLOCK_M),
                           n0 + tl.arange(0, BLOCK_N), pid_m * BLOCK_M, pid_n * BLOCK_N, M, N,
                           stride_cm, stride_cn, HAS_BIAS, ACTIVATION, STORE_PREACT)
             it += k_hi - k_lo

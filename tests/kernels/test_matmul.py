@@ -233,6 +233,17 @@ def test_tuner_offers_split_k_only_where_tiles_leave_sms_idle():
                                               torch.device("cpu")))
 
 
+def test_deep_pipeline_plans_only_for_few_tile_products():
+    """resnet50's fc and 7x7x512 (fewer 128x128 tiles than 132 SMs) get the 64x64 plans with
+    5-8 stages; GPT-2's 16384x768x2304 forward does not; fp32 never (FMA plans)."""
+    deep = lambda *shape, dtype=torch.bfloat16: [
+        p for p in mm().gpu_plans(*shape, dtype, sms=132) if p["num_stages"] >= 5]
+    for m, n, k in [(256, 1000, 2048), (784, 512, 4608)]:
+        assert {(p["BLOCK_K"], p["num_stages"]) for p in deep(m, n, k)} >= {(128, 5), (64, 8)}
+    assert deep(16384, 2304, 768) == []
+    assert deep(256, 1000, 2048, dtype=torch.float32) == []
+
+
 # --- stream-K (opt-in: KERNELS_STREAM_K=1) -----------------------------------------------
 # (M, K, N) with 16x16x16 tiles on the interpreter's 4 "SMs" (4 or 12 programs): 37x75x29
 # cuts tiles between programs, with a shifted last row tile; 16x160x16 is one tile of 10 K

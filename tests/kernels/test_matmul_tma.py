@@ -166,13 +166,18 @@ def test_tma_plans_not_offered(dtype, m, n, k, layout, why, monkeypatch):
 
 
 def test_few_tile_products_get_the_small_tma_tiles(monkeypatch):
-    """resnet50's fc (256x2048x1000: 16 tiles of 128x128 on 132 SMs) gets the small TMA
-    tiles (one program per tile), GPT-2's 16384x768x2304 only the large ones."""
+    """resnet50's fc (256x2048x1000: 16 tiles of 128x128 on 132 SMs) gets the few-tile TMA
+    table (64x64 up, one program per tile; 64x128x128 among them), GPT-2's 16384x768x2304
+    only the full-wave one (128x128 up)."""
     monkeypatch.setenv("KERNELS_TMA", "1")
+    knobs = lambda p: (p["BLOCK_M"], p["BLOCK_N"], p["BLOCK_K"], p["num_warps"],
+                       p["num_stages"])
     small = _tmas(mm().gpu_plans(256, 1000, 2048, torch.bfloat16, sms=132, layout="rr"))
-    assert small and max(p["BLOCK_M"] * p["BLOCK_N"] for p in small) <= 128 * 64
+    assert small and {knobs(p) for p in small} <= set(mm()._TMA_SMALL_TILES_16BIT)
+    assert (64, 128, 128, 4, 4) in {knobs(p) for p in small}
     large = _tmas(mm().gpu_plans(*GPT2, torch.bfloat16, sms=132, layout="rr"))
-    assert large and min(p["BLOCK_M"] * p["BLOCK_N"] for p in large) >= 128 * 128
+    assert large and {knobs(p) for p in large} <= set(mm()._TMA_TILES_16BIT)
+    assert min(p["BLOCK_M"] * p["BLOCK_N"] for p in large) >= 128 * 128
 
 
 def test_tma_alignment_is_per_element_size(monkeypatch):
