@@ -111,12 +111,14 @@ _TMA_SMALL_TILES_16BIT = [(64, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 64, 64,
 _TMA_SMALL_TILES_FP32 = [(64, 64, 32, 4, 3)]
 # Stream-K (STREAM_K = programs per SM), offered only with KERNELS_STREAM_K=1, where a plan's
 # tiles fill less than 90% of the SM slots of their waves: GPT-2's dW of a [3072, 768] weight
-# is 144 tiles of 128x128 on 132 SMs, two waves, the second of 12 tiles. First H200 run
-# (2026-12-02): correct and bit-reproducible, but slower than the best tiled plan at every
-# product tried (fc 12.0 vs 8.9 us, 7x7x512 19.6 vs 14.1, dW 768x768 49 vs 45), since with
-# one whole tile per program it already runs 16-20% slower than the tiled kernel (ptxas: 228
-# registers vs 117 for 128x128 tiles), which the balance does not win back. Opt-in until that
-# is found. (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, programs per SM).
+# is 144 tiles of 128x128 on 132 SMs, two waves, the second of 12 tiles. Its first version
+# (one while-loop over segments) was correct and bit-reproducible on the H200 (2026-12-02)
+# but slower than the best tiled plan at every product tried (fc 12.0 vs 8.9 us, 7x7x512
+# 19.6 vs 14.1, dW 768x768 49 vs 45): with one whole tile per program it ran 11-16% slower
+# than the tiled kernel, of which the while-loop alone cost 4-14% and a for-loop over tiles
+# 0-3%. The kernel now runs three straight phases (tail, whole tiles, head); that version is
+# verified in the interpreter only, not yet compiled or timed on a GPU. Opt-in until it
+# wins. (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, programs per SM).
 _STREAM_K_TILES_16BIT = [(128, 128, 64, 8, 4, 1), (128, 256, 64, 8, 3, 1),
                          (128, 64, 64, 4, 4, 1), (64, 128, 64, 4, 4, 1), (64, 64, 64, 4, 4, 1)]
 _STREAM_K_TILES_FP32 = [(64, 64, 32, 4, 3, 1), (128, 64, 32, 8, 3, 1), (128, 128, 32, 8, 3, 1)]
@@ -573,6 +575,24 @@ if HAS_TRITON:
                   STORE_PREACT)
 
     @triton.jit
+    def _tile_product(a_ptr, b_ptr, bias_ptr, tile, k_lo, k_hi, M, N, K,
+                      stride_am, stride_ak, stride_bk, stride_bn, HAS_BIAS: tl.constexpr,
+                      EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                      GROUP_M: tl.constexpr):
+        # the stream-K kernel's step: K blocks [k_lo, k_hi) of tile `tile` (grouped order),
+        # with the tile's bias and coordinates for the epilogue
+        pid_m, pid_n = tile_ids(tile, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+        m0 = _tile_start(pid_m, BLOCK_M, M)
+        n0 = _tile_start(pid_n, BLOCK_N, N)
+        bias = _load_bias(bias_ptr, n0 + tl.arange(0, BLOCK_N), N, HAS_BIAS)
+        acc = _dot_blocks(a_ptr, b_ptr, (m0 + tl.arange(0, BLOCK_M)) % M,
+                          (n0 + tl.arange(0, BLOCK_N)) % N, K, k_lo, k_hi,
+                          stride_am, stride_ak, stride_bk, stride_bn,
+                          EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+        return acc, bias, pid_m, pid_n, m0, n0
+
+    @triton.jit
     def _matmul_stream_k_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, z_ptr, ws_ptr, flags_ptr,
                                 M, N, K,
                                 stride_am, stride_ak, stride_bk, stride_bn,
@@ -585,15 +605,18 @@ if HAS_TRITON:
                                 A_ROW: tl.constexpr, B_ROW: tl.constexpr, DIV: tl.constexpr):
         # Stream-K: the tiles' K blocks, laid end to end in grouped tile order, are dealt out
         # in equal contiguous shares to `programs` work units (one per program, all
-        # resident), so no SM idles through a last partial wave of tiles. A unit's share
-        # cuts tiles at its ends: the segment that starts a tile (its head, k_lo = 0) adds
-        # the partial sums of the units holding the rest of that tile, in unit order (so C
-        # is bit-reproducible), and runs the epilogue; a segment that starts mid-tile (a
-        # tail; only a unit's first segment can) stores its fp32 partial in the unit's
-        # workspace slot and raises the unit's flag. Units run in reverse program order, so
-        # a head waits only on programs launched before it (and the CPU interpreter, which
-        # runs programs one by one in order, has run them). Needs programs <= the K blocks
-        # in all (the launcher's min): with an empty unit a head would wait forever.
+        # resident), so no SM idles through a last partial wave of tiles. A share is: a tail
+        # (the end of a tile, where the share starts inside one), whole tiles, and a head
+        # (the start of a tile, where it ends inside one). A tail stores its fp32 partial sum
+        # in the unit's workspace slot and raises the unit's flag; whole tiles run as in the
+        # tiled kernel; a head adds the partials of the units holding the rest of its tile,
+        # in unit order (so C is bit-reproducible), and runs the epilogue. Three straight
+        # phases, not one loop over segments: on the H200 a while-loop over segments cost
+        # 4-14% per tile against the tiled kernel, a for-loop over whole tiles 0-3%. Units
+        # run in reverse program order, so a head waits only on programs launched before it
+        # (and the CPU interpreter, which runs programs one by one in order, has run them).
+        # Needs programs <= the K blocks in all (the launcher's min): with an empty unit a
+        # head would wait forever.
         M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_cm = _aligned(
             M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_cm, A_ROW, B_ROW, DIV)
         num_pid_m = tl.cdiv(M, BLOCK_M)
@@ -604,37 +627,47 @@ if HAS_TRITON:
         it = (unit.to(tl.int64) * total // programs).to(tl.int32)
         end = ((unit + 1).to(tl.int64) * total // programs).to(tl.int32)
         offs_slot = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
-        while it < end:
-            tile = it // iters
-            k_lo = it - tile * iters
-            k_hi = tl.minimum(iters, k_lo + end - it)
-            pid_m, pid_n = tile_ids(tile, num_pid_m, num_pid_n, GROUP_M)
-            m0 = _tile_start(pid_m, BLOCK_M, M)
-            n0 = _tile_start(pid_n, BLOCK_N, N)
-            offs_am = (m0 + tl.arange(0, BLOCK_M)) % M
-            offs_bn = (n0 + tl.arange(0, BLOCK_N)) % N
-            bias = _load_bias(bias_ptr, n0 + tl.arange(0, BLOCK_N), N, HAS_BIAS)
-            acc = _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, k_lo, k_hi,
-                              stride_am, stride_ak, stride_bk, stride_bn,
-                              EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
-            if k_lo > 0:      # a tail: hand the partial sum to the tile's head
-                tl.store(ws_ptr + unit.to(tl.int64) * (BLOCK_M * BLOCK_N) + offs_slot, acc)
-                tl.debug_barrier()      # every thread's stores before the flag
-                tl.atomic_xchg(flags_ptr + unit, 1, sem="release")
-            else:             # a head: the tails are the next units, up to the tile's end
-                src = unit + 1
-                src_start = end
-                while src_start < (tile + 1) * iters:
-                    while tl.atomic_add(flags_ptr + src, 0, sem="acquire") == 0:
-                        pass
-                    acc += tl.load(ws_ptr + src.to(tl.int64) * (BLOCK_M * BLOCK_N) + offs_slot,
-                                   cache_modifier=".cg")
-                    src += 1
-                    src_start = (src.to(tl.int64) * total // programs).to(tl.int32)
-                _epilogue(acc, bias, c_ptr, z_ptr, m0 + tl.arange(0, BLOCK_M),
-                          n0 + tl.arange(0, BLOCK_N), pid_m * BLOCK_M, pid_n * BLOCK_N, M, N,
-                          stride_cm, stride_cn, HAS_BIAS, ACTIVATION, STORE_PREACT)
-            it += k_hi - k_lo
+
+        k_first = it % iters
+        if k_first > 0:      # a tail: hand the partial sum to the tile's head
+            k_hi = tl.minimum(iters, k_first + end - it)
+            acc, bias, pid_m, pid_n, m0, n0 = _tile_product(
+                a_ptr, b_ptr, bias_ptr, it // iters, k_first, k_hi, M, N, K, stride_am,
+                stride_ak, stride_bk, stride_bn, HAS_BIAS, EVEN_K, DOT_PRECISION, BLOCK_M,
+                BLOCK_N, BLOCK_K, GROUP_M)
+            tl.store(ws_ptr + unit.to(tl.int64) * (BLOCK_M * BLOCK_N) + offs_slot, acc)
+            tl.debug_barrier()      # every thread's stores before the flag
+            tl.atomic_xchg(flags_ptr + unit, 1, sem="release")
+            it += k_hi - k_first
+
+        for tile in range(tl.cdiv(it, iters), end // iters):     # the whole tiles
+            acc, bias, pid_m, pid_n, m0, n0 = _tile_product(
+                a_ptr, b_ptr, bias_ptr, tile, 0, iters, M, N, K, stride_am, stride_ak,
+                stride_bk, stride_bn, HAS_BIAS, EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N,
+                BLOCK_K, GROUP_M)
+            _epilogue(acc, bias, c_ptr, z_ptr, m0 + tl.arange(0, BLOCK_M),
+                      n0 + tl.arange(0, BLOCK_N), pid_m * BLOCK_M, pid_n * BLOCK_N, M, N,
+                      stride_cm, stride_cn, HAS_BIAS, ACTIVATION, STORE_PREACT)
+
+        k_last = end % iters
+        if (k_last > 0) & (end - k_last >= it):   # a head: its tails are the next units
+            tile = end // iters
+            acc, bias, pid_m, pid_n, m0, n0 = _tile_product(
+                a_ptr, b_ptr, bias_ptr, tile, 0, k_last, M, N, K, stride_am, stride_ak,
+                stride_bk, stride_bn, HAS_BIAS, EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N,
+                BLOCK_K, GROUP_M)
+            src = unit + 1
+            src_start = end
+            while src_start < (tile + 1) * iters:
+                while tl.atomic_add(flags_ptr + src, 0, sem="acquire") == 0:
+                    pass
+                acc += tl.load(ws_ptr + src.to(tl.int64) * (BLOCK_M * BLOCK_N) + offs_slot,
+                               cache_modifier=".cg")
+                src += 1
+                src_start = (src.to(tl.int64) * total // programs).to(tl.int32)
+            _epilogue(acc, bias, c_ptr, z_ptr, m0 + tl.arange(0, BLOCK_M),
+                      n0 + tl.arange(0, BLOCK_N), pid_m * BLOCK_M, pid_n * BLOCK_N, M, N,
+                      stride_cm, stride_cn, HAS_BIAS, ACTIVATION, STORE_PREACT)
 
     @triton.jit
     def _act_grad_kernel(g_ptr, s_ptr, out_ptr, n, ACTIVATION: tl.constexpr,
