@@ -115,7 +115,7 @@ _TMA_SMALL_TILES_FP32 = [(64, 64, 32, 4, 3)]
 # (one while-loop over segments) was correct and bit-reproducible on the H200 (2026-12-02)
 # but slower than the best tiled plan at every product tried (fc 12.0 vs 8.9 us, 7x7x512
 # 19.6 vs 14.1, dW 768x768 49 vs 45): with one whole tile per program it ran 11-16% slower
-# than the tiled kernel, of which the while-loop alone cost 4-14% and a for-loop over tiles
+# than the tiled kernel, of which the while-loop alone cost 3-14% and a for-loop over tiles
 # 0-3%. The kernel now runs three straight phases (tail, whole tiles, head); that version is
 # verified in the interpreter only, not yet compiled or timed on a GPU. Opt-in until it
 # wins. (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, programs per SM).
@@ -612,7 +612,7 @@ if HAS_TRITON:
         # tiled kernel; a head adds the partials of the units holding the rest of its tile,
         # in unit order (so C is bit-reproducible), and runs the epilogue. Three straight
         # phases, not one loop over segments: on the H200 a while-loop over segments cost
-        # 4-14% per tile against the tiled kernel, a for-loop over whole tiles 0-3%. Units
+        # 3-14% per tile against the tiled kernel, a for-loop over whole tiles 0-3%. Units
         # run in reverse program order, so a head waits only on programs launched before it
         # (and the CPU interpreter, which runs programs one by one in order, has run them).
         # Needs programs <= the K blocks in all (the launcher's min): with an empty unit a
