@@ -266,6 +266,23 @@ def test_magnitude_ties_prune_exactly_k_by_index():
     assert torch.all(~pruner.masks["0.weight"].flatten()[:51])  # lowest index first
 
 
+@pytest.mark.parametrize("margin_sd", [8, 0])
+def test_sampled_kth_value_is_kthvalue(monkeypatch, margin_sd):
+    """The CPU's k-th score for large tensors comes from a sampled bracket: exactly
+    kthvalue's value, with ties, -inf (pruned weights) and the extreme k; with no margin the
+    bracket mostly misses and the full kthvalue answers (still exact)."""
+    monkeypatch.setattr(pruning, "_SAMPLE", 256)
+    monkeypatch.setattr(pruning, "_MARGIN_SD", margin_sd)
+    g = torch.Generator().manual_seed(3)
+    n = 5000
+    for s in (torch.randn(n, generator=g), torch.randint(0, 7, (n,), generator=g).float(),
+              torch.where(torch.rand(n, generator=g) < 0.3, float("-inf"),
+                          torch.rand(n, generator=g))):
+        for k in (1, 2, 1499, 2500, 4999, 5000):
+            assert pruning._kth_smallest_cpu(s, k) == torch.kthvalue(s, k).values
+            assert int(pruning._lowest(s, k).sum()) == k
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_cuda_cut_matches_cpu():
     """GPUs take the k-th score from topk, the CPU from kthvalue: same masks, ties included."""
