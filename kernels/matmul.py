@@ -222,13 +222,9 @@ def tma_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
     plans = []
     for bm, bn, bk, w, s in table:
         p = dict(_plan(bm, bn, bk, w, s), TMA=1)
-        if not (_fits(bm, M) and _fits(bn, N) and _fits(bk, K)):
-            continue
-        try:
-            check_plan(p, (M, N, K), dtype, device, layout)
-        except KernelPlanError:
-            continue
-        plans.append(p)
+        if _fits(bm, M) and _fits(bn, N) and _fits(bk, K) and \
+                _passes(p, (M, N, K), dtype, device, layout):
+            plans.append(p)
     return plans
 
 
@@ -245,11 +241,8 @@ def split_k_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
             if K // split < 2 * bk:
                 break
             p = _plan(bm, bn, bk, w, s, split_k=split)
-            try:
-                check_plan(p, (M, N, K), dtype, device)
-            except KernelPlanError:
-                continue
-            plans.append(p)
+            if _passes(p, (M, N, K), dtype, device):
+                plans.append(p)
     return plans
 
 
@@ -272,12 +265,19 @@ def stream_k_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
                 wave_fill(_tiles(M, N, bm, bn), sms) >= _STREAM_K_MIN_FILL:
             continue
         p = _plan(bm, bn, bk, w, s, stream_k=per_sm)
-        try:
-            check_plan(p, (M, N, K), dtype, device)
-        except KernelPlanError:
-            continue
-        plans.append(p)
+        if _passes(p, (M, N, K), dtype, device):
+            plans.append(p)
     return plans
+
+
+def _passes(plan: dict, shape, dtype: torch.dtype, device: torch.device | None,
+            layout: str | None = None) -> bool:
+    """check_plan as a filter for the candidate lists: False where it refuses the plan."""
+    try:
+        check_plan(plan, shape, dtype, device, layout)
+    except KernelPlanError:
+        return False
+    return True
 
 
 def check_plan(plan: dict, shape, dtype: torch.dtype, device: torch.device | None,

@@ -532,14 +532,15 @@ def kernel_only(rows, entries: dict) -> list[tuple]:
         if op == "matmul" and ps == "fwd" and "+" not in r["case"]:
             m, k, n = shp
             for layout in (("rc", "rr") if lay == "linear" else ("rr",)):
-                e = entries.get(f"matmul|dtype={r['dtype']}|layout={layout}|M={autotune.bucket(m)}|"
-                                f"N={n}|K={k}")
+                e = entries.get(f"matmul|dtype={r['dtype']}|layout={layout}|"
+                                f"M={autotune.bucket(m)}|N={n}|K={k}")
                 if e:
                     out.append((r, f"{lay} ({layout})", e["ms"]))
             continue
         if op == "attention" and "flash" in lay and ps in ("fwd", "fwd+bwd"):
             bsz, h, t, d = shp
-            key = f"dtype={r['dtype']}|D={d}|causal=1|T={autotune.bucket(t)}|BH={autotune.bucket(bsz * h)}"
+            key = (f"dtype={r['dtype']}|D={d}|causal=1|T={autotune.bucket(t)}|"
+                   f"BH={autotune.bucket(bsz * h)}")
             parts = ["fwd"] + (["dkdv", "dq"] if ps == "fwd+bwd" else [])
             es = [entries.get(f"attention.{p}|{key}") for p in parts]
             kt = sum(e["ms"] for e in es) if all(es) else None
