@@ -95,7 +95,8 @@ _SPLIT_K_TILES_FP32 = [(64, 64, 32, 4, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8,
 _SPLIT_K_FACTORS = (2, 4, 8)
 # TMA plans (matmul_tma.py; tutorial 09's Hopper tiles, 128 x 128/256, BLOCK_K 64/128, 8 warps):
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). Offered only with KERNELS_TMA=1, for
-# row-major A and B with TMA-aligned K and N, on sm_90+, with at least one full wave of tiles
+# operands TMA can read (row- or column-major, rows 16-byte aligned: tma_problem_error), on
+# sm_90+, with at least one full wave of tiles
 # (one program per SM: fewer tiles leave SMs idle). On the H100 (triton 3.6) they won at
 # GPT-2's forward shapes and 4096^3 (bench-2026-11-23-h100-4-tma: 0.918-1.0x cuBLAS).
 _TMA_TILES_16BIT = [(128, 128, 64, 8, 4), (128, 256, 64, 8, 3), (128, 128, 128, 8, 3)]
@@ -128,6 +129,12 @@ _STREAM_K_MAX_PER_SM = 4
 # product has few tiles (256x1000: 64 programs of 32x128, vs 16 tiles of 128x128).
 _REDUCE_BLOCK_M, _REDUCE_BLOCK_N = 32, 128
 _INTERPRET_MAX_TILE = 32   # the CPU interpreter's cost grows with tile size: keep tiles small
+
+
+def switched_on(name: str) -> bool:
+    """An on-by-default plan family's switch (KERNELS_PERSISTENT, KERNELS_TMA): off only
+    when the variable is 0, off, false or no."""
+    return os.environ.get(name, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 def _plan(bm, bn, bk, warps, stages, persistent=0, group=8, split_k=1, stream_k=0):
@@ -186,7 +193,7 @@ def gpu_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
     table = _PLANS_FP32 if dtype == torch.float32 else _PLANS_16BIT
     if dtype != torch.float32 and _tiles(M, N, 128, 128) < sms:
         table = table + _FEW_TILE_PLANS_16BIT
-    use_persistent = os.environ.get("KERNELS_PERSISTENT", "0") == "1"
+    use_persistent = switched_on("KERNELS_PERSISTENT")
     plans = []
     for bm, bn, bk, w, s, persistent in table:
         p = _plan(bm, bn, bk, w, s, persistent)
@@ -211,8 +218,8 @@ def tma_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
     """TMA variants worth timing: only with KERNELS_TMA=1, a known layout TMA can read
     (matmul_tma.tma_problem_error), tiles that fit the problem; _TMA_TILES_* where 128x128
     tiles fill the `sms` SMs, else the smaller _TMA_SMALL_TILES_*."""
-    if os.environ.get("KERNELS_TMA", "0") != "1" or layout is None or \
-            matmul_tma.tma_problem_error(N, K, dtype, layout, device) is not None:
+    if not switched_on("KERNELS_TMA") or layout is None or \
+            matmul_tma.tma_problem_error(M, N, K, dtype, layout, device) is not None:
         return []
     few_tiles = _tiles(M, N, 128, 128) < sms
     if dtype == torch.float32:
@@ -316,8 +323,7 @@ def check_plan(plan: dict, shape, dtype: torch.dtype, device: torch.device | Non
         elif big:
             why = f"{big} over {matmul_tma.TMA_MAX_BOX}, a TMA box side's limit; drop TMA"
         else:   # layout None: taken as "rr" (the launch entry still checks each call's tensors)
-            why = matmul_tma.tma_problem_error(shape[1], shape[2], dtype, layout or "rr",
-                                               device)
+            why = matmul_tma.tma_problem_error(*shape, dtype, layout or "rr", device)
             why = why and f"{why}; drop TMA"
         if why:
             raise KernelPlanError("matmul", "validate", shape, f"TMA=1: {why}", plan)
@@ -789,9 +795,10 @@ def _first_launch(key, a, b, c, bias, z, config):
                 EVEN_K=even_k, DOT_PRECISION=prec, SPLIT_K=split_k, **strides, **meta, **opts),
                 epilogue)
         if tma:   # misaligned views fall back to the plain kernel with the same tiles
+            plain = entry_for({k: v for k, v in plan.items() if k != "TMA"})
             return matmul_tma.tma_entry(tiles, num_sms(device), dict(
-                **epilogue, DOT_PRECISION=prec, **meta, **opts), entry_for(
-                {k: v for k, v in plan.items() if k != "TMA"}))
+                **epilogue, DOT_PRECISION=prec, A_T=la == "c", B_T=lb == "c", **meta, **opts),
+                plain)
         const = dict(**epilogue, EVEN_K=even_k, DOT_PRECISION=prec, **strides, **meta, **opts)
         if persistent:
             sms = num_sms(device)
@@ -889,9 +896,16 @@ def matmul_forward(route, a, b, bias, activation, store_preact):
 
 def linear_forward(route, x, weight, bias, weight_kn):
     """F.linear(x, weight, bias); the triton route multiplies by weight_kn, the weight's
-    row-major [K, N] copy (weight_kn() below), the kernel's faster layout."""
+    row-major [K, N] copy (weight_kn() below), or, given None, by the weight as is where
+    weight_as_is says so (else by a copy made here)."""
     if route == "triton":
-        c, _ = launch(x.reshape(-1, x.shape[-1]), weight_kn, bias)
+        x2 = x.reshape(-1, x.shape[-1])
+        if weight_kn is None:
+            weight_kn = weight.t()
+            if not weight_as_is(x2.shape[0], weight.shape[0], weight.shape[1], weight.dtype,
+                                weight.device):
+                weight_kn = weight_kn.contiguous()
+        c, _ = launch(x2, weight_kn, bias)
         return c.reshape(*x.shape[:-1], weight.shape[0])
     return torch.nn.functional.linear(x, weight, bias)
 
@@ -948,8 +962,10 @@ def triton_linear(x, weight, bias=None):
     param = weight
     x, weight, bias = autocast_inputs(x, weight, bias)
     if torch.compiler.is_compiling():
-        # a traced copy: inductor fuses it with the autocast cast (no Python cache here)
-        w_kn = param.detach().t().to(dtype=weight.dtype, memory_format=torch.contiguous_format)
+        w_kn = None   # linear_forward, inside the custom op, reads it as is or copies it
+    elif weight_as_is(x.numel() // max(1, x.shape[-1]), weight.shape[0], weight.shape[1],
+                      weight.dtype, weight.device):
+        w_kn = None
     else:
         w_kn = weight_kn(param, weight.dtype, cache=not ops.needs_grad(x, weight, bias))
     return ops.linear(x, weight, bias, w_kn, "triton", __name__)
@@ -968,6 +984,28 @@ def _check_linear(x, weight):
     if weight.dim() != 2 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: x {tuple(x.shape)} and weight {tuple(weight.shape)}: "
                          "x's last dimension must equal weight's in_features (dim 1)")
+
+
+_AS_IS: dict = {}
+
+
+def weight_as_is(M: int, N: int, K: int, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether a Linear's forward [M, K] @ weight[N, K]^T reads the weight as is (B
+    column-major, K-contiguous) rather than a row-major copy (weight_kn): where the tuner has
+    TMA plans for that layout (sm_90+, KERNELS_TMA on, tuning on, rows 16-byte aligned, tiles
+    that fit). TMA reads the K-contiguous weight as fast as a row-major one or faster, and the
+    copy is saved; the plain kernel reads it slower, so elsewhere the copy stays. H200
+    (2026-12-02), graph replay: resnet50's fc 6.8 us as is (TMA 64x64x128) vs 7.7 for the
+    best plan on the copy; GPT-2's 16384x768->3072 115.9 us vs ~116 (the plain kernel on the
+    weight as is: 141)."""
+    key = (M, N, K, dtype, device, switched_on("KERNELS_TMA"),
+           os.environ.get(autotune.ENV_SWITCH, "1").strip())
+    hit = _AS_IS.get(key)
+    if hit is None:
+        hit = device.type == "cuda" and key[-1] != "0" and M > 0 and \
+            bool(tma_plans(M, N, K, dtype, num_sms(device), device, "rc"))
+        _AS_IS[key] = hit
+    return hit
 
 
 _WEIGHT_KN: dict = {}

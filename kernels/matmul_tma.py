@@ -21,11 +21,16 @@ one for its persistent TMA kernel in both versions, and the 3.8 interpreter runs
 descriptor loads and stores are masked pointer accesses), so the tests exercise the kernel.
 
 TMA's rules: base pointer and every stride but the last 16-byte aligned, the last dimension
-contiguous, box sides <= 256. Hence tma_problem_error (row-major A and B, K and N multiples
-of 8 elements for 16-bit, 4 for fp32, capability >= 9) for the plan choice, and, since the
-launch cache is keyed by shape and layout, not by pointer, a per-call check of the actual
-tensors: a view that breaks the rule (a column slice, a row stride not a multiple of 16
-bytes) runs the plain tiled kernel of matmul.py with the same tiles instead.
+contiguous, box sides <= 256. A column-major operand (the backward's dB = A^T @ dZ reads A
+transposed; a Linear weight as is is a column-major B) is read through a descriptor of its
+row-major transpose, box [BLOCK_K, BLOCK_M] (B: [BLOCK_N, BLOCK_K]), and the loaded tile is
+transposed in registers' view only (`.T`: wgmma reads 16-bit operands from shared memory in
+either major order), as tutorial 09 does for its [N, K] B. Hence tma_problem_error (each
+operand's contiguous dimension, and C's N, a multiple of 8 elements for 16-bit, 4 for fp32;
+capability >= 9) for the plan choice, and, since the launch cache is keyed by shape and
+layout, not by pointer, a per-call check of the actual tensors: a view that breaks the rule
+(a column slice, a row stride not a multiple of 16 bytes) runs the plain tiled kernel of
+matmul.py with the same tiles instead.
 """
 from __future__ import annotations
 
@@ -47,7 +52,7 @@ except Exception:   # noqa: BLE001 - any import failure just means "no TMA"
 TMA_MAX_BOX = 256   # a TMA box (block) side holds at most 256 elements
 
 
-def tma_problem_error(N: int, K: int, dtype: torch.dtype, layout: str,
+def tma_problem_error(M: int, N: int, K: int, dtype: torch.dtype, layout: str,
                       device: torch.device | None) -> str | None:
     """Why the TMA kernel cannot run a problem [M, K] @ [K, N] of this dtype and operand
     layout (matmul._layout: "r" row-major, "c" column-major, A then B) on this device, or
@@ -56,24 +61,35 @@ def tma_problem_error(N: int, K: int, dtype: torch.dtype, layout: str,
     if not HAS_TMA:
         return (f"triton {VERSION} has no triton.tools.tensor_descriptor (TMA needs triton "
                 ">= 3.3)")
-    if layout != "rr":
-        return (f"operand layout {layout!r}: TMA reads row-major A [M, K] and B [K, N] "
-                "(layout 'rr'); transposed operands run the plain kernel")
+    if layout not in ("rr", "rc", "cr", "cc"):
+        return f"operand layout {layout!r}: TMA reads row- or column-major A and B"
+    # the contiguous dimension of A ([M, K] row-major: K; column-major: M), of B and of C
+    rows = {"A": K if layout[0] == "r" else M, "B": N if layout[1] == "r" else K, "C": N}
     multiple = 16 // ELEMENT_BYTES[dtype]
-    if K % multiple or N % multiple:
-        return (f"K={K}, N={N}: TMA needs 16-byte aligned row strides, K and N multiples of "
-                f"{multiple} for {str(dtype).replace('torch.', '')}")
+    bad = [f"{name}'s {n}" for name, n in rows.items() if n % multiple]
+    if bad:
+        return (f"{', '.join(bad)} elements a row: TMA needs 16-byte aligned row strides, "
+                f"multiples of {multiple} for {str(dtype).replace('torch.', '')} "
+                f"(layout {layout!r})")
     if device is not None and device.type == "cuda":
+        if torch.version.hip:   # ROCm reports its own "capability" (gfx1100: 11.0)
+            return "a ROCm GPU: TMA descriptors are NVIDIA Hopper's (sm_90+)"
         cap = torch.cuda.get_device_capability(device)
         if cap[0] < 9:
             return (f"compute capability {cap[0]}.{cap[1]}: TMA needs 9.0 or newer (Hopper)")
     return None
 
 
+def _row_major(t: torch.Tensor) -> torch.Tensor:
+    """t as a row-major tensor: itself, or a column-major t's transpose."""
+    return t if t.stride(-1) == 1 else t.t()
+
+
 def descriptors_fit(*tensors: torch.Tensor) -> bool:
-    """The actual tensors meet TMA's rules: 16-byte aligned base and row stride, unit column
-    stride (a view can break them where its shape and layout do not)."""
-    for t in tensors:
+    """The actual tensors, each row-major or (read through its transpose) column-major,
+    meet TMA's rules: 16-byte aligned base and row stride, unit column stride (a view can
+    break them where its shape and layout do not)."""
+    for t in map(_row_major, tensors):
         e = t.element_size()
         if t.data_ptr() % 16 or t.stride(1) != 1 or (t.stride(0) * e) % 16:
             return False
@@ -91,7 +107,8 @@ if HAS_TMA:
                            STORE_PREACT: tl.constexpr, DOT_PRECISION: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                            BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-                           NUM_SMS: tl.constexpr):
+                           A_T: tl.constexpr, B_T: tl.constexpr, NUM_SMS: tl.constexpr):
+        # A_T (B_T): A (B) is column-major, its descriptor is over A^T [K, M] (B^T [N, K])
         start_pid = tl.program_id(0)
         num_pid_m = tl.cdiv(M, BLOCK_M)
         num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -108,8 +125,14 @@ if HAS_TMA:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
             for ki in range(0, k_tiles):
                 # out of bounds (M, N edges, K's last partial block) reads as zeros
-                a = a_desc.load([off_m, ki * BLOCK_K])
-                b = b_desc.load([ki * BLOCK_K, off_n])
+                if A_T:
+                    a = a_desc.load([ki * BLOCK_K, off_m]).T
+                else:
+                    a = a_desc.load([off_m, ki * BLOCK_K])
+                if B_T:
+                    b = b_desc.load([off_n, ki * BLOCK_K]).T
+                else:
+                    b = b_desc.load([ki * BLOCK_K, off_n])
                 acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
             tile_id_c += NUM_SMS
@@ -158,11 +181,13 @@ def tma_entry(tiles: int, sms: int, const: dict, fallback):
     signature (pointers and strides) that builds the four descriptors from the tensors it is
     given (descriptors hold data pointers, so they are made per call) and launches one
     program per SM. `const`: the constexprs and launch options (BLOCK_*, GROUP_M, epilogue,
-    DOT_PRECISION, num_warps, num_stages); `fallback`: the (kernel, const) entry of the plain
-    kernel with the same tiles, for tensors that break TMA's alignment rules."""
+    DOT_PRECISION, A_T and B_T for column-major operands, num_warps, num_stages);
+    `fallback`: the (kernel, const) entry of the plain kernel with the same tiles, for
+    tensors that break TMA's alignment rules."""
     bm, bn, bk = const["BLOCK_M"], const["BLOCK_N"], const["BLOCK_K"]
     kernel = _matmul_tma_kernel[(min(sms, tiles),)]
     const = dict(const, NUM_SMS=sms)
+    a_t, b_t = const["A_T"], const["B_T"]
     plain, plain_const = fallback
 
     def launch_tma(a, b, c, bias, z, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
@@ -173,8 +198,8 @@ def tma_entry(tiles: int, sms: int, const: dict, fallback):
             return
         if a.is_cuda:   # the interpreter's descriptors need no context
             bind_context(a.device)
-        a_desc = TensorDescriptor.from_tensor(a, [bm, bk])
-        b_desc = TensorDescriptor.from_tensor(b, [bk, bn])
+        a_desc = TensorDescriptor.from_tensor(_row_major(a), [bk, bm] if a_t else [bm, bk])
+        b_desc = TensorDescriptor.from_tensor(_row_major(b), [bn, bk] if b_t else [bk, bn])
         c_desc = TensorDescriptor.from_tensor(c, [bm, bn])
         # no Z (STORE_PREACT off): matmul.launch passes C in its place; reuse C's descriptor
         z_desc = c_desc if z is c else TensorDescriptor.from_tensor(z, [bm, bn])

@@ -20,8 +20,8 @@ OUT=${OUT:-results/kernels/gpu-check}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export KERNELS_CACHE_DIR="$OUT/autotune"
-export KERNELS_PERSISTENT=1        # tune the persistent matmul plans too (docs/kernels.md)
-export KERNELS_TMA=${KERNELS_TMA:-1} # and the TMA-descriptor plans (matmul_tma.py; opt-in elsewhere)
+# the persistent and TMA plans join the tuning by default (KERNELS_PERSISTENT / KERNELS_TMA
+# set to 0 leave them out; docs/kernels.md); stream-K only with KERNELS_STREAM_K=1
 PY=${PYTHON:-python3}
 SHARDS=${SHARDS:-4}
 BUDGET=${BENCH_BUDGET:-200}      # seconds of benchmark cases (each case ends the budget check)

@@ -1,7 +1,8 @@
 """The TMA matmul plans (kernels/matmul_tma.py, plan knob TMA=1): forced plans against the
 float64 reference in the interpreter (descriptor loads zero-fill and stores clip at the
 edges), the launch cache's per-call descriptors and fallback, and which problems the tuner
-offers TMA plans (only with KERNELS_TMA=1, aligned row-major operands)."""
+offers TMA plans (only with KERNELS_TMA=1, operands with 16-byte aligned rows, row- or
+column-major)."""
 import importlib
 
 import pytest
@@ -80,6 +81,29 @@ def test_tma_plan_matches_reference(shape, bias_on, activation, dtype, tma_devic
     assert len(tma_launches) == 1
 
 
+def column_major(t):
+    return t.t().contiguous().t()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", ["cr", "rc", "cc"])
+def test_tma_plan_reads_column_major_operands(layout, dtype, tma_device, tma_launches):
+    """A column-major A (the backward's dB = A^T @ dZ) or B (a Linear weight as is) is read
+    through a descriptor of its transpose: 40x72x24 with 16x32x16 tiles ends mid-tile in M
+    and N and mid-block in K (zero-filled), outputs NaN-poisoned, against float64."""
+    a, b, bias = inputs((40, 72, 24), dtype, tma_device)
+    a = column_major(a) if layout[0] == "c" else a
+    b = column_major(b) if layout[1] == "c" else b
+    assert mm()._layout(a)[1] + mm()._layout(b)[1] == layout
+    with kernels.poisoned():
+        c, z = mm().launch(a, b, bias, "gelu", store_preact=True, config=tma_plan())
+    assert len(tma_launches) == 1
+    pre = a.double() @ b.double() + bias.double()
+    torch.testing.assert_close(z.double(), pre, rtol=RTOL[dtype], atol=RTOL[dtype])
+    torch.testing.assert_close(c.double(), ref.activate(pre, "gelu"), rtol=RTOL[dtype],
+                               atol=RTOL[dtype])
+
+
 def test_launch_cache_builds_descriptors_per_call(tma_device, tma_launches, monkeypatch):
     """Through the launch cache (a TMA plan picked, then two cached calls): each call reads
     its own tensors (descriptors hold data pointers: a stale one would reuse old data)."""
@@ -132,30 +156,44 @@ def _tmas(plans):
 GPT2 = (16384, 2304, 768)   # M, N, K of GPT-2's qkv projection (2304 tiles of 128x128)
 
 
-def test_tma_plans_only_with_kernels_tma(monkeypatch):
-    """KERNELS_TMA unset or 0: the grid has no TMA plan and is the grid of before; =1: TMA
-    plans are added after the others (never the first, untuned default)."""
+@pytest.mark.parametrize("off", ["0", "off"])
+def test_tma_plans_on_unless_switched_off(off, monkeypatch):
+    """KERNELS_TMA unset (the default) or 1: TMA plans are added after the others (never the
+    first, untuned default); 0 / off: the grid has none and is otherwise the same."""
     m, n, k = GPT2
     monkeypatch.delenv("KERNELS_TMA", raising=False)
-    before = mm().gpu_plans(m, n, k, torch.bfloat16, sms=132, layout="rr")
-    assert not _tmas(before)
-    monkeypatch.setenv("KERNELS_TMA", "0")
-    assert mm().gpu_plans(m, n, k, torch.bfloat16, sms=132, layout="rr") == before
+    default = mm().gpu_plans(m, n, k, torch.bfloat16, sms=132, layout="rr")
     monkeypatch.setenv("KERNELS_TMA", "1")
-    after = mm().gpu_plans(m, n, k, torch.bfloat16, sms=132, layout="rr")
-    assert [p for p in after if not p.get("TMA")] == before
-    assert len(_tmas(after)) >= 2 and not after[0].get("TMA")
-    for p in _tmas(after):
+    assert mm().gpu_plans(m, n, k, torch.bfloat16, sms=132, layout="rr") == default
+    monkeypatch.setenv("KERNELS_TMA", off)
+    without = mm().gpu_plans(m, n, k, torch.bfloat16, sms=132, layout="rr")
+    assert not _tmas(without)
+    assert [p for p in default if not p.get("TMA")] == without
+    assert len(_tmas(default)) >= 2 and not default[0].get("TMA")
+    for p in _tmas(default):
         assert "SPLIT_K" not in p and "PERSISTENT" not in p
         assert max(p["BLOCK_M"], p["BLOCK_N"], p["BLOCK_K"]) <= 256
         mm().check_plan(p, (m, n, k), torch.bfloat16, None, "rr")
+    monkeypatch.delenv("KERNELS_TMA")
     assert _tmas(mm().gpu_plans(m, n, k, torch.float32, sms=132, layout="rr"))
 
 
+@pytest.mark.parametrize("layout", ["rc", "cr", "cc"])
+def test_tma_plans_offered_for_column_major_operands(layout, monkeypatch):
+    """GPT-2's dW of its qkv weight (dZ^T @ X: A column-major, 2304x16384x768) and a Linear
+    weight read as is (B column-major) get TMA plans, checked against their layout."""
+    monkeypatch.setenv("KERNELS_TMA", "1")
+    plans = _tmas(mm().gpu_plans(2304, 768, 16384, torch.bfloat16, sms=132, layout=layout))
+    assert plans
+    for p in plans:
+        mm().check_plan(p, (2304, 768, 16384), torch.bfloat16, None, layout)
+
+
 @pytest.mark.parametrize("dtype, m, n, k, layout, why", [
-    (torch.bfloat16, *GPT2, "rc", "a Linear weight as is (K-contiguous B)"),
-    (torch.bfloat16, *GPT2, "cr", "a transposed A (the backward's dB = A^T @ dZ)"),
     (torch.bfloat16, *GPT2, None, "layout unknown"),
+    (torch.bfloat16, 16380, 2304, 768, "cr", "a column-major A's M not a multiple of 8"),
+    (torch.bfloat16, 16384, 2304, 770, "rc", "a column-major B's K not a multiple of 8"),
+    (torch.bfloat16, 16384, 2300, 768, "cr", "C's N not a multiple of 8"),
     (torch.bfloat16, 16384, 2304, 770, "rr", "K not a multiple of 8"),
     (torch.bfloat16, 16384, 2300, 768, "rr", "N not a multiple of 8"),
     (torch.float32, 16384, 2302, 768, "rr", "N not a multiple of 4 (fp32)"),
@@ -203,13 +241,72 @@ def test_tma_with_split_k_or_persistent_is_refused(extra, match):
 
 
 def test_forced_tma_plan_on_a_problem_tma_cannot_read_is_refused(triton_device):
-    """launch(config=TMA plan) for a column-major B, or K not a multiple of 8 in bf16: a
-    KernelPlanError naming TMA and the rule, before anything runs."""
-    a = torch.randn(37, 72, device=triton_device)
-    b_cols = torch.randn(40, 72, device=triton_device).t()          # [72, 40] column-major
-    with pytest.raises(KernelPlanError, match=r"TMA=1: operand layout 'rc'.*drop TMA"):
-        mm().launch(a, b_cols, config=tma_plan())
+    """launch(config=TMA plan) where an operand's rows are not 16-byte aligned (a column-major
+    A with M = 37 rows in fp32; K = 20 in bf16): a KernelPlanError naming TMA, the operand
+    and the rule, before anything runs."""
+    a_cols = torch.randn(72, 37, device=triton_device).t()          # [37, 72] column-major
+    b = torch.randn(72, 40, device=triton_device)
+    with pytest.raises(KernelPlanError, match=r"TMA=1: A's 37 elements a row.*multiples of 4"
+                                              r".*layout 'cr'.*drop TMA"):
+        mm().launch(a_cols, b, config=tma_plan())
     a16 = torch.randn(37, 20, device=triton_device, dtype=torch.bfloat16)
     b16 = torch.randn(20, 40, device=triton_device, dtype=torch.bfloat16)
-    with pytest.raises(KernelPlanError, match=r"TMA=1: K=20, N=40: .*multiples of 8"):
+    with pytest.raises(KernelPlanError, match=r"TMA=1: A's 20 elements a row.*multiples of 8"):
         mm().launch(a16, b16, config=tma_plan())
+
+
+# --- a Linear's weight read as is ----------------------------------------------------------
+@pytest.mark.parametrize("as_is", [True, False])
+def test_linear_forward_reads_the_weight_as_is_or_a_copy(as_is, tma_device, tma_launches,
+                                                         monkeypatch):
+    """Where weight_as_is says so, kernels.linear's forward multiplies by the weight as is
+    (column-major B, read by the TMA kernel through its transpose) and makes no row-major
+    copy; elsewhere by the copy. Output and all three gradients equal float64 F.linear's
+    (the backward's dW reads a column-major dZ^T through TMA too)."""
+    monkeypatch.setattr(mm(), "weight_as_is", lambda *args: as_is)
+    monkeypatch.setattr(mm(), "candidate_plans", lambda *args: [tma_plan()])
+    monkeypatch.setattr(mm(), "_LAUNCHES", {})
+    copies, layouts = [], []
+    real_copy, real_launch = mm().weight_kn, mm().launch
+    monkeypatch.setattr(mm(), "weight_kn", lambda *a, **k: (copies.append(1),
+                                                             real_copy(*a, **k))[1])
+    monkeypatch.setattr(mm(), "launch", lambda a, b, *rest, **kw: (
+        layouts.append(mm()._layout(a)[1] + mm()._layout(b)[1]), real_launch(a, b, *rest,
+                                                                             **kw))[1])
+    kernels.set_backend("triton")
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 20, 24, generator=g).to(tma_device).requires_grad_()
+    w = (torch.randn(16, 24, generator=g) / 5).to(tma_device).requires_grad_()
+    bias = torch.randn(16, generator=g).to(tma_device).requires_grad_()
+    dy = torch.randn(2, 20, 16, generator=g).to(tma_device)
+    with kernels.poisoned():
+        y = kernels.linear(x, w, bias)
+        y.backward(dy)
+    assert layouts == ["rc" if as_is else "rr", "rr", "cr"]   # forward, dX, dW
+    assert len(copies) == (0 if as_is else 1) and len(tma_launches) == 3
+    xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, bias))
+    yd = torch.nn.functional.linear(xd, wd, bd)
+    yd.backward(dy.double())
+    for got, want in [(y, yd), (x.grad, xd.grad), (w.grad, wd.grad), (bias.grad, bd.grad)]:
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_weight_as_is_only_where_the_tuner_has_tma_plans_for_it(monkeypatch):
+    """weight_as_is asks tma_plans for layout 'rc' once per shape (cached), and says no on
+    a CPU device or with tuning off (the untuned default is a plain plan, which reads the
+    weight as is slower than the copy)."""
+    asked, offered = [], [[tma_plan()]]
+    monkeypatch.setattr(mm(), "num_sms", lambda device: 132)
+    monkeypatch.setattr(mm(), "_AS_IS", {})
+    monkeypatch.setattr(mm(), "tma_plans", lambda M, N, K, dtype, sms, device, layout: (
+        asked.append(layout), offered[0])[1])
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setenv("KERNELS_AUTOTUNE", "1")
+    assert mm().weight_as_is(256, 1000, 2048, torch.bfloat16, cuda)
+    assert mm().weight_as_is(256, 1000, 2048, torch.bfloat16, cuda) and asked == ["rc"]
+    offered[0] = []
+    assert not mm().weight_as_is(256, 1000, 2056, torch.bfloat16, cuda)
+    offered[0] = [tma_plan()]
+    assert not mm().weight_as_is(256, 1000, 2048, torch.bfloat16, torch.device("cpu"))
+    monkeypatch.setenv("KERNELS_AUTOTUNE", "0")
+    assert not mm().weight_as_is(256, 1000, 2048, torch.bfloat16, cuda)
