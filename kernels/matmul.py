@@ -896,16 +896,11 @@ def matmul_forward(route, a, b, bias, activation, store_preact):
 
 def linear_forward(route, x, weight, bias, weight_kn):
     """F.linear(x, weight, bias); the triton route multiplies by weight_kn, the weight's
-    row-major [K, N] copy (weight_kn() below), or, given None, by the weight as is where
-    weight_as_is says so (else by a copy made here)."""
+    row-major [K, N] copy (weight_kn() below), or by the weight as is when given None
+    (weight_as_is)."""
     if route == "triton":
-        x2 = x.reshape(-1, x.shape[-1])
-        if weight_kn is None:
-            weight_kn = weight.t()
-            if not weight_as_is(x2.shape[0], weight.shape[0], weight.shape[1], weight.dtype,
-                                weight.device):
-                weight_kn = weight_kn.contiguous()
-        c, _ = launch(x2, weight_kn, bias)
+        b = weight_kn if weight_kn is not None else weight.t()
+        c, _ = launch(x.reshape(-1, x.shape[-1]), b, bias)
         return c.reshape(*x.shape[:-1], weight.shape[0])
     return torch.nn.functional.linear(x, weight, bias)
 
@@ -962,7 +957,8 @@ def triton_linear(x, weight, bias=None):
     param = weight
     x, weight, bias = autocast_inputs(x, weight, bias)
     if torch.compiler.is_compiling():
-        w_kn = None   # linear_forward, inside the custom op, reads it as is or copies it
+        # a traced copy: inductor fuses it with the autocast cast (no Python cache here)
+        w_kn = param.detach().t().to(dtype=weight.dtype, memory_format=torch.contiguous_format)
     elif weight_as_is(x.numel() // max(1, x.shape[-1]), weight.shape[0], weight.shape[1],
                       weight.dtype, weight.device):
         w_kn = None
@@ -991,18 +987,19 @@ _AS_IS: dict = {}
 
 def weight_as_is(M: int, N: int, K: int, dtype: torch.dtype, device: torch.device) -> bool:
     """Whether a Linear's forward [M, K] @ weight[N, K]^T reads the weight as is (B
-    column-major, K-contiguous) rather than a row-major copy (weight_kn): where the tuner has
-    TMA plans for that layout (sm_90+, KERNELS_TMA on, tuning on, rows 16-byte aligned, tiles
-    that fit). TMA reads the K-contiguous weight as fast as a row-major one or faster, and the
-    copy is saved; the plain kernel reads it slower, so elsewhere the copy stays. H200
-    (2026-12-02), graph replay: resnet50's fc 6.8 us as is (TMA 64x64x128) vs 7.7 for the
-    best plan on the copy; GPT-2's 16384x768->3072 115.9 us vs ~116 (the plain kernel on the
-    weight as is: 141)."""
+    column-major, K-contiguous) rather than a row-major copy (weight_kn): for few-tile
+    products (fewer 128x128 tiles than SMs) where the tuner has TMA plans for that layout
+    (sm_90+, KERNELS_TMA on, tuning on, rows 16-byte aligned). Eager only: under
+    torch.compile the copy is traced and fused with autocast's cast. H200 (2026-12-02),
+    graph replay, best TMA plan as is vs best plan on the copy: resnet50's fc 6.7 vs 7.6 us;
+    but GPT-2's 16384x768->3072 122.9 vs 117.1 and 16384x3072->768 112.3 vs 103.8 (the copy,
+    a few us, pays there), 16384x768->2304 and ->768 equal."""
     key = (M, N, K, dtype, device, switched_on("KERNELS_TMA"),
            os.environ.get(autotune.ENV_SWITCH, "1").strip())
     hit = _AS_IS.get(key)
     if hit is None:
         hit = device.type == "cuda" and key[-1] != "0" and M > 0 and \
+            _tiles(M, N, 128, 128) < num_sms(device) and \
             bool(tma_plans(M, N, K, dtype, num_sms(device), device, "rc"))
         _AS_IS[key] = hit
     return hit

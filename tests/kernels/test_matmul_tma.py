@@ -292,9 +292,10 @@ def test_linear_forward_reads_the_weight_as_is_or_a_copy(as_is, tma_device, tma_
 
 
 def test_weight_as_is_only_where_the_tuner_has_tma_plans_for_it(monkeypatch):
-    """weight_as_is asks tma_plans for layout 'rc' once per shape (cached), and says no on
-    a CPU device or with tuning off (the untuned default is a plain plan, which reads the
-    weight as is slower than the copy)."""
+    """weight_as_is asks tma_plans for layout 'rc' once per shape (cached), and says no for
+    many-tile products (GPT-2's 16384x768->3072: the copy pays there), on a CPU device or
+    with tuning off (the untuned default is a plain plan, which reads the weight as is
+    slower than the copy)."""
     asked, offered = [], [[tma_plan()]]
     monkeypatch.setattr(mm(), "num_sms", lambda device: 132)
     monkeypatch.setattr(mm(), "_AS_IS", {})
@@ -304,6 +305,7 @@ def test_weight_as_is_only_where_the_tuner_has_tma_plans_for_it(monkeypatch):
     monkeypatch.setenv("KERNELS_AUTOTUNE", "1")
     assert mm().weight_as_is(256, 1000, 2048, torch.bfloat16, cuda)
     assert mm().weight_as_is(256, 1000, 2048, torch.bfloat16, cuda) and asked == ["rc"]
+    assert not mm().weight_as_is(16384, 3072, 768, torch.bfloat16, cuda)
     offered[0] = []
     assert not mm().weight_as_is(256, 1000, 2056, torch.bfloat16, cuda)
     offered[0] = [tma_plan()]
