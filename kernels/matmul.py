@@ -112,14 +112,18 @@ _TMA_SMALL_TILES_16BIT = [(64, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 64, 64,
 _TMA_SMALL_TILES_FP32 = [(64, 64, 32, 4, 3)]
 # Stream-K (STREAM_K = programs per SM), offered only with KERNELS_STREAM_K=1, where a plan's
 # tiles fill less than 90% of the SM slots of their waves: GPT-2's dW of a [3072, 768] weight
-# is 144 tiles of 128x128 on 132 SMs, two waves, the second of 12 tiles. Its first version
-# (one while-loop over segments) was correct and bit-reproducible on the H200 (2026-12-02)
-# but slower than the best tiled plan at every product tried (fc 12.0 vs 8.9 us, 7x7x512
-# 19.6 vs 14.1, dW 768x768 49 vs 45): with one whole tile per program it ran 11-16% slower
-# than the tiled kernel, of which the while-loop alone cost 3-14% and a for-loop over tiles
-# 0-3%. The kernel now runs three straight phases (tail, whole tiles, head); that version is
-# verified in the interpreter only, not yet compiled or timed on a GPU. Opt-in until it
-# wins. (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, programs per SM).
+# is 144 tiles of 128x128 on 132 SMs, two waves, the second of 12 tiles. Correct and
+# bit-reproducible on the H200 (2026-12-02: 56 forced plans, 1 and 2 programs per SM, bf16
+# and fp32, odd shapes), but slower than the best tiled plan at every product tried, in both
+# versions (a while-loop over segments; now three straight phases: tail, whole tiles, head).
+# Three-phase, best stream-K plan vs tuned vs torch, us: dW 3072x16384x768 150 / 153 / 106,
+# dW 768x16384x768 49 / 47 / 36, fc 256x2048x1000 11.2 / 7.7 / 8.1, 12544x1152x128 15.5 /
+# 9.3 / 8.2, 784x4608x512 19.2 / 14.1 / 10.7. Even the dW products, with all 132 SMs busy
+# instead of 72, ran no faster than the one-wave 128x256 tiled plan: not wave quantization
+# but the per-SM loads bound them there. The small products pay the fixed costs (the
+# per-call flag reset, the handover) on a few-us kernel. Kept opt-in and tested, for GPUs
+# and shapes where a tail wave does dominate. (BLOCK_M, BLOCK_N, BLOCK_K, num_warps,
+# num_stages, programs per SM).
 _STREAM_K_TILES_16BIT = [(128, 128, 64, 8, 4, 1), (128, 256, 64, 8, 3, 1),
                          (128, 64, 64, 4, 4, 1), (64, 128, 64, 4, 4, 1), (64, 64, 64, 4, 4, 1)]
 _STREAM_K_TILES_FP32 = [(64, 64, 32, 4, 3, 1), (128, 64, 32, 8, 3, 1), (128, 128, 32, 8, 3, 1)]
@@ -959,11 +963,11 @@ def triton_linear(x, weight, bias=None):
     if torch.compiler.is_compiling():
         # a traced copy: inductor fuses it with the autocast cast (no Python cache here)
         w_kn = param.detach().t().to(dtype=weight.dtype, memory_format=torch.contiguous_format)
-    elif weight_as_is(x.numel() // max(1, x.shape[-1]), weight.shape[0], weight.shape[1],
-                      weight.dtype, weight.device):
-        w_kn = None
     else:
-        w_kn = weight_kn(param, weight.dtype, cache=not ops.needs_grad(x, weight, bias))
+        cache = not ops.needs_grad(x, weight, bias)
+        as_is = weight_as_is(x.numel() // max(1, x.shape[-1]), weight.shape[0],
+                             weight.shape[1], weight.dtype, weight.device, copy_cached=cache)
+        w_kn = None if as_is else weight_kn(param, weight.dtype, cache=cache)
     return ops.linear(x, weight, bias, w_kn, "triton", __name__)
 
 
@@ -985,21 +989,25 @@ def _check_linear(x, weight):
 _AS_IS: dict = {}
 
 
-def weight_as_is(M: int, N: int, K: int, dtype: torch.dtype, device: torch.device) -> bool:
+def weight_as_is(M: int, N: int, K: int, dtype: torch.dtype, device: torch.device,
+                 copy_cached: bool = False) -> bool:
     """Whether a Linear's forward [M, K] @ weight[N, K]^T reads the weight as is (B
-    column-major, K-contiguous) rather than a row-major copy (weight_kn): for few-tile
-    products (fewer 128x128 tiles than SMs) where the tuner has TMA plans for that layout
-    (sm_90+, KERNELS_TMA on, tuning on, rows 16-byte aligned). Eager only: under
-    torch.compile the copy is traced and fused with autocast's cast. H200 (2026-12-02),
-    graph replay, best TMA plan as is vs best plan on the copy: resnet50's fc 6.7 vs 7.6 us;
-    but GPT-2's 16384x768->3072 122.9 vs 117.1 and 16384x3072->768 112.3 vs 103.8 (the copy,
-    a few us, pays there), 16384x768->2304 and ->768 equal."""
-    key = (M, N, K, dtype, device, switched_on("KERNELS_TMA"),
+    column-major, K-contiguous) rather than a row-major copy (weight_kn), in eager mode
+    (under torch.compile the copy is traced and fused with autocast's cast): where the tuner
+    has TMA plans for that layout (sm_90+, KERNELS_TMA on, tuning on, rows 16-byte aligned),
+    and either the product has few tiles (fewer 128x128 tiles than SMs) or the copy would be
+    made on every call (training: copy_cached False). H200 (2026-12-02), graph replay:
+    resnet50's fc 6.7 us as is vs 7.6 on the copy; GPT-2's 16384x768->3072 and
+    16384x3072->768 forward products 122.9 and 112.3 us as is vs 117.1 and 103.8 on the copy
+    (so inference, whose copy is cached, keeps it), yet a training step's forward and
+    backward ran faster as is (0.408 vs 0.414 ms and 0.467 vs 0.482: the transposing copy
+    made each call costs more than the slower product)."""
+    key = (M, N, K, dtype, device, copy_cached, switched_on("KERNELS_TMA"),
            os.environ.get(autotune.ENV_SWITCH, "1").strip())
     hit = _AS_IS.get(key)
     if hit is None:
         hit = device.type == "cuda" and key[-1] != "0" and M > 0 and \
-            _tiles(M, N, 128, 128) < num_sms(device) and \
+            (not copy_cached or _tiles(M, N, 128, 128) < num_sms(device)) and \
             bool(tma_plans(M, N, K, dtype, num_sms(device), device, "rc"))
         _AS_IS[key] = hit
     return hit

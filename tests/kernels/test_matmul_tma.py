@@ -263,7 +263,9 @@ def test_linear_forward_reads_the_weight_as_is_or_a_copy(as_is, tma_device, tma_
     (column-major B, read by the TMA kernel through its transpose) and makes no row-major
     copy; elsewhere by the copy. Output and all three gradients equal float64 F.linear's
     (the backward's dW reads a column-major dZ^T through TMA too)."""
-    monkeypatch.setattr(mm(), "weight_as_is", lambda *args: as_is)
+    asked = []   # weight_as_is's copy_cached: False under autograd (a copy each call)
+    monkeypatch.setattr(mm(), "weight_as_is", lambda *args, copy_cached: (
+        asked.append(copy_cached), as_is)[1])
     monkeypatch.setattr(mm(), "candidate_plans", lambda *args: [tma_plan()])
     monkeypatch.setattr(mm(), "_LAUNCHES", {})
     copies, layouts = [], []
@@ -283,6 +285,7 @@ def test_linear_forward_reads_the_weight_as_is_or_a_copy(as_is, tma_device, tma_
         y = kernels.linear(x, w, bias)
         y.backward(dy)
     assert layouts == ["rc" if as_is else "rr", "rr", "cr"]   # forward, dX, dW
+    assert asked == [False]
     assert len(copies) == (0 if as_is else 1) and len(tma_launches) == 3
     xd, wd, bd = (t.detach().double().requires_grad_() for t in (x, w, bias))
     yd = torch.nn.functional.linear(xd, wd, bd)
@@ -293,9 +296,10 @@ def test_linear_forward_reads_the_weight_as_is_or_a_copy(as_is, tma_device, tma_
 
 def test_weight_as_is_only_where_the_tuner_has_tma_plans_for_it(monkeypatch):
     """weight_as_is asks tma_plans for layout 'rc' once per shape (cached), and says no for
-    many-tile products (GPT-2's 16384x768->3072: the copy pays there), on a CPU device or
-    with tuning off (the untuned default is a plain plan, which reads the weight as is
-    slower than the copy)."""
+    many-tile products whose copy is cached (inference at GPT-2's 16384x768->3072: the
+    copy's product is faster) but yes where the copy would be made each call (training), on
+    a CPU device or with tuning off (the untuned default is a plain plan, which reads the
+    weight as is slower than the copy)."""
     asked, offered = [], [[tma_plan()]]
     monkeypatch.setattr(mm(), "num_sms", lambda device: 132)
     monkeypatch.setattr(mm(), "_AS_IS", {})
@@ -305,7 +309,9 @@ def test_weight_as_is_only_where_the_tuner_has_tma_plans_for_it(monkeypatch):
     monkeypatch.setenv("KERNELS_AUTOTUNE", "1")
     assert mm().weight_as_is(256, 1000, 2048, torch.bfloat16, cuda)
     assert mm().weight_as_is(256, 1000, 2048, torch.bfloat16, cuda) and asked == ["rc"]
-    assert not mm().weight_as_is(16384, 3072, 768, torch.bfloat16, cuda)
+    assert not mm().weight_as_is(16384, 3072, 768, torch.bfloat16, cuda, copy_cached=True)
+    assert mm().weight_as_is(16384, 3072, 768, torch.bfloat16, cuda, copy_cached=False)
+    assert mm().weight_as_is(256, 1000, 2048, torch.bfloat16, cuda, copy_cached=True)
     offered[0] = []
     assert not mm().weight_as_is(256, 1000, 2056, torch.bfloat16, cuda)
     offered[0] = [tma_plan()]
