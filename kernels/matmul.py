@@ -55,8 +55,8 @@ KNOBS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
 # tile's epilogue). The filter below drops tiles far larger than the problem. First H100 run
 # (2026-11-23): the plain kernel's best plans reached 0.88-0.93x cuBLAS at GPT-2 shapes with
 # row-major B and 0.73-0.79x with a Linear weight (K-contiguous B). The persistent plans
-# (verified on the H100 since; they never won the tuning there) join the grid only with
-# KERNELS_PERSISTENT=1, which scripts/gpu_check_kernels.sh sets. Split-K variants are added
+# (verified on the H100 since; they never won the tuning there, but do at some GPT-2
+# products on the H200) join the grid unless KERNELS_PERSISTENT=0. Split-K variants are added
 # per problem (_SPLIT_K_TILES below), not listed here.
 _PLANS_16BIT = [
     (128, 128, 64, 8, 4, 0), (128, 256, 64, 8, 3, 0), (128, 256, 64, 8, 4, 0),
@@ -94,7 +94,7 @@ _SPLIT_K_TILES_FP32 = [(64, 64, 32, 4, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8,
                        (128, 128, 32, 8, 3)]
 _SPLIT_K_FACTORS = (2, 4, 8)
 # TMA plans (matmul_tma.py; tutorial 09's Hopper tiles, 128 x 128/256, BLOCK_K 64/128, 8 warps):
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). Offered only with KERNELS_TMA=1, for
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). Offered unless KERNELS_TMA=0, for
 # operands TMA can read (row- or column-major, rows 16-byte aligned: tma_problem_error), on
 # sm_90+, with at least one full wave of tiles
 # (one program per SM: fewer tiles leave SMs idle). On the H100 (triton 3.6) they won at
@@ -191,9 +191,10 @@ def gpu_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
     dimension more than the next power of two above the matching problem dimension (a 256-row
     tile for 5 rows only wastes work), no plan over the device's shared memory (device None:
     an H100's limits, so tests need no GPU), persistent plans only when there are more tiles
-    than SMs, the deep-pipeline _FEW_TILE_PLANS_16BIT and split-K plans (split_k_plans) only
-    when there are fewer, stream-K plans only with KERNELS_STREAM_K=1, TMA plans only with
-    KERNELS_TMA=1 (tma_plans; layout: the operands' "rr"/"rc"/..., None = unknown, no TMA)."""
+    than SMs (and KERNELS_PERSISTENT is not 0), the deep-pipeline _FEW_TILE_PLANS_16BIT and
+    split-K plans (split_k_plans) only when there are fewer, stream-K plans only with
+    KERNELS_STREAM_K=1, TMA plans unless KERNELS_TMA=0 (tma_plans; layout: the operands'
+    "rr"/"rc"/..., None = unknown, no TMA)."""
     table = _PLANS_FP32 if dtype == torch.float32 else _PLANS_16BIT
     if dtype != torch.float32 and _tiles(M, N, 128, 128) < sms:
         table = table + _FEW_TILE_PLANS_16BIT
@@ -219,7 +220,7 @@ def gpu_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
 
 def tma_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
               device: torch.device | None = None, layout: str | None = None) -> list[dict]:
-    """TMA variants worth timing: only with KERNELS_TMA=1, a known layout TMA can read
+    """TMA variants worth timing: unless KERNELS_TMA=0, a known layout TMA can read
     (matmul_tma.tma_problem_error), tiles that fit the problem; _TMA_TILES_* where 128x128
     tiles fill the `sms` SMs, else the smaller _TMA_SMALL_TILES_*."""
     if not switched_on("KERNELS_TMA") or layout is None or \

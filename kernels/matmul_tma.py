@@ -1,7 +1,8 @@
 """Persistent matmul C = act(A @ B + bias) with TMA tensor-descriptor loads and stores, for
 Hopper (sm_90+): extra autotune candidates of kernels/matmul.py (plan knob TMA=1), offered
-only with KERNELS_TMA=1. Compiled, verified and timed on the H100 with triton 3.6
-(2026-11-23): the tuner picked them at GPT-2's row-major forward shapes and 4096^3.
+unless KERNELS_TMA=0 (opt-in until 2026-12-02). Compiled, verified and timed on the H100
+and H200 with triton 3.6: the tuner picks them at GPT-2's forward shapes, 4096^3, resnet50's
+fc and some dW products.
 
 Layout follows Triton's tutorial 09 (matmul_kernel_tma_persistent): one program per SM
 walks the output tiles in the grouped order of matmul.py (GROUP_M tile-rows share B tiles

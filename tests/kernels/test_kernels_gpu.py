@@ -66,7 +66,7 @@ def test_bf16_training_step_through_kernels():
 
 @pytest.mark.parametrize("shape", [(127, 129, 131), (2048, 768, 2304), (4096, 3072, 768)])
 def test_persistent_matmul_plan_on_the_gpu(shape):
-    """The persistent kernel (a tuning candidate with KERNELS_PERSISTENT=1), forced."""
+    """The persistent kernel (a tuning candidate unless KERNELS_PERSISTENT=0), forced."""
     mm = importlib.import_module("kernels.matmul")
     m, k, n = shape
     plan = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,

@@ -1,7 +1,7 @@
 """The TMA matmul plans (kernels/matmul_tma.py, plan knob TMA=1): forced plans against the
 float64 reference in the interpreter (descriptor loads zero-fill and stores clip at the
 edges), the launch cache's per-call descriptors and fallback, and which problems the tuner
-offers TMA plans (only with KERNELS_TMA=1, operands with 16-byte aligned rows, row- or
+offers TMA plans (unless KERNELS_TMA=0, operands with 16-byte aligned rows, row- or
 column-major)."""
 import importlib
 
