@@ -119,14 +119,20 @@ def test_launch_cache_builds_descriptors_per_call(tma_device, tma_launches, monk
     assert len(mm()._LAUNCHES) == 1 and len(tma_launches) == 3
 
 
-@pytest.mark.parametrize("view", ["row stride 73", "base offset 4 bytes"])
+@pytest.mark.parametrize("view", ["row stride 73", "base offset 4 bytes",
+                                  "column-major B, column stride 73"])
 def test_misaligned_view_runs_the_plain_kernel(view, tma_device, tma_launches):
-    """A row-major view whose shape passes the plan check but whose memory breaks TMA's
-    16-byte rule runs matmul.py's kernel with the same tiles, correctly."""
+    """A view whose shape passes the plan check but whose memory breaks TMA's 16-byte rule
+    (for a column-major operand: its transpose's) runs matmul.py's kernel with the same
+    tiles, correctly."""
     g = torch.Generator().manual_seed(3)
     wide = torch.randn(37, 73, generator=g).to(tma_device)
-    a = wide[:, :72] if view == "row stride 73" else wide[:, 1:]   # K = 72 both
+    a = wide[:, 1:] if view == "base offset 4 bytes" else wide[:, :72]   # K = 72
     b = (torch.randn(72, 40, generator=g) / 8).to(tma_device)
+    if view.startswith("column-major"):
+        a = a.contiguous()
+        b = (torch.randn(40, 73, generator=g) / 8).to(tma_device)[:, :72].t()
+        assert mm()._layout(b)[1] == "c" and b.stride(1) == 73
     with kernels.poisoned():
         c, _ = mm().launch(a, b, config=tma_plan())
     assert tma_launches == []
