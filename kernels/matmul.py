@@ -120,7 +120,7 @@ _TMA_SMALL_TILES_FP32 = [(64, 64, 32, 4, 3)]
 # dW 768x16384x768 49 / 47 / 36, fc 256x2048x1000 11.2 / 7.7 / 8.1, 12544x1152x128 15.5 /
 # 9.3 / 8.2, 784x4608x512 19.2 / 14.1 / 10.7. Even the dW products, with all 132 SMs busy
 # instead of 72, ran no faster than the one-wave 128x256 tiled plan: not wave quantization
-# but the per-SM loads bound them there. The small products pay the fixed costs (the
+# but a limit the SMs share (the tile loads through L2) binds there. The small products pay the fixed costs (the
 # per-call flag reset, the handover) on a few-us kernel. Kept opt-in and tested, for GPUs
 # and shapes where a tail wave does dominate. (BLOCK_M, BLOCK_N, BLOCK_K, num_warps,
 # num_stages, programs per SM).
