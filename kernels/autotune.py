@@ -53,6 +53,12 @@ def cache_file(device_name: str) -> Path:
                           f"__triton-{_slug(_triton.VERSION)}.json")
 
 
+def mode() -> str:
+    """KERNELS_AUTOTUNE, lower-cased: "1" (default) tunes, "0" takes each op's first plan,
+    "compile" only compiles every plan (Autotuner.pick)."""
+    return os.environ.get(ENV_SWITCH, "1").strip().lower()
+
+
 def bucket(n: int) -> int:
     """Shape bucket of a dimension that varies between calls (tokens): n rounded up to its
     top three bits, four buckets an octave (512, 640, 768, 896, 1024, 1280, ...), so a plan
@@ -164,13 +170,13 @@ class Autotuner:
         processes in parallel before a benchmark) and use the first; nothing is cached."""
         if not candidates:
             raise ValueError(f"{op}: no candidate plans to tune")
-        mode = os.environ.get(ENV_SWITCH, "1").strip().lower()
-        if device.type != "cuda" or len(candidates) == 1 or mode == "0":
+        how = mode()
+        if device.type != "cuda" or len(candidates) == 1 or how == "0":
             return candidates[0]
-        fast = (op, tuple(key_fields.items()), device.index, mode)
+        fast = (op, tuple(key_fields.items()), device.index, how)
         if fast in self._fast:          # per-call path: no file names, no string keys
             return self._fast[fast]
-        if mode == "compile":
+        if how == "compile":
             for plan in candidates:
                 try:
                     run(plan)

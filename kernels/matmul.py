@@ -120,10 +120,10 @@ _TMA_SMALL_TILES_FP32 = [(64, 64, 32, 4, 3)]
 # dW 768x16384x768 49 / 47 / 36, fc 256x2048x1000 11.2 / 7.7 / 8.1, 12544x1152x128 15.5 /
 # 9.3 / 8.2, 784x4608x512 19.2 / 14.1 / 10.7. Even the dW products, with all 132 SMs busy
 # instead of 72, ran no faster than the one-wave 128x256 tiled plan: not wave quantization
-# but a limit the SMs share (the tile loads through L2) binds there. The small products pay the fixed costs (the
-# per-call flag reset, the handover) on a few-us kernel. Kept opt-in and tested, for GPUs
-# and shapes where a tail wave does dominate. (BLOCK_M, BLOCK_N, BLOCK_K, num_warps,
-# num_stages, programs per SM).
+# but a limit the SMs share (the tile loads through L2) binds there. The small products pay
+# the fixed costs (the per-call flag reset, the handover) on a few-us kernel. Kept opt-in and
+# tested, for GPUs and shapes where a tail wave does dominate. (BLOCK_M, BLOCK_N, BLOCK_K,
+# num_warps, num_stages, programs per SM).
 _STREAM_K_TILES_16BIT = [(128, 128, 64, 8, 4, 1), (128, 256, 64, 8, 3, 1),
                          (128, 64, 64, 4, 4, 1), (64, 128, 64, 4, 4, 1), (64, 64, 64, 4, 4, 1)]
 _STREAM_K_TILES_FP32 = [(64, 64, 32, 4, 3, 1), (128, 64, 32, 8, 3, 1), (128, 128, 32, 8, 3, 1)]
@@ -206,11 +206,8 @@ def gpu_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
             continue
         if persistent and (not use_persistent or _tiles(M, N, bm, bn) <= sms):
             continue
-        try:
-            validate_plan("matmul", p, (M, N, K), smem_bytes(p, dtype), device)
-        except KernelPlanError:
-            continue
-        plans.append(p)
+        if _passes(p, (M, N, K), dtype, device):
+            plans.append(p)
     if not plans:
         clamp = lambda d: max(16, min(64, next_pow2(d)))
         plans.append(_plan(clamp(M), clamp(N), clamp(K), 4, 3))
@@ -445,6 +442,26 @@ if HAS_TRITON:
         tl.store(c_ptr + c_offs, acc.to(c_ptr.dtype.element_ty), mask=c_mask)
 
     @triton.jit
+    def _tile_product(a_ptr, b_ptr, bias_ptr, tile, k_lo, k_hi, M, N, K,
+                      stride_am, stride_ak, stride_bk, stride_bn, HAS_BIAS: tl.constexpr,
+                      EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                      GROUP_M: tl.constexpr):
+        # one tile's fp32 product over K blocks [k_lo, k_hi): tile `tile` in grouped order,
+        # its rows/cols from _tile_start (in a problem smaller than the tile, rows/cols past
+        # the edge wrap round: loads stay in bounds without masks, the store masks them),
+        # its bias loaded before the K loop (_load_bias), and its coordinates for the store
+        pid_m, pid_n = tile_ids(tile, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+        m0 = _tile_start(pid_m, BLOCK_M, M)
+        n0 = _tile_start(pid_n, BLOCK_N, N)
+        bias = _load_bias(bias_ptr, n0 + tl.arange(0, BLOCK_N), N, HAS_BIAS)
+        acc = _dot_blocks(a_ptr, b_ptr, (m0 + tl.arange(0, BLOCK_M)) % M,
+                          (n0 + tl.arange(0, BLOCK_N)) % N, K, k_lo, k_hi,
+                          stride_am, stride_ak, stride_bk, stride_bn,
+                          EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+        return acc, bias, pid_m, pid_n, m0, n0
+
+    @triton.jit
     def _matmul_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, z_ptr,
                        M, N, K,
                        stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
@@ -457,18 +474,10 @@ if HAS_TRITON:
         # one program per tile of C, in grouped launch order
         M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_cm = _aligned(
             M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_cm, A_ROW, B_ROW, DIV)
-        pid_m, pid_n = tile_ids(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N),
-                                GROUP_M)
-        m0 = _tile_start(pid_m, BLOCK_M, M)
-        n0 = _tile_start(pid_n, BLOCK_N, N)
-        # in a problem smaller than the tile, rows/cols past the edge wrap around: loads
-        # stay in bounds without masks, the epilogue's store masks them out
-        offs_am = (m0 + tl.arange(0, BLOCK_M)) % M
-        offs_bn = (n0 + tl.arange(0, BLOCK_N)) % N
-        bias = _load_bias(bias_ptr, n0 + tl.arange(0, BLOCK_N), N, HAS_BIAS)
-        acc = _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, 0, tl.cdiv(K, BLOCK_K),
-                          stride_am, stride_ak, stride_bk, stride_bn,
-                          EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+        acc, bias, pid_m, pid_n, m0, n0 = _tile_product(
+            a_ptr, b_ptr, bias_ptr, tl.program_id(0), 0, tl.cdiv(K, BLOCK_K), M, N, K,
+            stride_am, stride_ak, stride_bk, stride_bn, HAS_BIAS, EVEN_K, DOT_PRECISION,
+            BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
         _epilogue(acc, bias, c_ptr, z_ptr, m0 + tl.arange(0, BLOCK_M),
                   n0 + tl.arange(0, BLOCK_N), pid_m * BLOCK_M, pid_n * BLOCK_N, M, N,
                   stride_cm, stride_cn, HAS_BIAS, ACTIVATION, STORE_PREACT)
@@ -534,20 +543,15 @@ if HAS_TRITON:
         # The workspace's row stride is N, so DIV holds for it as for C's.
         M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_wm = _aligned(
             M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_wm, A_ROW, B_ROW, DIV)
-        pid_m, pid_n = tile_ids(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N),
-                                 GROUP_M)
         split = tl.program_id(1)
         k_blocks = tl.cdiv(K, BLOCK_K)
         k_lo = split * k_blocks // SPLIT_K
         k_hi = (split + 1) * k_blocks // SPLIT_K
-
-        m0 = _tile_start(pid_m, BLOCK_M, M)
-        n0 = _tile_start(pid_n, BLOCK_N, N)
-        offs_am = (m0 + tl.arange(0, BLOCK_M)) % M
-        offs_bn = (n0 + tl.arange(0, BLOCK_N)) % N
-        acc = _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, k_lo, k_hi,
-                          stride_am, stride_ak, stride_bk, stride_bn,
-                          EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+        # no bias here (the reduce kernel adds it): HAS_BIAS=False, the pointer is unread
+        acc, _, pid_m, pid_n, m0, n0 = _tile_product(
+            a_ptr, b_ptr, ws_ptr, tl.program_id(0), k_lo, k_hi, M, N, K, stride_am, stride_ak,
+            stride_bk, stride_bn, False, EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
+            GROUP_M)
 
         offs_cm = m0 + tl.arange(0, BLOCK_M)
         offs_cn = n0 + tl.arange(0, BLOCK_N)
@@ -584,24 +588,6 @@ if HAS_TRITON:
         _epilogue(acc, _load_bias(bias_ptr, offs_cn, N, HAS_BIAS), c_ptr, z_ptr, offs_cm,
                   offs_cn, 0, 0, M, N, stride_cm, stride_cn, HAS_BIAS, ACTIVATION,
                   STORE_PREACT)
-
-    @triton.jit
-    def _tile_product(a_ptr, b_ptr, bias_ptr, tile, k_lo, k_hi, M, N, K,
-                      stride_am, stride_ak, stride_bk, stride_bn, HAS_BIAS: tl.constexpr,
-                      EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                      GROUP_M: tl.constexpr):
-        # the stream-K kernel's step: K blocks [k_lo, k_hi) of tile `tile` (grouped order),
-        # with the tile's bias and coordinates for the epilogue
-        pid_m, pid_n = tile_ids(tile, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
-        m0 = _tile_start(pid_m, BLOCK_M, M)
-        n0 = _tile_start(pid_n, BLOCK_N, N)
-        bias = _load_bias(bias_ptr, n0 + tl.arange(0, BLOCK_N), N, HAS_BIAS)
-        acc = _dot_blocks(a_ptr, b_ptr, (m0 + tl.arange(0, BLOCK_M)) % M,
-                          (n0 + tl.arange(0, BLOCK_N)) % N, K, k_lo, k_hi,
-                          stride_am, stride_ak, stride_bk, stride_bn,
-                          EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
-        return acc, bias, pid_m, pid_n, m0, n0
 
     @triton.jit
     def _matmul_stream_k_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, z_ptr, ws_ptr, flags_ptr,
@@ -1003,13 +989,15 @@ def weight_as_is(M: int, N: int, K: int, dtype: torch.dtype, device: torch.devic
     (so inference, whose copy is cached, keeps it), yet a training step's forward and
     backward ran faster as is (0.408 vs 0.414 ms and 0.467 vs 0.482: the transposing copy
     made each call costs more than the slower product)."""
-    key = (M, N, K, dtype, device, copy_cached, switched_on("KERNELS_TMA"),
-           os.environ.get(autotune.ENV_SWITCH, "1").strip())
+    tuning = autotune.mode()
+    key = (M, N, K, dtype, device, copy_cached, switched_on("KERNELS_TMA"), tuning)
     hit = _AS_IS.get(key)
     if hit is None:
-        hit = device.type == "cuda" and key[-1] != "0" and M > 0 and \
-            (not copy_cached or _tiles(M, N, 128, 128) < num_sms(device)) and \
-            bool(tma_plans(M, N, K, dtype, num_sms(device), device, "rc"))
+        hit = device.type == "cuda" and tuning != "0" and M > 0
+        if hit:
+            sms = num_sms(device)
+            hit = (not copy_cached or _tiles(M, N, 128, 128) < sms) and \
+                bool(tma_plans(M, N, K, dtype, sms, device, "rc"))
         _AS_IS[key] = hit
     return hit
 
