@@ -207,6 +207,89 @@ def test_bias_gradient_sums_in_fp32(triton_device):
     torch.testing.assert_close(bias.grad, expected, **exact)
 
 
+
+# (M, K, N): a shifted last row tile (37 rows, 16-row tiles), five tile-columns (only the
+# first may store sums), K not a multiple of BLOCK_K, fewer rows than a tile (wrapped rows),
+# GPT-2's dW layout in small (A column-major: dZ^T)
+ROW_SUM_SHAPES = [(37, 50, 70), (5, 33, 40), (64, 64, 64), (100, 7, 3)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("a_layout", ["r", "c"])
+@pytest.mark.parametrize("shape", ROW_SUM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_row_sums_come_with_the_product(shape, a_layout, dtype, triton_device):
+    """launch(row_sums=True): C = A @ B as always, and A's fp32 row sums, every row written
+    once (outputs start NaN), from the tuned plan and from 16x16 tiles with several
+    tile-columns."""
+    from kernels._common import poisoned
+    M, K, N = shape
+    g = torch.Generator().manual_seed(11)
+    a = torch.randn(M, K, generator=g).to(triton_device, dtype)
+    if a_layout == "c":
+        a = a.t().contiguous().t()
+    b = torch.randn(K, N, generator=g).to(triton_device, dtype)
+    expected_c = a.double() @ b.double()
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    for plan in (None, mm()._plan(16, 16, 16, 4, 1, group=2)):
+        with poisoned():
+            c, sums = mm().launch(a, b, row_sums=True, config=plan)
+        assert sums.dtype == torch.float32 and sums.shape == (M,)
+        torch.testing.assert_close(sums.double(), a.double().sum(1), rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(c.double(), expected_c, rtol=tol, atol=tol * 5)
+
+
+def test_row_sums_without_a_product_to_sum_in(triton_device):
+    a = torch.randn(6, 0, device=triton_device)
+    c, sums = mm().launch(a, torch.randn(0, 4, device=triton_device), row_sums=True)
+    assert torch.equal(c, torch.zeros(6, 4, device=triton_device))
+    assert torch.equal(sums, torch.zeros(6, device=triton_device))
+    a = torch.randn(6, 3, device=triton_device)
+    c, sums = mm().launch(a, torch.randn(3, 0, device=triton_device), row_sums=True)
+    assert c.shape == (6, 0)
+    torch.testing.assert_close(sums, a.sum(1))
+
+
+@pytest.mark.parametrize("knob", [dict(PERSISTENT=1), dict(SPLIT_K=2), dict(TMA=1),
+                                  dict(STREAM_K=1)], ids=lambda k: next(iter(k)))
+def test_row_sums_refuse_plans_of_other_kernels(knob, triton_device):
+    """Only the tiled kernel sums rows: a forced plan of another kernel is refused by name,
+    before anything runs (it would leave the sums unwritten)."""
+    from kernels._common import KernelPlanError
+    a = torch.randn(64, 64, device=triton_device)
+    plan = dict(mm()._plan(16, 16, 16, 4, 1), **knob)
+    with pytest.raises(KernelPlanError, match="tiled kernel"):
+        mm().launch(a, a, row_sums=True, config=plan)
+
+
+@pytest.mark.parametrize("in_dw", ["1", "0"])
+def test_linear_bias_gradient_in_the_dw_product(in_dw, triton_device, monkeypatch):
+    """KERNELS_BIAS_GRAD_IN_DW=1: a Linear's backward gets its bias gradient from the dW
+    launch (row sums of dZ^T), not a separate sum; the gradients match autograd of the
+    float64 reference either way, and the switch decides which path ran."""
+    monkeypatch.setenv("KERNELS_BIAS_GRAD_IN_DW", in_dw)
+    kernels.set_backend("triton")
+    launches = []
+    real = mm().launch
+    monkeypatch.setattr(mm(), "launch", lambda *a, **k: launches.append(k) or real(*a, **k))
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 21, 24, generator=g).to(triton_device).requires_grad_()
+    w = torch.randn(37, 24, generator=g).to(triton_device).requires_grad_()
+    bias = torch.randn(37, generator=g).to(triton_device).requires_grad_()
+    dy = torch.randn(3, 21, 37, generator=g).to(triton_device)
+    kernels.linear(x, w, bias).backward(dy)
+    leaves = [t.detach().double().requires_grad_() for t in (x, w, bias)]
+    torch.nn.functional.linear(*leaves).backward(dy.double())
+    for got, want in zip((x, w, bias), leaves):
+        torch.testing.assert_close(got.grad.double(), want.grad, rtol=1e-5, atol=1e-5)
+    assert sum(bool(k.get("row_sums")) for k in launches) == (1 if in_dw == "1" else 0)
+    # without a weight gradient there is no dW product: the bias gradient is summed alone
+    launches.clear()
+    x.grad = bias.grad = None
+    w.requires_grad_(False)
+    kernels.linear(x, w, bias).backward(dy)
+    torch.testing.assert_close(bias.grad.double(), leaves[2].grad, rtol=1e-5, atol=1e-5)
+    assert not any(k.get("row_sums") for k in launches)
+
 def _split_ks(plans):
     return [p for p in plans if p.get("SPLIT_K", 1) > 1]
 
