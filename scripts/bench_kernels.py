@@ -27,6 +27,7 @@ kernel time from the autotune cache of the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib
 import json
@@ -163,6 +164,20 @@ class Bench:
         return row
 
 
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    """The environment variable `name` set to `value` inside the block, as it was after."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 def rnd(*shape, dtype, device, requires_grad=False, scale=1.0):
     t = torch.randn(*shape, device=device, dtype=torch.float32) * scale
     return t.to(dtype).requires_grad_(requires_grad)
@@ -253,6 +268,40 @@ def bench_matmul(b: Bench, dtype):
                     ratio=tms / ms, tflops=flops / ms / 1e9, torch_tflops=flops / tms / 1e9,
                     err=err)
         b.graph_row(label, step(kernels.linear), step(F.linear), row, flops)
+
+    # a Linear with a bias through a training step, its bias gradient summed separately
+    # (the default) and inside the dW product (KERNELS_BIAS_GRAD_IN_DW=1), vs F.linear
+    for name, m, k, n in (b.shapes or (GPT2 if b.cuda else [])):
+        for in_dw in ("0", "1"):
+            layout = "linear+bias" + (", dbias in dW" if in_dw == "1" else "")
+            label = f"linear fwd+bwd {name} {layout}"
+            if b.skip(label):
+                continue
+            x = rnd(m, k, dtype=dtype, device=dev, requires_grad=True)
+            w = rnd(n, k, dtype=dtype, device=dev, scale=k ** -0.5, requires_grad=True)
+            bias = rnd(n, dtype=dtype, device=dev, requires_grad=True)
+            gy = rnd(m, n, dtype=dtype, device=dev)
+
+            def step(f, in_dw=in_dw, x=x, w=w, bias=bias, gy=gy):
+                def run():
+                    with _env("KERNELS_BIAS_GRAD_IN_DW", in_dw):
+                        f(x, w, bias).backward(gy)
+                return run
+            if b.precompile:
+                step(kernels.linear)()
+                continue
+            ms, tms = b.ms2(step(kernels.linear), step(F.linear), grad_to_none=[x, w, bias])
+            x.grad = w.grad = bias.grad = None
+            step(kernels.linear)()
+            x6, w6, b6 = ref.upcast(x), ref.upcast(w), ref.upcast(bias)
+            F.linear(x6, w6, b6).backward(gy.double())
+            err = max(ref.rel_err(t.grad, t6.grad) for t, t6 in ((x, x6), (w, w6), (bias, b6)))
+            flops = 6.0 * m * n * k
+            row = b.add(op="matmul", case=name, layout=layout, shape=[m, k, n],
+                        dtype=str(dtype)[6:], **{"pass": "fwd+bwd"}, ms=ms, torch_ms=tms,
+                        ratio=tms / ms, tflops=flops / ms / 1e9,
+                        torch_tflops=flops / tms / 1e9, err=err)
+            b.graph_row(label, step(kernels.linear), step(F.linear), row, flops)
 
     if b.cuda and not b.shapes:   # bias + gelu fused in the epilogue vs addmm then F.gelu
         name, m, k, n = GPT2[2]
