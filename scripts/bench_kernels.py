@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import datetime
 import importlib
+import itertools
 import json
 import math
 import os
@@ -242,66 +243,42 @@ def bench_matmul(b: Bench, dtype):
         # product measures the host (a GPT-2 fwd row read 0.40x on one lease, 0.92-1.0x on others)
         b.graph_row(label, ours, theirs, row, flops)
 
-    # training step (forward + both backward matmuls); then the fused epilogue on GPT-2's MLP
-    for name, m, k, n in train_cases:
-        label = f"linear fwd+bwd {name}"
+    # training step (forward + both backward matmuls): without a bias, and with one whose
+    # gradient is summed apart (the default) or inside the dW product
+    # (KERNELS_BIAS_GRAD_IN_DW=1, set per row); then the fused epilogue on GPT-2's MLP
+    variants = (("linear", False, "0"), ("linear+bias", True, "0"),
+                ("linear+bias, dbias in dW", True, "1"))
+    for (name, m, k, n), (layout, has_bias, in_dw) in itertools.product(train_cases, variants):
+        label = f"linear fwd+bwd {name}" + (f" {layout}" if has_bias else "")
         if b.skip(label):
             continue
         x = rnd(m, k, dtype=dtype, device=dev, requires_grad=True)
         w = rnd(n, k, dtype=dtype, device=dev, scale=k ** -0.5, requires_grad=True)
+        bias = rnd(n, dtype=dtype, device=dev, requires_grad=True) if has_bias else None
         gy = rnd(m, n, dtype=dtype, device=dev)
+        leaves = [t for t in (x, w, bias) if t is not None]
 
-        def step(f):
-            return lambda: f(x, w).backward(gy)
+        def step(f, in_dw=in_dw, x=x, w=w, bias=bias, gy=gy):
+            def run():
+                with _env("KERNELS_BIAS_GRAD_IN_DW", in_dw):
+                    f(x, w, bias).backward(gy)
+            return run
         if b.precompile:
             step(kernels.linear)()
             continue
-        ms, tms = b.ms2(step(kernels.linear), step(F.linear), grad_to_none=[x, w])
-        x.grad = w.grad = None
-        kernels.linear(x, w).backward(gy)
-        x6, w6 = ref.upcast(x), ref.upcast(w)
-        F.linear(x6, w6).backward(gy.double())
-        err = max(ref.rel_err(x.grad, x6.grad), ref.rel_err(w.grad, w6.grad))
+        ms, tms = b.ms2(step(kernels.linear), step(F.linear), grad_to_none=leaves)
+        for t in leaves:
+            t.grad = None
+        step(kernels.linear)()
+        leaves6 = [ref.upcast(t) for t in leaves]
+        F.linear(*leaves6).backward(gy.double())
+        err = max(ref.rel_err(t.grad, t6.grad) for t, t6 in zip(leaves, leaves6))
         flops = 6.0 * m * n * k
-        row = b.add(op="matmul", case=name, layout="linear", shape=[m, k, n],
+        row = b.add(op="matmul", case=name, layout=layout, shape=[m, k, n],
                     dtype=str(dtype)[6:], **{"pass": "fwd+bwd"}, ms=ms, torch_ms=tms,
                     ratio=tms / ms, tflops=flops / ms / 1e9, torch_tflops=flops / tms / 1e9,
                     err=err)
         b.graph_row(label, step(kernels.linear), step(F.linear), row, flops)
-
-    # a Linear with a bias through a training step, its bias gradient summed separately
-    # (the default) and inside the dW product (KERNELS_BIAS_GRAD_IN_DW=1), vs F.linear
-    for name, m, k, n in (b.shapes or (GPT2 if b.cuda else [])):
-        for in_dw in ("0", "1"):
-            layout = "linear+bias" + (", dbias in dW" if in_dw == "1" else "")
-            label = f"linear fwd+bwd {name} {layout}"
-            if b.skip(label):
-                continue
-            x = rnd(m, k, dtype=dtype, device=dev, requires_grad=True)
-            w = rnd(n, k, dtype=dtype, device=dev, scale=k ** -0.5, requires_grad=True)
-            bias = rnd(n, dtype=dtype, device=dev, requires_grad=True)
-            gy = rnd(m, n, dtype=dtype, device=dev)
-
-            def step(f, in_dw=in_dw, x=x, w=w, bias=bias, gy=gy):
-                def run():
-                    with _env("KERNELS_BIAS_GRAD_IN_DW", in_dw):
-                        f(x, w, bias).backward(gy)
-                return run
-            if b.precompile:
-                step(kernels.linear)()
-                continue
-            ms, tms = b.ms2(step(kernels.linear), step(F.linear), grad_to_none=[x, w, bias])
-            x.grad = w.grad = bias.grad = None
-            step(kernels.linear)()
-            x6, w6, b6 = ref.upcast(x), ref.upcast(w), ref.upcast(bias)
-            F.linear(x6, w6, b6).backward(gy.double())
-            err = max(ref.rel_err(t.grad, t6.grad) for t, t6 in ((x, x6), (w, w6), (bias, b6)))
-            flops = 6.0 * m * n * k
-            row = b.add(op="matmul", case=name, layout=layout, shape=[m, k, n],
-                        dtype=str(dtype)[6:], **{"pass": "fwd+bwd"}, ms=ms, torch_ms=tms,
-                        ratio=tms / ms, tflops=flops / ms / 1e9,
-                        torch_tflops=flops / tms / 1e9, err=err)
-            b.graph_row(label, step(kernels.linear), step(F.linear), row, flops)
 
     if b.cuda and not b.shapes:   # bias + gelu fused in the epilogue vs addmm then F.gelu
         name, m, k, n = GPT2[2]
