@@ -143,11 +143,10 @@ def switched_on(name: str, default: str = "1") -> bool:
 
 def bias_grad_in_dw() -> bool:
     """Whether a Linear's backward on the triton route sums its bias gradient inside the dW
-    product (launch(row_sums=True): the first tile-column's programs sum their dZ^T rows as
-    they load them) instead of a separate reduction over dZ. KERNELS_BIAS_GRAD_IN_DW=1;
-    off by default until timed on a GPU (the separate sum is 3.6 ms of a 139 ms GPT-2 step
-    on the H200, 2026-12-02; the in-loop sum costs the first column's programs some time,
-    and in a one-wave dW product the slowest program sets the time)."""
+    product (launch(row_sums=True): the programs sum their dZ^T rows as they load them)
+    instead of a separate reduction over dZ. KERNELS_BIAS_GRAD_IN_DW=1; off by default
+    until timed on a GPU (the separate sum is 3.6 ms of a 139 ms GPT-2 step on the H200,
+    2026-12-02; the in-loop sum adds ALU work to every K step of the product)."""
     return switched_on("KERNELS_BIAS_GRAD_IN_DW", default="0")
 
 
@@ -473,22 +472,20 @@ if HAS_TRITON:
         # its rows/cols from _tile_start (in a problem smaller than the tile, rows/cols past
         # the edge wrap round: loads stay in bounds without masks, the store masks them),
         # its bias loaded before the K loop (_load_bias), and its coordinates for the store.
-        # With ROW_SUM, the tiles of the first tile-column (pid_n 0) also sum their A rows
-        # (the others run the loop without: one program per row of tiles pays for it)
+        # With ROW_SUM every program also sums its A rows, which only the first tile-column
+        # (pid_n 0) stores: branching so that only those programs sum put two K loops in one
+        # kernel, and ptxas then serialized its wgmma pipeline (warning C7515, sm_90, triton
+        # 3.6); summing everywhere compiles without it at the dW plans (128x256, 128x128)
+        # with triton 3.6, though not with 3.8 (scripts/aot_kernel_report.py --row-sum)
         pid_m, pid_n = tile_ids(tile, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
         m0 = _tile_start(pid_m, BLOCK_M, M)
         n0 = _tile_start(pid_n, BLOCK_N, N)
         bias = _load_bias(bias_ptr, n0 + tl.arange(0, BLOCK_N), N, HAS_BIAS)
         offs_am = (m0 + tl.arange(0, BLOCK_M)) % M
         offs_bn = (n0 + tl.arange(0, BLOCK_N)) % N
-        if ROW_SUM and pid_n == 0:
-            acc, row_sum = _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, k_lo, k_hi,
-                                       stride_am, stride_ak, stride_bk, stride_bn, EVEN_K,
-                                       DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, True)
-        else:
-            acc, row_sum = _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, k_lo, k_hi,
-                                       stride_am, stride_ak, stride_bk, stride_bn, EVEN_K,
-                                       DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, False)
+        acc, row_sum = _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, k_lo, k_hi,
+                                   stride_am, stride_ak, stride_bk, stride_bn, EVEN_K,
+                                   DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, ROW_SUM)
         return acc, row_sum, bias, pid_m, pid_n, m0, n0
 
     @triton.jit
