@@ -14,7 +14,8 @@ vectorized (resnet50's fc, N = 1000: 59 -> 9 us on the H200).
 
 The backward runs the same kernel twice: dA = dZ @ B^T and dB = A^T @ dZ (dW = dZ^T @ X for
 a Linear weight, written directly as [N, K]), with dZ = dC * act'(Z) from a small fused
-elementwise kernel.
+elementwise kernel. Opt-in (KERNELS_BIAS_GRAD_IN_DW=1), a Linear's dW product also returns
+the row sums of dZ^T, its bias gradient (launch's row_sums), instead of a second pass over dZ.
 
 Split-K plans (SPLIT_K = S > 1) are for shapes with fewer tiles than SMs: S programs per tile
 each reduce a contiguous share of the K blocks into an fp32 workspace [S, M, N]; a second
