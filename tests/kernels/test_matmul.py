@@ -218,8 +218,8 @@ ROW_SUM_SHAPES = [(37, 50, 70), (5, 33, 40), (64, 64, 64), (100, 7, 3)]
 @pytest.mark.parametrize("a_layout", ["r", "c"])
 @pytest.mark.parametrize("shape", ROW_SUM_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_row_sums_come_with_the_product(shape, a_layout, dtype, triton_device):
-    """launch(row_sums=True): C = A @ B as always, and A's fp32 row sums, every row written
-    once (outputs start NaN), from the tuned plan and from 16x16 tiles with several
+    """launch(row_sums=True): C = act(A @ B + bias) as always, and A's fp32 row sums, every
+    row written (outputs start NaN), from the tuned plan and from 16x16 tiles with several
     tile-columns."""
     from kernels._common import poisoned
     M, K, N = shape
@@ -228,13 +228,18 @@ def test_row_sums_come_with_the_product(shape, a_layout, dtype, triton_device):
     if a_layout == "c":
         a = a.t().contiguous().t()
     b = torch.randn(K, N, generator=g).to(triton_device, dtype)
-    expected_c = a.double() @ b.double()
+    bias = torch.randn(N, generator=g).to(triton_device, dtype)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
-    for plan in (None, mm()._plan(16, 16, 16, 4, 1, group=2)):
+    # the tuned plan with no epilogue; 16x16 tiles with a bias and relu (the sums are A's,
+    # whatever the epilogue does to C)
+    for plan, bias_, act in ((None, None, None), (mm()._plan(16, 16, 16, 4, 1, group=2),
+                                                 bias, "relu")):
         with poisoned():
-            c, sums = mm().launch(a, b, row_sums=True, config=plan)
+            c, sums = mm().launch(a, b, bias_, act, row_sums=True, config=plan)
         assert sums.dtype == torch.float32 and sums.shape == (M,)
         torch.testing.assert_close(sums.double(), a.double().sum(1), rtol=1e-5, atol=1e-4)
+        expected_c = ref.matmul(a.double(), b.double(),
+                                bias_.double() if bias_ is not None else None, act)
         torch.testing.assert_close(c.double(), expected_c, rtol=tol, atol=tol * 5)
 
 
