@@ -258,27 +258,27 @@ def bench_matmul(b: Bench, dtype):
         gy = rnd(m, n, dtype=dtype, device=dev)
         leaves = [t for t in (x, w, bias) if t is not None]
 
-        def step(f, in_dw=in_dw, x=x, w=w, bias=bias, gy=gy):
-            def run():
-                with _env("KERNELS_BIAS_GRAD_IN_DW", in_dw):
-                    f(x, w, bias).backward(gy)
-            return run
-        if b.precompile:
+        def step(f):
+            return lambda: f(x, w, bias).backward(gy)
+        # the switch is read when a backward runs (or is captured): set for the whole row,
+        # not inside the timed calls
+        with _env("KERNELS_BIAS_GRAD_IN_DW", in_dw):
+            if b.precompile:
+                step(kernels.linear)()
+                continue
+            ms, tms = b.ms2(step(kernels.linear), step(F.linear), grad_to_none=leaves)
+            for t in leaves:
+                t.grad = None
             step(kernels.linear)()
-            continue
-        ms, tms = b.ms2(step(kernels.linear), step(F.linear), grad_to_none=leaves)
-        for t in leaves:
-            t.grad = None
-        step(kernels.linear)()
-        leaves6 = [ref.upcast(t) for t in leaves]
-        F.linear(*leaves6).backward(gy.double())
-        err = max(ref.rel_err(t.grad, t6.grad) for t, t6 in zip(leaves, leaves6))
-        flops = 6.0 * m * n * k
-        row = b.add(op="matmul", case=name, layout=layout, shape=[m, k, n],
-                    dtype=str(dtype)[6:], **{"pass": "fwd+bwd"}, ms=ms, torch_ms=tms,
-                    ratio=tms / ms, tflops=flops / ms / 1e9, torch_tflops=flops / tms / 1e9,
-                    err=err)
-        b.graph_row(label, step(kernels.linear), step(F.linear), row, flops)
+            leaves6 = [ref.upcast(t) for t in leaves]
+            F.linear(*leaves6).backward(gy.double())
+            err = max(ref.rel_err(t.grad, t6.grad) for t, t6 in zip(leaves, leaves6))
+            flops = 6.0 * m * n * k
+            row = b.add(op="matmul", case=name, layout=layout, shape=[m, k, n],
+                        dtype=str(dtype)[6:], **{"pass": "fwd+bwd"}, ms=ms, torch_ms=tms,
+                        ratio=tms / ms, tflops=flops / ms / 1e9,
+                        torch_tflops=flops / tms / 1e9, err=err)
+            b.graph_row(label, step(kernels.linear), step(F.linear), row, flops)
 
     if b.cuda and not b.shapes:   # bias + gelu fused in the epilogue vs addmm then F.gelu
         name, m, k, n = GPT2[2]
