@@ -104,13 +104,12 @@ def test_stream_k_plan_on_the_gpu(shape, tile):
     assert torch.equal(c, again)
 
 
-
 @pytest.mark.parametrize("shape", [(2304, 4096, 768), (768, 4099, 3072), (1001, 257, 129)])
 @pytest.mark.parametrize("tile", [(128, 256, 64, 8, 4), (128, 128, 64, 4, 4), (64, 64, 64, 4, 4)])
 def test_row_sums_in_the_dw_product_on_the_gpu(shape, tile):
     """launch(row_sums=True) as a Linear's backward runs it (A = dZ^T, column-major),
     compiled for the GPU with forced tiled plans: dW and the bias gradient against float64,
-    NaN-poisoned; then a Linear trained with KERNELS_BIAS_GRAD_IN_DW=1 through the tuner."""
+    NaN-poisoned."""
     mm = importlib.import_module("kernels.matmul")
     n_out, tokens, n_in = shape
     bm, bn, bk, w, s = tile
@@ -125,6 +124,8 @@ def test_row_sums_in_the_dw_product_on_the_gpu(shape, tile):
 
 
 def test_linear_bias_gradient_in_dw_trains_on_the_gpu(monkeypatch):
+    """A Linear's backward with KERNELS_BIAS_GRAD_IN_DW=1 through the tuner (its rowsum=1
+    key): the bias and weight gradients against float64."""
     monkeypatch.setenv("KERNELS_BIAS_GRAD_IN_DW", "1")
     kernels.set_backend("triton")
     try:
@@ -137,6 +138,7 @@ def test_linear_bias_gradient_in_dw_trains_on_the_gpu(monkeypatch):
         kernels.set_backend("torch")
     assert ref.rel_err(bias.grad, dy.double().sum((0, 1))) < 1e-2
     assert ref.rel_err(w.grad, dy.reshape(-1, 3072).t().double() @ x.reshape(-1, 768).double()) < 1e-2
+
 
 def test_tuner_times_the_gpu_not_the_host():
     """The tuner's timing (autotune.graph_median_ms) replays a CUDA graph: 2 ms of Python per
