@@ -14,8 +14,7 @@ vectorized (resnet50's fc, N = 1000: 59 -> 9 us on the H200).
 
 The backward runs the same kernel twice: dA = dZ @ B^T and dB = A^T @ dZ (dW = dZ^T @ X for
 a Linear weight, written directly as [N, K]), with dZ = dC * act'(Z) from a small fused
-elementwise kernel. Opt-in (KERNELS_BIAS_GRAD_IN_DW=1), a Linear's dW product also returns
-the row sums of dZ^T, its bias gradient (launch's row_sums), instead of a second pass over dZ.
+elementwise kernel.
 
 Split-K plans (SPLIT_K = S > 1) are for shapes with fewer tiles than SMs: S programs per tile
 each reduce a contiguous share of the K blocks into an fp32 workspace [S, M, N]; a second
@@ -136,19 +135,10 @@ _REDUCE_BLOCK_M, _REDUCE_BLOCK_N = 32, 128
 _INTERPRET_MAX_TILE = 32   # the CPU interpreter's cost grows with tile size: keep tiles small
 
 
-def switched_on(name: str, default: str = "1") -> bool:
-    """A switch read from the environment (KERNELS_PERSISTENT, KERNELS_TMA: on unless set;
-    default "0": off unless set): off when the value is 0, off, false or no."""
-    return os.environ.get(name, default).strip().lower() not in ("0", "off", "false", "no")
-
-
-def bias_grad_in_dw() -> bool:
-    """Whether a Linear's backward on the triton route sums its bias gradient inside the dW
-    product (launch(row_sums=True): the programs sum their dZ^T rows as they load them)
-    instead of a separate reduction over dZ. KERNELS_BIAS_GRAD_IN_DW=1; off by default
-    until timed on a GPU (the separate sum is 3.6 ms of a 139 ms GPT-2 step on the H200,
-    2026-12-02; the in-loop sum adds ALU work to every K step of the product)."""
-    return switched_on("KERNELS_BIAS_GRAD_IN_DW", default="0")
+def switched_on(name: str) -> bool:
+    """An on-by-default plan family's switch (KERNELS_PERSISTENT, KERNELS_TMA): off only
+    when the variable is 0, off, false or no."""
+    return os.environ.get(name, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 def _plan(bm, bn, bk, warps, stages, persistent=0, group=8, split_k=1, stream_k=0):
@@ -289,13 +279,6 @@ def stream_k_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
     return plans
 
 
-def is_tiled(plan: dict) -> bool:
-    """Whether a plan runs the plain tiled kernel (_matmul_kernel): one program per tile,
-    no PERSISTENT, SPLIT_K > 1, TMA or STREAM_K."""
-    return not (plan.get("PERSISTENT") or plan.get("SPLIT_K", 1) > 1 or plan.get("TMA")
-                or plan.get("STREAM_K"))
-
-
 def _passes(plan: dict, shape, dtype: torch.dtype, device: torch.device | None,
             layout: str | None = None) -> bool:
     """check_plan as a filter for the candidate lists: False where it refuses the plan."""
@@ -399,17 +382,14 @@ if HAS_TRITON:
     def _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, k_lo, k_hi,
                     stride_am, stride_ak, stride_bk, stride_bn,
                     EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    ROW_SUM: tl.constexpr):
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         # fp32 sum over K blocks [k_lo, k_hi) of A[offs_am, :] @ B[:, offs_bn]; the K edge
-        # is masked unless K divides by BLOCK_K. With ROW_SUM, also the fp32 sums of the
-        # same A rows over those K blocks (else zeros, never computed)
+        # is masked unless K divides by BLOCK_K
         offs_k = tl.arange(0, BLOCK_K)
         first = k_lo * BLOCK_K
         a_ptrs = a_ptr + offs_am[:, None] * stride_am + (first + offs_k[None, :]) * stride_ak
         b_ptrs = b_ptr + (first + offs_k[:, None]) * stride_bk + offs_bn[None, :] * stride_bn
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        row_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
         for k in range(k_lo, k_hi):
             if EVEN_K:
                 a = tl.load(a_ptrs)
@@ -418,11 +398,9 @@ if HAS_TRITON:
                 a = tl.load(a_ptrs, mask=offs_k[None, :] < K - k * BLOCK_K, other=0.0)
                 b = tl.load(b_ptrs, mask=offs_k[:, None] < K - k * BLOCK_K, other=0.0)
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
-            if ROW_SUM:
-                row_sum += tl.sum(a.to(tl.float32), axis=1)
             a_ptrs += BLOCK_K * stride_ak
             b_ptrs += BLOCK_K * stride_bk
-        return acc, row_sum
+        return acc
 
     @triton.jit
     def _tile_start(pid, BLOCK: tl.constexpr, size):
@@ -468,26 +446,20 @@ if HAS_TRITON:
                       stride_am, stride_ak, stride_bk, stride_bn, HAS_BIAS: tl.constexpr,
                       EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                      GROUP_M: tl.constexpr, ROW_SUM: tl.constexpr = False):
+                      GROUP_M: tl.constexpr):
         # one tile's fp32 product over K blocks [k_lo, k_hi): tile `tile` in grouped order,
         # its rows/cols from _tile_start (in a problem smaller than the tile, rows/cols past
         # the edge wrap round: loads stay in bounds without masks, the store masks them),
-        # its bias loaded before the K loop (_load_bias), and its coordinates for the store.
-        # With ROW_SUM every program also sums its A rows, which only the first tile-column
-        # (pid_n 0) stores: branching so that only those programs sum put two K loops in one
-        # kernel, and ptxas then serialized its wgmma pipeline (warning C7515, sm_90, triton
-        # 3.6); summing everywhere compiles without it at the dW plans (128x256, 128x128)
-        # with triton 3.6, though not with 3.8 (scripts/aot_kernel_report.py --row-sum)
+        # its bias loaded before the K loop (_load_bias), and its coordinates for the store
         pid_m, pid_n = tile_ids(tile, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
         m0 = _tile_start(pid_m, BLOCK_M, M)
         n0 = _tile_start(pid_n, BLOCK_N, N)
         bias = _load_bias(bias_ptr, n0 + tl.arange(0, BLOCK_N), N, HAS_BIAS)
-        offs_am = (m0 + tl.arange(0, BLOCK_M)) % M
-        offs_bn = (n0 + tl.arange(0, BLOCK_N)) % N
-        acc, row_sum = _dot_blocks(a_ptr, b_ptr, offs_am, offs_bn, K, k_lo, k_hi,
-                                   stride_am, stride_ak, stride_bk, stride_bn, EVEN_K,
-                                   DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K, ROW_SUM)
-        return acc, row_sum, bias, pid_m, pid_n, m0, n0
+        acc = _dot_blocks(a_ptr, b_ptr, (m0 + tl.arange(0, BLOCK_M)) % M,
+                          (n0 + tl.arange(0, BLOCK_N)) % N, K, k_lo, k_hi,
+                          stride_am, stride_ak, stride_bk, stride_bn,
+                          EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+        return acc, bias, pid_m, pid_n, m0, n0
 
     @triton.jit
     def _matmul_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, z_ptr,
@@ -498,23 +470,17 @@ if HAS_TRITON:
                        DOT_PRECISION: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        GROUP_M: tl.constexpr, A_ROW: tl.constexpr, B_ROW: tl.constexpr,
-                       DIV: tl.constexpr, ROW_SUM: tl.constexpr = False):
-        # one program per tile of C, in grouped launch order. z_ptr is the second output:
-        # the pre-activation Z (STORE_PREACT), or with ROW_SUM A's fp32 row sums [M] (a
-        # Linear's bias gradient, where A is dZ^T: matmul_backward), or unread
+                       DIV: tl.constexpr):
+        # one program per tile of C, in grouped launch order
         M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_cm = _aligned(
             M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_cm, A_ROW, B_ROW, DIV)
-        acc, row_sum, bias, pid_m, pid_n, m0, n0 = _tile_product(
+        acc, bias, pid_m, pid_n, m0, n0 = _tile_product(
             a_ptr, b_ptr, bias_ptr, tl.program_id(0), 0, tl.cdiv(K, BLOCK_K), M, N, K,
             stride_am, stride_ak, stride_bk, stride_bn, HAS_BIAS, EVEN_K, DOT_PRECISION,
-            BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, ROW_SUM)
-        offs_cm = m0 + tl.arange(0, BLOCK_M)
-        _epilogue(acc, bias, c_ptr, z_ptr, offs_cm, n0 + tl.arange(0, BLOCK_N),
-                  pid_m * BLOCK_M, pid_n * BLOCK_N, M, N, stride_cm, stride_cn, HAS_BIAS,
-                  ACTIVATION, STORE_PREACT)
-        if ROW_SUM:   # the tile's own rows (not those a shifted last tile shares), once
-            tl.store(z_ptr + offs_cm, row_sum,
-                     mask=(offs_cm < M) & (offs_cm >= pid_m * BLOCK_M) & (pid_n == 0))
+            BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M)
+        _epilogue(acc, bias, c_ptr, z_ptr, m0 + tl.arange(0, BLOCK_M),
+                  n0 + tl.arange(0, BLOCK_N), pid_m * BLOCK_M, pid_n * BLOCK_N, M, N,
+                  stride_cm, stride_cn, HAS_BIAS, ACTIVATION, STORE_PREACT)
 
     @triton.jit
     def _matmul_persistent_kernel(a_ptr, b_ptr, c_ptr, bias_ptr, z_ptr,
@@ -582,7 +548,7 @@ if HAS_TRITON:
         k_lo = split * k_blocks // SPLIT_K
         k_hi = (split + 1) * k_blocks // SPLIT_K
         # no bias here (the reduce kernel adds it): HAS_BIAS=False, the pointer is unread
-        acc, _, _, pid_m, pid_n, m0, n0 = _tile_product(
+        acc, _, pid_m, pid_n, m0, n0 = _tile_product(
             a_ptr, b_ptr, ws_ptr, tl.program_id(0), k_lo, k_hi, M, N, K, stride_am, stride_ak,
             stride_bk, stride_bn, False, EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
             GROUP_M)
@@ -662,7 +628,7 @@ if HAS_TRITON:
         k_first = it % iters
         if k_first > 0:      # a tail: hand the partial sum to the tile's head
             k_hi = tl.minimum(iters, k_first + end - it)
-            acc, _, bias, pid_m, pid_n, m0, n0 = _tile_product(
+            acc, bias, pid_m, pid_n, m0, n0 = _tile_product(
                 a_ptr, b_ptr, bias_ptr, it // iters, k_first, k_hi, M, N, K, stride_am,
                 stride_ak, stride_bk, stride_bn, HAS_BIAS, EVEN_K, DOT_PRECISION, BLOCK_M,
                 BLOCK_N, BLOCK_K, GROUP_M)
@@ -672,7 +638,7 @@ if HAS_TRITON:
             it += k_hi - k_first
 
         for tile in range(tl.cdiv(it, iters), end // iters):     # the whole tiles
-            acc, _, bias, pid_m, pid_n, m0, n0 = _tile_product(
+            acc, bias, pid_m, pid_n, m0, n0 = _tile_product(
                 a_ptr, b_ptr, bias_ptr, tile, 0, iters, M, N, K, stride_am, stride_ak,
                 stride_bk, stride_bn, HAS_BIAS, EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N,
                 BLOCK_K, GROUP_M)
@@ -683,7 +649,7 @@ if HAS_TRITON:
         k_last = end % iters
         if (k_last > 0) & (end - k_last >= it):   # a head: its tails are the next units
             tile = end // iters
-            acc, _, bias, pid_m, pid_n, m0, n0 = _tile_product(
+            acc, bias, pid_m, pid_n, m0, n0 = _tile_product(
                 a_ptr, b_ptr, bias_ptr, tile, 0, k_last, M, N, K, stride_am, stride_ak,
                 stride_bk, stride_bn, HAS_BIAS, EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N,
                 BLOCK_K, GROUP_M)
@@ -729,12 +695,9 @@ def _layout(t: torch.Tensor) -> tuple[torch.Tensor, str]:
 
 def launch(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
            activation: str | None = None, store_preact: bool = False,
-           config: dict | None = None, row_sums: bool = False
-           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+           config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """C = act(a @ b + bias) for 2-D a [M, K] and b [K, N] of any strides.
-    Returns (C, Z) with Z the pre-activation when store_preact, a's fp32 row sums [M] when
-    row_sums (a Linear's bias gradient, summed in the dW product: matmul_backward; the tiled
-    kernel's plans only), else None."""
+    Returns (C, Z) with Z the pre-activation when store_preact, else None."""
     if a.dim() != 2 or b.dim() != 2:
         raise ValueError(f"matmul: the kernel takes 2-D a [M, K] and b [K, N], got "
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
@@ -752,16 +715,9 @@ def launch(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
         raise ValueError(f"matmul: bias must be [N]=[{N}], got {tuple(bias.shape)}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"matmul: activation={activation!r}; choose None, 'relu' or 'gelu'")
-    if row_sums and store_preact:
-        raise ValueError("matmul: row_sums and store_preact both return as the second "
-                         "output; ask for one")
     require("the Triton matmul")
-    if row_sums and (M == 0 or N == 0 or K == 0):   # no tiles to sum them in
-        return launch(a, b, bias, activation)[0], a.sum(1, dtype=torch.float32)
     c = empty((M, N), a.dtype, a.device)
     z = empty((M, N), a.dtype, a.device) if store_preact else None
-    if row_sums:
-        z = empty((M,), torch.float32, a.device)
     if M == 0 or N == 0:
         return c, z
     if K == 0:  # an empty sum: the epilogue alone
@@ -778,8 +734,7 @@ def launch(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     prec = dot_precision(a.dtype)
     act = ACTIVATIONS[activation]
     div = _divisibility(a, b, la, lb, M, N)
-    second = "rowsum" if row_sums else ("preact" if z is not None else None)
-    key = (a.dtype, la, lb, div, M, N, K, bias is not None, act, second, a.device, prec)
+    key = (a.dtype, la, lb, div, M, N, K, bias is not None, act, z is not None, a.device, prec)
     entry = _LAUNCHES.get(key) if config is None else None
     if entry is None:   # first call for this key: pick, validate, launch (and compile)
         _first_launch(key, a, b, c, bias, z, config)
@@ -802,8 +757,7 @@ def _divisibility(a, b, la: str, lb: str, M: int, N: int) -> int:
     return 16 if g == 0 else min(16, g & -g)
 
 
-# (dtype, layouts, divisibility, M, N, K, epilogue (bias, activation, second output),
-# device, precision) -> (kernel bound to its
+# (dtype, layouts, divisibility, M, N, K, epilogue, device, precision) -> (kernel bound to its
 # grid, constexpr and launch options): a repeated call skips the plan search, validation and
 # grid arithmetic (on the first H100 run, ~0.1 ms of Python per call made GPT-2-sized
 # products CPU-bound).
@@ -811,9 +765,8 @@ _LAUNCHES: dict = {}
 
 
 def _first_launch(key, a, b, c, bias, z, config):
-    dtype, la, lb, div, M, N, K, has_bias, act, second, device, prec = key
+    dtype, la, lb, div, M, N, K, has_bias, act, has_z, device, prec = key
     strides = dict(A_ROW=la == "r", B_ROW=lb == "r", DIV=div)
-    row_sums = second == "rowsum"
 
     def entry_for(plan):
         meta, opts = launch_knobs(plan)
@@ -822,7 +775,7 @@ def _first_launch(key, a, b, c, bias, z, config):
         tma = meta.pop("TMA", 0)
         stream_k = meta.pop("STREAM_K", 0)
         tiles = _tiles(M, N, plan["BLOCK_M"], plan["BLOCK_N"])
-        epilogue = dict(HAS_BIAS=has_bias, ACTIVATION=act, STORE_PREACT=second == "preact")
+        epilogue = dict(HAS_BIAS=has_bias, ACTIVATION=act, STORE_PREACT=has_z)
         even_k = K % plan["BLOCK_K"] == 0
         if stream_k:
             programs = min(num_sms(device) * stream_k, tiles * -(-K // plan["BLOCK_K"]))
@@ -838,8 +791,6 @@ def _first_launch(key, a, b, c, bias, z, config):
                 **epilogue, DOT_PRECISION=prec, A_T=la == "c", B_T=lb == "c", **meta, **opts),
                 plain)
         const = dict(**epilogue, EVEN_K=even_k, DOT_PRECISION=prec, **strides, **meta, **opts)
-        if row_sums:
-            const["ROW_SUM"] = True
         if persistent:
             sms = num_sms(device)
             const["NUM_SMS"] = sms
@@ -854,18 +805,11 @@ def _first_launch(key, a, b, c, bias, z, config):
 
     plan = config
     if plan is None:
-        problem = {"dtype": str(dtype).replace("torch.", ""), "layout": la + lb,
-                   "M": autotune.bucket(M), "N": N, "K": K}
-        plans = candidate_plans(M, N, K, dtype, device, la + lb)
-        if row_sums:   # tuned apart: the tiled kernel's plans only
-            problem["rowsum"] = 1
-            plans = [p for p in plans if is_tiled(p)]
-        plan = autotune.pick("matmul", problem, plans, run, device)
+        plan = autotune.pick(
+            "matmul", {"dtype": str(dtype).replace("torch.", ""), "layout": la + lb,
+                       "M": autotune.bucket(M), "N": N, "K": K},
+            candidate_plans(M, N, K, dtype, device, la + lb), run, device)
     check_plan(plan, (M, N, K), dtype, device, la + lb)
-    if row_sums and not is_tiled(plan):
-        raise KernelPlanError("matmul", "validate", (M, N, K),
-                              "row sums (a bias gradient in the dW product) run in the tiled "
-                              "kernel only: no PERSISTENT, SPLIT_K, TMA or STREAM_K", plan)
     try:   # the first launch compiles: name the plan if the compiler refuses it
         run(plan)
     except Exception as exc:
@@ -968,13 +912,9 @@ def matmul_backward(route, grad, a, b, saved, activation, weight_layout, need_a,
             g = _act_grad(g.contiguous(), saved, activation)
         if need_a:
             da = launch(g, bk.t())[0].reshape(*lead, K)
-        if need_b and weight_layout:
-            # dW = dZ^T @ X; a Linear's bias gradient, the row sums of dZ^T, is summed in the
-            # same pass over dZ where asked for (bias_grad_in_dw)
-            db, dbias = launch(g.t(), a2, row_sums=need_bias)
-        elif need_b:
-            db = launch(a2.t(), g)[0]
-        if need_bias and dbias is None:
+        if need_b:
+            db = launch(g.t(), a2)[0] if weight_layout else launch(a2.t(), g)[0]
+        if need_bias:
             # fp32 accumulation without an fp32 copy of g (g.float() was 151 MB at GPT-2's
             # 16384 x 2304): on CUDA, sum(dtype=float32) reads bf16/fp16 and accumulates in
             # fp32 in one pass (ATen make_reduction_from_out_ty, its gpu_lowp_to_f32 case)

@@ -20,9 +20,8 @@ pre-activation, attention's row log-sum-exp); the backward is a custom op too, s
 autograd traces the backward graph without a break. Gradients that are not needed come back
 as empty tensors (shape [0]); a custom op cannot return None. Bias gradients come back in
 the dtype they were summed in (fp32 on the triton route); the cast to the bias dtype is an
-ordinary traced op in the autograd formula. linear's bias gradient is the op's only when
-the dW product sums it on the way (KERNELS_BIAS_GRAD_IN_DW=1, matmul.bias_grad_in_dw);
-otherwise its autograd formula sums it with traced torch ops (need_bias False).
+ordinary traced op in the autograd formula. linear's bias gradient is not the op's at all:
+its autograd formula sums it with traced torch ops (need_bias is False for it).
 
 Each op's fake (register_fake) allocates exactly as the real op does (shape, dtype and
 strides; tests/kernels/test_ops.py checks them with torch.library.opcheck). The bodies are
@@ -161,15 +160,12 @@ def _linear_setup(ctx, inputs, output):
 def _linear_grad(ctx, grad):
     x, weight = ctx.saved_tensors
     need = ctx.needs_input_grad
-    # The bias gradient inside the op only where the dW product sums it on the way
-    # (matmul.bias_grad_in_dw); otherwise as traced torch ops: under torch.compile inductor
-    # writes the reduction itself and may fuse it with grad's producer. Inside the op as
-    # ATen's sum it was 7.7 ms of a 150 ms GPT-2 step on the H100 (profile, 2026-11-23).
-    in_dw = need[1] and need[2] and ctx.route == "triton" and _impl(ctx.impl).bias_grad_in_dw()
-    dx, dw, dbias = torch.ops.knlp_kernels.matmul_backward(
-        grad, x, weight, None, None, True, need[0], need[1], in_dw, ctx.route, ctx.impl)
-    if need[2] and not in_dw:
-        dbias = grad.reshape(-1, grad.shape[-1]).sum(0, dtype=torch.float32)
+    dx, dw, _ = torch.ops.knlp_kernels.matmul_backward(
+        grad, x, weight, None, None, True, need[0], need[1], False, ctx.route, ctx.impl)
+    # The bias gradient as traced torch ops, not inside the opaque op: under torch.compile
+    # inductor writes the reduction itself and may fuse it with grad's producer. Inside the
+    # op it was ATen's sum, 7.7 ms of a 150 ms GPT-2 step on the H100 (profile, 2026-11-23).
+    dbias = grad.reshape(-1, grad.shape[-1]).sum(0, dtype=torch.float32) if need[2] else None
     return (dx if need[0] else None, dw if need[1] else None,
             _bias_grad(dbias, need[2], ctx.bias_dtype), None, None, None)
 

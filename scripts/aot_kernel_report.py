@@ -13,7 +13,7 @@ non-unit strides are declared 16-divisible and the unit strides 1, as the GPT-2 
 shapes have them.
 
     python scripts/aot_kernel_report.py                  # the default plans below
-    python scripts/aot_kernel_report.py --plan 128x256x64:8:4:cr --row-sum
+    python scripts/aot_kernel_report.py --plan 128x256x64:8:4:cr
     PYTHONPATH=/path/to/triton-3.6 python scripts/aot_kernel_report.py   # another triton
 
 Runs wherever Triton imports (its interpreter setting does not matter: the compile is ahead
@@ -90,21 +90,21 @@ def compile_report(fn, signature: dict, constexprs: dict, unit_strides, num_warp
                 warnings=["C" + w for w in warnings])
 
 
-def matmul_report(plan: dict, row_sum: bool = False, arch: int = 90) -> dict:
+def matmul_report(plan: dict, arch: int = 90) -> dict:
     """The tiled matmul kernel (kernels/matmul.py) for one plan, bf16, no epilogue (a
-    backward product), optionally with ROW_SUM (a Linear's bias gradient in dW)."""
+    backward product)."""
     import importlib
     from triton.backends.compiler import GPUTarget
     mm = importlib.import_module("kernels.matmul")
     la, lb = plan["layout"]
     signature = {"a_ptr": "*bf16", "b_ptr": "*bf16", "c_ptr": "*bf16", "bias_ptr": "*bf16",
-                 "z_ptr": "*fp32" if row_sum else "*bf16",
+                 "z_ptr": "*bf16",
                  **{n: "i32" for n in ("M", "N", "K", "stride_am", "stride_ak", "stride_bk",
                                        "stride_bn", "stride_cm", "stride_cn")}}
     consts = dict(HAS_BIAS=False, ACTIVATION=0, STORE_PREACT=False, EVEN_K=True,
                   DOT_PRECISION="tf32", BLOCK_M=plan["BLOCK_M"], BLOCK_N=plan["BLOCK_N"],
                   BLOCK_K=plan["BLOCK_K"], GROUP_M=8, A_ROW=la == "r", B_ROW=lb == "r",
-                  DIV=16, ROW_SUM=row_sum)
+                  DIV=16)
     units = ("stride_ak" if la == "r" else "stride_am", "stride_bn" if lb == "r" else
              "stride_bk", "stride_cn")
     return compile_report(mm._matmul_kernel, signature, consts, units, plan["num_warps"],
@@ -116,8 +116,6 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plan", nargs="*", default=DEFAULT_PLANS,
                     help="MxNxK:warps:stages:layout, e.g. 128x256x64:8:4:cr")
-    ap.add_argument("--row-sum", action="store_true",
-                    help="also each plan with ROW_SUM (KERNELS_BIAS_GRAD_IN_DW's kernel)")
     args = ap.parse_args(argv)
     try:
         import triton
@@ -125,16 +123,14 @@ def main(argv=None) -> int:
         print(f"triton does not import ({exc!r}): nothing to compile", file=sys.stderr)
         return 2
     print(f"triton {triton.__version__}, sm_90, bf16, tiled matmul kernel")
-    print("| plan | ROW_SUM | shared KiB | cp.async | wgmma | registers | spilled bytes | "
+    print("| plan | shared KiB | cp.async | wgmma | registers | spilled bytes | "
           "ptxas warnings |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for text in args.plan:
-        plan = parse_plan(text)
-        for row_sum in ((False, True) if args.row_sum else (False,)):
-            r = matmul_report(plan, row_sum)
-            print(f"| {text} | {'yes' if row_sum else 'no'} | {r['shared'] / 1024:.0f} | "
-                  f"{r['cp_async']} | {r['wgmma']} | {r['registers']} | {r['spill_bytes']} | "
-                  f"{', '.join(r['warnings']) or '-'} |", flush=True)
+        r = matmul_report(parse_plan(text))
+        print(f"| {text} | {r['shared'] / 1024:.0f} | {r['cp_async']} | {r['wgmma']} | "
+              f"{r['registers']} | {r['spill_bytes']} | {', '.join(r['warnings']) or '-'} |",
+              flush=True)
     return 0
 
 

@@ -27,7 +27,6 @@ kernel time from the autotune cache of the same run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import importlib
 import itertools
@@ -165,20 +164,6 @@ class Bench:
         return row
 
 
-@contextlib.contextmanager
-def _env(name: str, value: str):
-    """The environment variable `name` set to `value` inside the block, as it was after."""
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
-
-
 def rnd(*shape, dtype, device, requires_grad=False, scale=1.0):
     t = torch.randn(*shape, device=device, dtype=torch.float32) * scale
     return t.to(dtype).requires_grad_(requires_grad)
@@ -243,12 +228,10 @@ def bench_matmul(b: Bench, dtype):
         # product measures the host (a GPT-2 fwd row read 0.40x on one lease, 0.92-1.0x on others)
         b.graph_row(label, ours, theirs, row, flops)
 
-    # training step (forward + both backward matmuls): without a bias, and with one whose
-    # gradient is summed apart (the default) or inside the dW product
-    # (KERNELS_BIAS_GRAD_IN_DW=1, set per row); then the fused epilogue on GPT-2's MLP
-    variants = (("linear", False, "0"), ("linear+bias", True, "0"),
-                ("linear+bias, dbias in dW", True, "1"))
-    for (name, m, k, n), (layout, has_bias, in_dw) in itertools.product(train_cases, variants):
+    # training step (forward + both backward matmuls), without a bias and with one (its
+    # gradient a separate sum over dZ); then the fused epilogue on GPT-2's MLP
+    variants = (("linear", False), ("linear+bias", True))
+    for (name, m, k, n), (layout, has_bias) in itertools.product(train_cases, variants):
         label = f"linear fwd+bwd {name}" + (f" {layout}" if has_bias else "")
         if b.skip(label):
             continue
@@ -260,25 +243,22 @@ def bench_matmul(b: Bench, dtype):
 
         def step(f):
             return lambda: f(x, w, bias).backward(gy)
-        # the switch is read when a backward runs (or is captured): set for the whole row,
-        # not inside the timed calls
-        with _env("KERNELS_BIAS_GRAD_IN_DW", in_dw):
-            if b.precompile:
-                step(kernels.linear)()
-                continue
-            ms, tms = b.ms2(step(kernels.linear), step(F.linear), grad_to_none=leaves)
-            for t in leaves:
-                t.grad = None
+        if b.precompile:
             step(kernels.linear)()
-            leaves6 = [ref.upcast(t) for t in leaves]
-            F.linear(*leaves6).backward(gy.double())
-            err = max(ref.rel_err(t.grad, t6.grad) for t, t6 in zip(leaves, leaves6))
-            flops = 6.0 * m * n * k
-            row = b.add(op="matmul", case=name, layout=layout, shape=[m, k, n],
-                        dtype=str(dtype)[6:], **{"pass": "fwd+bwd"}, ms=ms, torch_ms=tms,
-                        ratio=tms / ms, tflops=flops / ms / 1e9,
-                        torch_tflops=flops / tms / 1e9, err=err)
-            b.graph_row(label, step(kernels.linear), step(F.linear), row, flops)
+            continue
+        ms, tms = b.ms2(step(kernels.linear), step(F.linear), grad_to_none=leaves)
+        for t in leaves:
+            t.grad = None
+        step(kernels.linear)()
+        leaves6 = [ref.upcast(t) for t in leaves]
+        F.linear(*leaves6).backward(gy.double())
+        err = max(ref.rel_err(t.grad, t6.grad) for t, t6 in zip(leaves, leaves6))
+        flops = 6.0 * m * n * k
+        row = b.add(op="matmul", case=name, layout=layout, shape=[m, k, n],
+                    dtype=str(dtype)[6:], **{"pass": "fwd+bwd"}, ms=ms, torch_ms=tms,
+                    ratio=tms / ms, tflops=flops / ms / 1e9, torch_tflops=flops / tms / 1e9,
+                    err=err)
+        b.graph_row(label, step(kernels.linear), step(F.linear), row, flops)
 
     if b.cuda and not b.shapes:   # bias + gelu fused in the epilogue vs addmm then F.gelu
         name, m, k, n = GPT2[2]

@@ -104,42 +104,6 @@ def test_stream_k_plan_on_the_gpu(shape, tile):
     assert torch.equal(c, again)
 
 
-@pytest.mark.parametrize("shape", [(2304, 4096, 768), (768, 4099, 3072), (1001, 257, 129)])
-@pytest.mark.parametrize("tile", [(128, 256, 64, 8, 4), (128, 128, 64, 4, 4), (64, 64, 64, 4, 4)])
-def test_row_sums_in_the_dw_product_on_the_gpu(shape, tile):
-    """launch(row_sums=True) as a Linear's backward runs it (A = dZ^T, column-major),
-    compiled for the GPU with forced tiled plans: dW and the bias gradient against float64,
-    NaN-poisoned."""
-    mm = importlib.import_module("kernels.matmul")
-    n_out, tokens, n_in = shape
-    bm, bn, bk, w, s = tile
-    plan = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": w,
-            "num_stages": s}
-    dz = torch.randn(tokens, n_out, device="cuda", dtype=torch.bfloat16)
-    x = torch.randn(tokens, n_in, device="cuda", dtype=torch.bfloat16)
-    with kernels.poisoned():
-        dw, db = mm.launch(dz.t(), x, row_sums=True, config=plan)
-    assert ref.rel_err(dw, dz.t().double() @ x.double()) < 1e-2
-    assert ref.rel_err(db, dz.double().sum(0)) < 1e-4
-
-
-def test_linear_bias_gradient_in_dw_trains_on_the_gpu(monkeypatch):
-    """A Linear's backward with KERNELS_BIAS_GRAD_IN_DW=1 through the tuner (its rowsum=1
-    key): the bias and weight gradients against float64."""
-    monkeypatch.setenv("KERNELS_BIAS_GRAD_IN_DW", "1")
-    kernels.set_backend("triton")
-    try:
-        x = torch.randn(4, 512, 768, device="cuda", dtype=torch.bfloat16)
-        w = torch.randn(3072, 768, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-        bias = torch.randn(3072, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-        dy = torch.randn(4, 512, 3072, device="cuda", dtype=torch.bfloat16)
-        kernels.linear(x, w, bias).backward(dy)
-    finally:
-        kernels.set_backend("torch")
-    assert ref.rel_err(bias.grad, dy.double().sum((0, 1))) < 1e-2
-    assert ref.rel_err(w.grad, dy.reshape(-1, 3072).t().double() @ x.reshape(-1, 768).double()) < 1e-2
-
-
 def test_tuner_times_the_gpu_not_the_host():
     """The tuner's timing (autotune.graph_median_ms) replays a CUDA graph: 2 ms of Python per
     call do not count, where timing call by call (call_median_ms) measures the host."""

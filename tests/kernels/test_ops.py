@@ -158,14 +158,6 @@ def test_tiny_gpt2_compiles_to_one_graph_and_matches_eager(route):
     _check_compiled_gpt2(sparse=0)
 
 
-
-def test_tiny_gpt2_with_the_bias_gradient_in_dw_compiles(triton_device, monkeypatch):
-    """KERNELS_BIAS_GRAD_IN_DW=1: the Linear's bias gradients come out of the backward op
-    (fake and real agree on its fp32 output), still one graph each way, eager's numbers."""
-    monkeypatch.setenv("KERNELS_BIAS_GRAD_IN_DW", "1")
-    kernels.set_backend("triton")
-    _check_compiled_gpt2(sparse=0)
-
 def test_tiny_gpt2_block_sparse_compiles_to_one_graph():
     """The same with pruned layers (cfg.pruning_block_size = 16): block_sparse_linear, cpu
     route (the op wiring is route-independent; the triton route is covered above)."""
