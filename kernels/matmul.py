@@ -19,6 +19,9 @@ elementwise kernel.
 Split-K plans (SPLIT_K = S > 1) are for shapes with fewer tiles than SMs: S programs per tile
 each reduce a contiguous share of the K blocks into an fp32 workspace [S, M, N]; a second
 kernel adds the S partials in slice order (no atomics: bit-reproducible) and runs the epilogue.
+Wide split-K plans (WIDE=1) are for deep-K products with enough rows and columns (GPT-2's dW
+products: K = 16384 tokens): the same split-K, but each program's tile is 3/2 BLOCK_M x 3/2
+BLOCK_N (192x192 for 128x128: cuBLAS's dW tile), four dots per K step sharing its loads.
 Stream-K plans (STREAM_K) are for shapes whose tiles leave the last wave part-empty (GPT-2's
 dW products, the ResNet few-tile GEMMs): one kernel deals every tile's K blocks out evenly
 over all SMs; a tile cut between programs is finished by the program holding its first K
@@ -93,6 +96,17 @@ _SPLIT_K_TILES_16BIT = [(64, 64, 64, 4, 4), (128, 64, 64, 4, 4), (64, 128, 64, 4
 _SPLIT_K_TILES_FP32 = [(64, 64, 32, 4, 3), (128, 64, 32, 8, 3), (64, 128, 32, 8, 3),
                        (128, 128, 32, 8, 3)]
 _SPLIT_K_FACTORS = (2, 4, 8)
+# Wide split-K (WIDE=1): the tile is 3/2 BLOCK_M x 3/2 BLOCK_N, as four dots (BLOCK_M and
+# BLOCK_M / 2 rows times BLOCK_N and BLOCK_N / 2 columns; Triton's tiles are powers of two).
+# cuBLAS runs GPT-2's dW products (K = 16384 tokens) as 192x192 split-K tiles on the H200
+# (profile-gpt2-torch-cudagraphs-2026-12-02-h200.txt). Probe 13 (H200, 2026-12-02,
+# probes-2026-12-02-h200-4.txt), us: dW [3072, 768] 125 at S = 2 vs 152 for our tuned
+# 128x256 plan and 106 for torch; [768, 3072] 128 vs 153 / 111; [768, 768] 41 at S = 8 vs
+# 45 / 37; [2304, 768] 121 vs 86 (the tuned plan stays). 4 stages were slower than 3 at
+# every shape. Offered for 16-bit inputs where K >= _WIDE_MIN_DEPTH * max(M, N) and the
+# wide tile fits within M and N, with S in _SPLIT_K_FACTORS while K // S >= 2 * BLOCK_K.
+_WIDE_TILES_16BIT = [(128, 128, 64, 8, 3)]
+_WIDE_MIN_DEPTH = 4
 # TMA plans (matmul_tma.py; tutorial 09's Hopper tiles, 128 x 128/256, BLOCK_K 64/128, 8 warps):
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). Offered unless KERNELS_TMA=0, for
 # operands TMA can read (row- or column-major, rows 16-byte aligned: tma_problem_error), on
@@ -160,6 +174,8 @@ def smem_bytes(plan: dict, dtype: torch.dtype) -> int:
     128x128 bf16 tiles in ptxas for sm_90)."""
     e = ELEMENT_BYTES[dtype]
     total = (plan["BLOCK_M"] + plan["BLOCK_N"]) * plan["BLOCK_K"] * e * plan["num_stages"]
+    if plan.get("WIDE"):   # tiles of 3/2 BLOCK_M x 3/2 BLOCK_N
+        total = total * 3 // 2
     if plan.get("PERSISTENT") or plan.get("TMA"):   # TMA: the store's staging tile
         total += plan["BLOCK_M"] * plan["BLOCK_N"] * e
     return total
@@ -192,7 +208,8 @@ def gpu_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
     tile for 5 rows only wastes work), no plan over the device's shared memory (device None:
     an H100's limits, so tests need no GPU), persistent plans only when there are more tiles
     than SMs (and KERNELS_PERSISTENT is not 0), the deep-pipeline _FEW_TILE_PLANS_16BIT and
-    split-K plans (split_k_plans) only when there are fewer, stream-K plans only with
+    split-K plans (split_k_plans) only when there are fewer, wide split-K plans for deep-K
+    products (wide_plans), stream-K plans only with
     KERNELS_STREAM_K=1, TMA plans unless KERNELS_TMA=0 (tma_plans; layout: the operands'
     "rr"/"rc"/..., None = unknown, no TMA)."""
     table = _PLANS_FP32 if dtype == torch.float32 else _PLANS_16BIT
@@ -212,7 +229,8 @@ def gpu_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
         clamp = lambda d: max(16, min(64, next_pow2(d)))
         plans.append(_plan(clamp(M), clamp(N), clamp(K), 4, 3))
     return plans + tma_plans(M, N, K, dtype, sms, device, layout) + \
-        split_k_plans(M, N, K, dtype, sms, device) + stream_k_plans(M, N, K, dtype, sms, device)
+        split_k_plans(M, N, K, dtype, sms, device) + wide_plans(M, N, K, dtype, device) + \
+        stream_k_plans(M, N, K, dtype, sms, device)
 
 
 def tma_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
@@ -255,6 +273,33 @@ def split_k_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
     return plans
 
 
+def wide_plans(M: int, N: int, K: int, dtype: torch.dtype,
+               device: torch.device | None = None) -> list[dict]:
+    """Wide split-K variants worth timing: 16-bit inputs, a deep product (K >=
+    _WIDE_MIN_DEPTH * max(M, N)) whose rows and columns hold the wide tile (3/2 BLOCK_M x
+    3/2 BLOCK_N of _WIDE_TILES_16BIT), with S in _SPLIT_K_FACTORS while K // S >= 2 *
+    BLOCK_K."""
+    if dtype == torch.float32 or K < _WIDE_MIN_DEPTH * max(M, N):
+        return []
+    plans = []
+    for bm, bn, bk, w, s in _WIDE_TILES_16BIT:
+        if M < bm * 3 // 2 or N < bn * 3 // 2:
+            continue
+        for split in _SPLIT_K_FACTORS:
+            p = dict(_plan(bm, bn, bk, w, s, split_k=split), WIDE=1)
+            if K // split >= 2 * bk and _passes(p, (M, N, K), dtype, device):
+                plans.append(p)
+    return plans
+
+
+def tile_shape(plan: dict) -> tuple[int, int]:
+    """The rows and columns of C one program computes: BLOCK_M x BLOCK_N, or 3/2 of each
+    with WIDE=1."""
+    if plan.get("WIDE"):
+        return plan["BLOCK_M"] * 3 // 2, plan["BLOCK_N"] * 3 // 2
+    return plan["BLOCK_M"], plan["BLOCK_N"]
+
+
 def wave_fill(tiles: int, sms: int) -> float:
     """The share of SM slots the tiles fill over their waves (1.0: whole waves)."""
     return tiles / (-(-tiles // sms) * sms)
@@ -292,7 +337,8 @@ def _passes(plan: dict, shape, dtype: torch.dtype, device: torch.device | None,
 def check_plan(plan: dict, shape, dtype: torch.dtype, device: torch.device | None,
                layout: str | None = None) -> None:
     """validate_plan for a matmul plan (knobs, tiles, SPLIT_K, shared memory) plus the rules
-    of this op: split-K runs the tiled kernel, not the persistent one; STREAM_K (1 to 4
+    of this op: split-K runs the tiled kernel, not the persistent one; WIDE=1 only with
+    SPLIT_K >= 2 (its own split-K kernel) and BLOCK_M, BLOCK_N >= 32; STREAM_K (1 to 4
     programs per SM) runs its own kernel, so none of SPLIT_K > 1, PERSISTENT, TMA; TMA=1 runs
     its own persistent kernel (so neither SPLIT_K > 1 nor PERSISTENT) on problems TMA can
     read (matmul_tma.tma_problem_error, given the operand layout), with tiles <= 256 a side."""
@@ -303,6 +349,19 @@ def check_plan(plan: dict, shape, dtype: torch.dtype, device: torch.device | Non
                               f"SPLIT_K={plan['SPLIT_K']} with PERSISTENT=1: split-K runs "
                               "the tiled kernel only; set SPLIT_K=1 or drop PERSISTENT",
                               plan)
+    if "WIDE" in plan:
+        why = None
+        if plan["WIDE"] != 1:
+            why = f"WIDE={plan['WIDE']} must be 1 (tiles of 3/2 BLOCK_M x 3/2 BLOCK_N) or absent"
+        elif plan.get("SPLIT_K", 1) < 2 or plan.get("PERSISTENT") or plan.get("TMA") or \
+                plan.get("STREAM_K"):
+            why = ("WIDE=1 is a split-K kernel: it needs SPLIT_K >= 2 and none of "
+                   "PERSISTENT, TMA, STREAM_K")
+        elif min(plan["BLOCK_M"], plan["BLOCK_N"]) < 32:
+            why = ("WIDE=1 needs BLOCK_M and BLOCK_N >= 32 (its second dots are BLOCK / 2 "
+                   "a side, and tl.dot needs >= 16)")
+        if why:
+            raise KernelPlanError("matmul", "validate", shape, why, plan)
     if "STREAM_K" in plan:
         per_sm = plan["STREAM_K"]
         M, N, K = shape
@@ -553,15 +612,91 @@ if HAS_TRITON:
             stride_bk, stride_bn, False, EVEN_K, DOT_PRECISION, BLOCK_M, BLOCK_N, BLOCK_K,
             GROUP_M)
 
-        offs_cm = m0 + tl.arange(0, BLOCK_M)
-        offs_cn = n0 + tl.arange(0, BLOCK_N)
+        _store_partial(ws_ptr, split, acc, m0 + tl.arange(0, BLOCK_M),
+                       n0 + tl.arange(0, BLOCK_N), pid_m * BLOCK_M, pid_n * BLOCK_N, M, N,
+                       stride_ws, stride_wm)
+
+    @triton.jit
+    def _store_partial(ws_ptr, split, acc, offs_cm, offs_cn, lo_m, lo_n, M, N, stride_ws,
+                       stride_wm):
+        # a split's fp32 partial of rows offs_cm x cols offs_cn into workspace slice `split`,
+        # masked at the M, N edges and below (lo_m, lo_n) as in _epilogue
         c_mask = (offs_cm[:, None] < M) & (offs_cn[None, :] < N)
-        c_mask = c_mask & (offs_cm[:, None] >= pid_m * BLOCK_M) & \
-            (offs_cn[None, :] >= pid_n * BLOCK_N)
+        c_mask = c_mask & (offs_cm[:, None] >= lo_m) & (offs_cn[None, :] >= lo_n)
         # int64 slice offset: S * M * N may pass 2^31 where M * N does not
         ws_ptrs = (ws_ptr + split.to(tl.int64) * stride_ws
                    + offs_cm[:, None] * stride_wm + offs_cn[None, :])
         tl.store(ws_ptrs, acc, mask=c_mask)
+
+    @triton.jit
+    def _matmul_split_k_wide_kernel(a_ptr, b_ptr, ws_ptr,
+                                    M, N, K,
+                                    stride_am, stride_ak, stride_bk, stride_bn,
+                                    stride_ws, stride_wm,
+                                    EVEN_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                                    BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                                    A_ROW: tl.constexpr, B_ROW: tl.constexpr,
+                                    DIV: tl.constexpr, SPLIT_K: tl.constexpr):
+        # _matmul_split_k_kernel with a wide tile (WIDE=1): 3/2 BLOCK_M x 3/2 BLOCK_N, as
+        # four dots sharing each K step's loads. Rows "lo" are the tile's first BLOCK_M,
+        # rows "hi" its last BLOCK_M / 2; columns likewise. Tile placement (grouped order,
+        # shifted last tile, wrapped rows/cols in a problem smaller than a tile) as in
+        # _tile_product, with the wide tile's size.
+        M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_wm = _aligned(
+            M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_wm, A_ROW, B_ROW, DIV)
+        split = tl.program_id(1)
+        k_blocks = tl.cdiv(K, BLOCK_K)
+        k_lo = split * k_blocks // SPLIT_K
+        k_hi = (split + 1) * k_blocks // SPLIT_K
+        pid_m, pid_n = tile_ids(tl.program_id(0), tl.cdiv(M, BLOCK_M * 3 // 2),
+                                tl.cdiv(N, BLOCK_N * 3 // 2), GROUP_M)
+        m0 = _tile_start(pid_m, BLOCK_M * 3 // 2, M)
+        n0 = _tile_start(pid_n, BLOCK_N * 3 // 2, N)
+        rows_lo = m0 + tl.arange(0, BLOCK_M)
+        rows_hi = m0 + BLOCK_M + tl.arange(0, BLOCK_M // 2)
+        cols_lo = n0 + tl.arange(0, BLOCK_N)
+        cols_hi = n0 + BLOCK_N + tl.arange(0, BLOCK_N // 2)
+        offs_k = tl.arange(0, BLOCK_K)
+        first = k_lo * BLOCK_K
+        a_lo = a_ptr + (rows_lo % M)[:, None] * stride_am + (first + offs_k[None, :]) * stride_ak
+        a_hi = a_ptr + (rows_hi % M)[:, None] * stride_am + (first + offs_k[None, :]) * stride_ak
+        b_lo = b_ptr + (first + offs_k[:, None]) * stride_bk + (cols_lo % N)[None, :] * stride_bn
+        b_hi = b_ptr + (first + offs_k[:, None]) * stride_bk + (cols_hi % N)[None, :] * stride_bn
+        acc_ll = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc_lh = tl.zeros((BLOCK_M, BLOCK_N // 2), dtype=tl.float32)
+        acc_hl = tl.zeros((BLOCK_M // 2, BLOCK_N), dtype=tl.float32)
+        acc_hh = tl.zeros((BLOCK_M // 2, BLOCK_N // 2), dtype=tl.float32)
+        for k in range(k_lo, k_hi):
+            if EVEN_K:
+                al = tl.load(a_lo)
+                ah = tl.load(a_hi)
+                bl = tl.load(b_lo)
+                bh = tl.load(b_hi)
+            else:
+                in_k = offs_k < K - k * BLOCK_K
+                al = tl.load(a_lo, mask=in_k[None, :], other=0.0)
+                ah = tl.load(a_hi, mask=in_k[None, :], other=0.0)
+                bl = tl.load(b_lo, mask=in_k[:, None], other=0.0)
+                bh = tl.load(b_hi, mask=in_k[:, None], other=0.0)
+            acc_ll = tl.dot(al, bl, acc_ll, input_precision=DOT_PRECISION)
+            acc_lh = tl.dot(al, bh, acc_lh, input_precision=DOT_PRECISION)
+            acc_hl = tl.dot(ah, bl, acc_hl, input_precision=DOT_PRECISION)
+            acc_hh = tl.dot(ah, bh, acc_hh, input_precision=DOT_PRECISION)
+            a_lo += BLOCK_K * stride_ak
+            a_hi += BLOCK_K * stride_ak
+            b_lo += BLOCK_K * stride_bk
+            b_hi += BLOCK_K * stride_bk
+        lo_m = pid_m * (BLOCK_M * 3 // 2)
+        lo_n = pid_n * (BLOCK_N * 3 // 2)
+        _store_partial(ws_ptr, split, acc_ll, rows_lo, cols_lo, lo_m, lo_n, M, N, stride_ws,
+                       stride_wm)
+        _store_partial(ws_ptr, split, acc_lh, rows_lo, cols_hi, lo_m, lo_n, M, N, stride_ws,
+                       stride_wm)
+        _store_partial(ws_ptr, split, acc_hl, rows_hi, cols_lo, lo_m, lo_n, M, N, stride_ws,
+                       stride_wm)
+        _store_partial(ws_ptr, split, acc_hh, rows_hi, cols_hi, lo_m, lo_n, M, N, stride_ws,
+                       stride_wm)
 
     @triton.jit
     def _split_k_reduce_kernel(ws_ptr, c_ptr, bias_ptr, z_ptr,
@@ -774,7 +909,8 @@ def _first_launch(key, a, b, c, bias, z, config):
         split_k = meta.pop("SPLIT_K", 1)
         tma = meta.pop("TMA", 0)
         stream_k = meta.pop("STREAM_K", 0)
-        tiles = _tiles(M, N, plan["BLOCK_M"], plan["BLOCK_N"])
+        wide = meta.pop("WIDE", 0)
+        tiles = _tiles(M, N, *tile_shape(plan))
         epilogue = dict(HAS_BIAS=has_bias, ACTIVATION=act, STORE_PREACT=has_z)
         even_k = K % plan["BLOCK_K"] == 0
         if stream_k:
@@ -782,7 +918,8 @@ def _first_launch(key, a, b, c, bias, z, config):
             return _stream_k_entry(programs, plan["BLOCK_M"] * plan["BLOCK_N"], dict(
                 **epilogue, EVEN_K=even_k, DOT_PRECISION=prec, **strides, **meta, **opts))
         if split_k > 1:
-            return _split_k_entry(tiles, M, N, split_k, dict(
+            kernel = _matmul_split_k_wide_kernel if wide else _matmul_split_k_kernel
+            return _split_k_entry(kernel[(tiles, split_k)], M, N, split_k, dict(
                 EVEN_K=even_k, DOT_PRECISION=prec, SPLIT_K=split_k, **strides, **meta, **opts),
                 epilogue)
         if tma:   # misaligned views fall back to the plain kernel with the same tiles
@@ -821,13 +958,13 @@ def _first_launch(key, a, b, c, bias, z, config):
         _LAUNCHES[key] = entry_for(plan)
 
 
-def _split_k_entry(tiles: int, M: int, N: int, split_k: int, partial_const: dict,
+def _split_k_entry(partial, M: int, N: int, split_k: int, partial_const: dict,
                    epilogue: dict):
     """A split-K plan's launch-cache entry: a function with the single kernel's call
-    signature that launches the partial products into a fresh fp32 workspace [S, M, N], then
-    the reduce kernel (ordered sum, bias, activation) into C (and Z). The workspace is
-    allocated per call (poisoned like C under verification, so an unwritten partial shows)."""
-    partial = _matmul_split_k_kernel[(tiles, split_k)]
+    signature that launches the partial products (`partial`: the split-K kernel, plain or
+    wide, bound to its grid) into a fresh fp32 workspace [S, M, N], then the reduce kernel
+    (ordered sum, bias, activation) into C (and Z). The workspace is allocated per call
+    (poisoned like C under verification, so an unwritten partial shows)."""
     reduce = _split_k_reduce_kernel[(-(-M // _REDUCE_BLOCK_M), -(-N // _REDUCE_BLOCK_N))]
 
     def launch_split_k(a, b, c, bias, z, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,

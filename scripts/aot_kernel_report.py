@@ -14,6 +14,7 @@ shapes have them.
 
     python scripts/aot_kernel_report.py                  # the default plans below
     python scripts/aot_kernel_report.py --plan 128x256x64:8:4:cr
+    python scripts/aot_kernel_report.py --wide --plan 128x128x64:8:3:cr   # 192x192 tiles
     PYTHONPATH=/path/to/triton-3.6 python scripts/aot_kernel_report.py   # another triton
 
 Runs wherever Triton imports (its interpreter setting does not matter: the compile is ahead
@@ -90,25 +91,32 @@ def compile_report(fn, signature: dict, constexprs: dict, unit_strides, num_warp
                 warnings=["C" + w for w in warnings])
 
 
-def matmul_report(plan: dict, arch: int = 90) -> dict:
+def matmul_report(plan: dict, wide: bool = False, arch: int = 90) -> dict:
     """The tiled matmul kernel (kernels/matmul.py) for one plan, bf16, no epilogue (a
-    backward product)."""
+    backward product); with `wide`, the wide split-K kernel (WIDE=1, SPLIT_K=2) instead."""
     import importlib
     from triton.backends.compiler import GPUTarget
     mm = importlib.import_module("kernels.matmul")
     la, lb = plan["layout"]
-    signature = {"a_ptr": "*bf16", "b_ptr": "*bf16", "c_ptr": "*bf16", "bias_ptr": "*bf16",
-                 "z_ptr": "*bf16",
-                 **{n: "i32" for n in ("M", "N", "K", "stride_am", "stride_ak", "stride_bk",
-                                       "stride_bn", "stride_cm", "stride_cn")}}
-    consts = dict(HAS_BIAS=False, ACTIVATION=0, STORE_PREACT=False, EVEN_K=True,
-                  DOT_PRECISION="tf32", BLOCK_M=plan["BLOCK_M"], BLOCK_N=plan["BLOCK_N"],
-                  BLOCK_K=plan["BLOCK_K"], GROUP_M=8, A_ROW=la == "r", B_ROW=lb == "r",
-                  DIV=16)
+    sizes = ("M", "N", "K", "stride_am", "stride_ak", "stride_bk", "stride_bn")
+    consts = dict(EVEN_K=True, DOT_PRECISION="tf32", BLOCK_M=plan["BLOCK_M"],
+                  BLOCK_N=plan["BLOCK_N"], BLOCK_K=plan["BLOCK_K"], GROUP_M=8,
+                  A_ROW=la == "r", B_ROW=lb == "r", DIV=16)
     units = ("stride_ak" if la == "r" else "stride_am", "stride_bn" if lb == "r" else
-             "stride_bk", "stride_cn")
-    return compile_report(mm._matmul_kernel, signature, consts, units, plan["num_warps"],
-                          plan["num_stages"], GPUTarget("cuda", arch, 32))
+             "stride_bk")
+    if wide:
+        fn = mm._matmul_split_k_wide_kernel
+        signature = {"a_ptr": "*bf16", "b_ptr": "*bf16", "ws_ptr": "*fp32",
+                     **{n: "i32" for n in sizes + ("stride_ws", "stride_wm")}}
+        consts["SPLIT_K"] = 2
+    else:
+        fn = mm._matmul_kernel
+        signature = {"a_ptr": "*bf16", "b_ptr": "*bf16", "c_ptr": "*bf16", "bias_ptr": "*bf16",
+                     "z_ptr": "*bf16", **{n: "i32" for n in sizes + ("stride_cm", "stride_cn")}}
+        consts.update(HAS_BIAS=False, ACTIVATION=0, STORE_PREACT=False)
+        units += ("stride_cn",)
+    return compile_report(fn, signature, consts, units, plan["num_warps"], plan["num_stages"],
+                          GPUTarget("cuda", arch, 32))
 
 
 def main(argv=None) -> int:
@@ -116,18 +124,22 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plan", nargs="*", default=DEFAULT_PLANS,
                     help="MxNxK:warps:stages:layout, e.g. 128x256x64:8:4:cr")
+    ap.add_argument("--wide", action="store_true",
+                    help="compile the wide split-K kernel (WIDE=1: tiles 3/2 BLOCK_M x 3/2 "
+                    "BLOCK_N) instead of the tiled one")
     args = ap.parse_args(argv)
     try:
         import triton
     except Exception as exc:   # noqa: BLE001 - any import failure: say so, exit 2
         print(f"triton does not import ({exc!r}): nothing to compile", file=sys.stderr)
         return 2
-    print(f"triton {triton.__version__}, sm_90, bf16, tiled matmul kernel")
+    kind = "wide split-K (SPLIT_K=2)" if args.wide else "tiled"
+    print(f"triton {triton.__version__}, sm_90, bf16, {kind} matmul kernel")
     print("| plan | shared KiB | cp.async | wgmma | registers | spilled bytes | "
           "ptxas warnings |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for text in args.plan:
-        r = matmul_report(parse_plan(text))
+        r = matmul_report(parse_plan(text), args.wide)
         print(f"| {text} | {r['shared'] / 1024:.0f} | {r['cp_async']} | {r['wgmma']} | "
               f"{r['registers']} | {r['spill_bytes']} | {', '.join(r['warnings']) or '-'} |",
               flush=True)

@@ -104,6 +104,26 @@ def test_stream_k_plan_on_the_gpu(shape, tile):
     assert torch.equal(c, again)
 
 
+@pytest.mark.parametrize("shape", [(3072, 16384, 768), (768, 4099, 3072), (1001, 2057, 389)])
+@pytest.mark.parametrize("split_k", [2, 8])
+def test_wide_split_k_plan_on_the_gpu(shape, split_k):
+    """The wide split-K kernel (192x192 tiles, a tuning candidate for deep 16-bit products),
+    forced at GPT-2's dW layout (A = dZ^T, column-major) and odd sizes: dW against float64,
+    NaN-poisoned, with a bias and gelu through the reduce kernel."""
+    mm = importlib.import_module("kernels.matmul")
+    m, k, n = shape
+    plan = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,
+            "num_stages": 3, "SPLIT_K": split_k, "WIDE": 1}
+    a = torch.randn(k, m, device="cuda", dtype=torch.bfloat16).t()
+    b = (torch.randn(k, n, device="cuda") / k ** 0.5).to(torch.bfloat16)
+    bias = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    with kernels.poisoned():
+        c, z = mm.launch(a, b, bias, "gelu", store_preact=True, config=plan)
+    pre = a.double() @ b.double() + bias.double()
+    assert ref.rel_err(z, pre) < 1e-2
+    assert ref.rel_err(c, ref.activate(pre, "gelu")) < 1e-2
+
+
 def test_tuner_times_the_gpu_not_the_host():
     """The tuner's timing (autotune.graph_median_ms) replays a CUDA graph: 2 ms of Python per
     call do not count, where timing call by call (call_median_ms) measures the host."""

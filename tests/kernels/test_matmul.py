@@ -191,6 +191,78 @@ def test_split_k_forward_and_gradients_of_linear(dtype, triton_device, monkeypat
     assert all(r.ok for r in results), verify.format_failures(results)
 
 
+# --- wide split-K (WIDE=1: tiles of 3/2 BLOCK_M x 3/2 BLOCK_N as four dots) ---------------
+# (M, K, N) with 32x32 plans, so 48x48 tiles: rows/cols past a tile's first 32 come from the
+# second dots. 100 x 70: a shifted last tile both ways (100 = 2 * 48 + 4); K = 75 ends in a
+# partial block; 20 x 33: smaller than one tile (rows and cols wrap, the store masks them);
+# 150 x 49: M between tiles, N one past a tile; K = 96 divides by 16 (EVEN_K).
+WIDE_SHAPES = [(100, 75, 70), (20, 40, 33), (150, 96, 49)]
+
+
+def wide_plan(split_k):
+    return dict(split_k_plan(split_k), BLOCK_N=32, BLOCK_M=32, WIDE=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("bias_on, activation", [(False, None), (True, "gelu")])
+@pytest.mark.parametrize("split_k", [2, 4])
+@pytest.mark.parametrize("shape", WIDE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_wide_split_k_plan_matches_reference(shape, split_k, bias_on, activation, dtype,
+                                             triton_device):
+    """A forced wide split-K plan: C and Z against float64 on NaN-poisoned outputs (and
+    workspace), so an element none of the four dots wrote fails."""
+    check_forced_plan(wide_plan(split_k), shape, bias_on, activation, dtype, triton_device,
+                      SPLIT_K_RTOL[dtype])
+
+
+def test_wide_split_k_trains_a_linear_and_is_bit_reproducible(triton_device, monkeypatch):
+    """Every product of a Linear's forward and backward through a wide plan (dW's A is
+    column-major: dZ^T), against float64 autograd; a second call gives the same bits."""
+    monkeypatch.setattr(mm(), "candidate_plans", lambda *args: [wide_plan(2)])
+    monkeypatch.setattr(mm(), "_LAUNCHES", {})
+    case = verify.Case("linear", (100, 75, 70), torch.bfloat16, bias=True)
+    results = verify.run_case(case, mm().triton_linear, triton_device, seed=3)
+    assert [r.stage for r in results] == ["forward", "grad:a", "grad:b", "grad:bias"]
+    assert all(r.ok for r in results), verify.format_failures(results)
+    a, b, bias = split_k_inputs((100, 75, 70), torch.bfloat16, triton_device)
+    first, _ = mm().launch(a.t().contiguous().t(), b, bias)
+    again, _ = mm().launch(a.t().contiguous().t(), b, bias)
+    assert torch.equal(first, again)
+
+
+@pytest.mark.parametrize("knobs, why", [
+    (dict(WIDE=1), "needs SPLIT_K >= 2"),
+    (dict(WIDE=1, SPLIT_K=2, TMA=1), "none of PERSISTENT, TMA, STREAM_K"),
+    (dict(WIDE=1, SPLIT_K=2, PERSISTENT=1), "PERSISTENT"),
+    (dict(WIDE=2, SPLIT_K=2), "must be 1"),
+    (dict(WIDE=1, SPLIT_K=2, BLOCK_M=16), "BLOCK_M and BLOCK_N >= 32"),
+])
+def test_wide_plans_that_cannot_run_are_refused_by_name(knobs, why, triton_device):
+    from kernels._common import KernelPlanError
+    plan = {k: v for k, v in split_k_plan(1).items() if k != "SPLIT_K"}
+    plan.update(BLOCK_M=32, BLOCK_N=32)
+    plan.update(knobs)
+    a = torch.randn(64, 64, device=triton_device)
+    with pytest.raises(KernelPlanError, match=why) as err:
+        mm().launch(a, a, config=plan)
+    assert err.value.stage == "validate" and err.value.plan == plan
+
+
+def test_wide_plans_offered_for_deep_16bit_products_only():
+    """On a 132-SM GPU: GPT-2's dW products (K = 16384 tokens) get wide split-K candidates
+    (S = 2, 4, 8; shared memory 3/2 of the plain tile's); its forward products, resnet50's
+    fc, fp32 and a product narrower than a wide tile do not."""
+    wide = lambda m, k, n, dtype=torch.bfloat16: [
+        p for p in mm().gpu_plans(m, n, k, dtype, sms=132) if p.get("WIDE")]
+    for m, n in [(3072, 768), (768, 3072), (768, 768), (2304, 768)]:
+        plans = wide(m, 16384, n)
+        assert {p["SPLIT_K"] for p in plans} == {2, 4, 8}
+        assert all(mm().tile_shape(p) == (192, 192) for p in plans)
+    assert mm().smem_bytes(wide(768, 16384, 768)[0], torch.bfloat16) == 384 * 64 * 2 * 3
+    assert not wide(16384, 768, 2304) and not wide(256, 2048, 1000)
+    assert not wide(768, 16384, 768, torch.float32) and not wide(768, 16384, 160)
+
+
 def test_bias_gradient_sums_in_fp32(triton_device):
     """dbias = g.sum(0, dtype=float32), the same values as the fp32 copy g.float().sum(0)."""
     kernels.set_backend("triton")
