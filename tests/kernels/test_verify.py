@@ -162,8 +162,22 @@ SPLIT_K_MUTANTS = {
                                          "for s in range(0, SPLIT_K - 1):")],
     "split_k_drops_remainder_blocks": [("k_hi = (split + 1) * k_blocks // SPLIT_K",
                                         "k_hi = k_lo + k_blocks // SPLIT_K")],
-    "split_k_empty_split_not_stored": [("tl.store(ws_ptrs, acc, mask=c_mask)",
-                                        "tl.store(ws_ptrs, acc, mask=c_mask & (k_hi > k_lo))")],
+    "split_k_empty_split_not_stored": [
+        ("        _store_partial(ws_ptr, split, acc, m0 + tl.arange(0, BLOCK_M),",
+         "        if k_hi > k_lo:\n            _store_partial(ws_ptr, split, acc, "
+         "m0 + tl.arange(0, BLOCK_M),")],
+}
+
+# Mutants of the wide split-K kernel (forced plan): one of its four dots not accumulated, one
+# of its four partials not stored, its second rows loaded from the first rows' addresses.
+WIDE_MUTANTS = {
+    "wide_drops_a_dot": [("acc_hh = tl.dot(ah, bh, acc_hh, input_precision=DOT_PRECISION)",
+                          "acc_hh = acc_hh")],
+    "wide_skips_a_partial": [
+        ("        _store_partial(ws_ptr, split, acc_hl, rows_hi, cols_lo,",
+         "        _store_partial(ws_ptr, split, acc_hl * 0, rows_hi, cols_lo,")],
+    "wide_hi_rows_read_lo": [("rows_hi = m0 + BLOCK_M + tl.arange(0, BLOCK_M // 2)",
+                              "rows_hi = m0 + tl.arange(0, BLOCK_M // 2)")],
 }
 
 
@@ -200,6 +214,18 @@ def test_split_k_mutant_is_caught(name, tmp_path, triton_device):
                for r in verify.run_case(verify.Case("matmul", shape, torch.float32, bias=True,
                                                     activation="gelu"),
                                         impl, triton_device, seed=14, backward=False)]
+    assert verify.caught(results), f"mutant {name} passed"
+    assert all(r.stage == "forward" and r.error is None for r in results)
+
+
+@pytest.mark.parametrize("name", sorted(WIDE_MUTANTS))
+def test_wide_split_k_mutant_is_caught(name, tmp_path, triton_device):
+    mutant = load_variant("matmul", WIDE_MUTANTS[name], name, tmp_path)
+    plan = matmul_plan(BLOCK_K=16, SPLIT_K=2, WIDE=1)   # 48x48 tiles as 32 + 16 a side
+    impl = lambda a, b, bias, act: mutant.launch(a, b, bias, act, config=plan)[0]  # noqa: E731
+    # 100 x 70: two tile-rows and -columns, the last of each shifted; K = 75 ends mid-block
+    results = verify.run_case(verify.Case("matmul", (100, 75, 70), torch.float32, bias=True),
+                              impl, triton_device, seed=16, backward=False)
     assert verify.caught(results), f"mutant {name} passed"
     assert all(r.stage == "forward" and r.error is None for r in results)
 
