@@ -47,6 +47,7 @@ from .reference import activate
 ACTIVATIONS = {None: 0, "relu": 1, "gelu": 2}
 KNOBS = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "num_warps", "num_stages")
 # optional knobs: PERSISTENT (1: one program per SM), SPLIT_K (a power of two; 1 = off),
+# WIDE (1, with SPLIT_K >= 2: the wide split-K kernel's 3/2 BLOCK_M x 3/2 BLOCK_N tiles),
 # TMA (1: the persistent TMA-descriptor kernel of matmul_tma.py) and STREAM_K (programs per
 # SM of the stream-K kernel)
 
