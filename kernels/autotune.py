@@ -191,19 +191,31 @@ class Autotuner:
 
     def lookup_or_tune(self, device_name: str, op: str, key_fields: dict,
                        candidates: list[dict], bench) -> dict:
-        """The cached plan for (device, op, key), else time every candidate and cache the best."""
+        """The cached plan for (device, op, key), else time every candidate and cache the best.
+
+        A cached plan that is no longer a candidate (the code changed) re-tunes the key. A
+        candidate the entry never timed (a plan family added since, or switched on) is timed
+        against the cached plan, and the entry keeps the timings of both rounds: products
+        whose sizes share a key but not every candidate then stop re-tuning after one round
+        each."""
         key = op + "|" + "|".join(f"{k}={v}" for k, v in key_fields.items())
         path = cache_file(device_name)
         memo = (str(path), key)
         if memo in self._memory:
             return self._memory[memo]
         entry = self.load(path).get(key)
-        if entry and entry.get("config") in candidates:   # a stale plan (code changed) re-tunes
-            self._memory[memo] = entry["config"]
-            return entry["config"]
+        before, errors = {}, {}
+        if entry and entry.get("config") in candidates:
+            before = dict(entry.get("timings") or {})
+            untimed = [p for p in candidates if plan_str(p) not in before]
+            if not untimed:
+                self._memory[memo] = entry["config"]
+                return entry["config"]
+            candidates = [entry["config"]] + untimed   # the cached plan is timed again
+            errors = dict(entry.get("errors") or {})
 
         start = time.perf_counter()
-        timings, errors = {}, {}
+        timings = {}
         for plan in candidates:
             try:
                 timings[plan_str(plan)] = bench(plan)
@@ -216,8 +228,8 @@ class Autotuner:
             raise KernelPlanError(op, "compile", tuple(key_fields.values()),
                                   f"no candidate plan ran: {errors}", best)
         entry = {"config": best, "ms": timings[plan_str(best)],
-                 "timings": {k: (None if math.isinf(v) else round(v, 5))
-                             for k, v in timings.items()},
+                 "timings": {**before, **{k: (None if math.isinf(v) else round(v, 5))
+                                         for k, v in timings.items()}},
                  "errors": errors, "tune_s": round(time.perf_counter() - start, 2),
                  "date": datetime.datetime.now().isoformat(timespec="seconds")}
         self.save(path, device_name, key, entry)

@@ -76,6 +76,43 @@ def test_stale_plan_retunes_and_failures_are_skipped(tmp_path, monkeypatch):
     assert "out of shared memory" in next(iter(entry["errors"].values()))
 
 
+def test_a_new_plan_is_timed_against_the_cached_one_only(tmp_path, monkeypatch):
+    """A candidate the cache never timed (a plan family added since): the cached plan and
+    the new one are timed, nothing else; the faster wins and the entry keeps every timing,
+    so the next process times nothing."""
+    monkeypatch.setenv("KERNELS_CACHE_DIR", str(tmp_path))
+    bench, _ = timings({64: 0.5, 128: 0.2})
+    autotune.Autotuner().lookup_or_tune("GPU-A", "matmul", KEY, PLANS[:2], bench)
+    bench2, calls2 = timings({64: 0.5, 128: 0.3, 32: 0.1})
+    assert autotune.Autotuner().lookup_or_tune("GPU-A", "matmul", KEY, PLANS, bench2) == PLANS[2]
+    assert sorted(calls2) == [32, 128]
+    entry = json.loads(autotune.cache_file("GPU-A").read_text())["entries"][
+        "matmul|dtype=bfloat16|M=16384|N=768"]
+    assert set(entry["timings"]) == {autotune.plan_str(p) for p in PLANS}
+    assert entry["timings"][autotune.plan_str(PLANS[1])] == 0.3   # timed again
+    bench3, calls3 = timings({64: 0.5, 128: 0.2, 32: 0.9})
+    assert autotune.Autotuner().lookup_or_tune("GPU-A", "matmul", KEY, PLANS, bench3) == PLANS[2]
+    assert calls3 == []
+
+
+def test_candidate_sets_sharing_a_key_settle_after_one_round_each(tmp_path, monkeypatch):
+    """Two products in one key's size bucket can get different candidates (a split-K plan
+    only where tiles leave SMs idle): each tunes once, then neither re-tunes; a new plan
+    slower than the cached one leaves the cached one in place."""
+    monkeypatch.setenv("KERNELS_CACHE_DIR", str(tmp_path))
+    ms = {64: 0.5, 128: 0.2, 32: 0.9}
+    first, second = PLANS[:2], [PLANS[1], PLANS[2]]
+    bench, calls = timings(ms)
+    assert autotune.Autotuner().lookup_or_tune("GPU-A", "matmul", KEY, first, bench) == PLANS[1]
+    assert autotune.Autotuner().lookup_or_tune("GPU-A", "matmul", KEY, second, bench) == PLANS[1]
+    assert sorted(calls) == [32, 64, 128, 128]
+    calls.clear()
+    for plans in (first, second, first):
+        assert autotune.Autotuner().lookup_or_tune("GPU-A", "matmul", KEY, plans, bench) == \
+            PLANS[1]
+    assert calls == []
+
+
 def test_all_plans_failing_is_a_structured_error(tmp_path, monkeypatch):
     monkeypatch.setenv("KERNELS_CACHE_DIR", str(tmp_path))
     bench, _ = timings({64: RuntimeError("x"), 128: RuntimeError("y"), 32: RuntimeError("z")})
