@@ -13,7 +13,10 @@
 #   2. the GPU-only tests (tests/kernels/test_kernels_gpu.py, and training under CUDA graphs:
 #      tests/lib/test_trainer_cudagraphs_gpu.py);
 #   3. the benchmark, alone on the GPU: it tunes (timing only, compiles are cached), writes the
-#      autotune cache to $OUT/autotune/, and reports to $OUT/bench.json and $OUT/bench.md.
+#      autotune cache to $OUT/autotune/, and reports to $OUT/bench.json and $OUT/bench.md;
+#   4. with GPT2=1, GPT-2 124M trained with the torch reference and with the kernels (200
+#      steps each, reduce-overhead, the same autotune cache; ~2 min on the H200):
+#      $OUT/gpt2.json, $OUT/gpt2.md, log $OUT/gpt2.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-results/kernels/gpu-check}
@@ -82,6 +85,15 @@ $PY -m pytest -q -p no:cacheprovider tests/kernels/test_kernels_gpu.py tests/lib
 stage "3. benchmark (time budget ${BUDGET}s)"
 $PY scripts/bench_kernels.py --out "$OUT/bench.json" --md "$OUT/bench.md" \
 	--time-budget "$BUDGET" --ops matmul attention sparse overhead || status=1
+
+if [ "${GPT2:-0}" = 1 ]; then
+	stage "4. GPT-2 124M, torch reference vs kernels"
+	$PY scripts/bench_gpt2_kernels.py --out "$OUT/gpt2.json" --md "$OUT/gpt2.md" \
+		--compile-mode reduce-overhead --no-noise-run \
+		--noise-from results/kernels/gpt2-kernels-2026-11-23-h100.json >"$OUT/gpt2.log" 2>&1 \
+		|| status=1
+	tail -n 2 "$OUT/gpt2.log"
+fi
 
 stage "autotune cache"
 $PY -m kernels.autotune --show | head -n 60
