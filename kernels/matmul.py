@@ -588,6 +588,15 @@ if HAS_TRITON:
                       stride_cm, stride_cn, HAS_BIAS, ACTIVATION, STORE_PREACT)
 
     @triton.jit
+    def _split_range(K, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
+        # (split, k_lo, k_hi): this program's split (grid axis 1) and its contiguous share
+        # [k_lo, k_hi) of the K blocks, dealt out as evenly as integer division allows (with
+        # more splits than blocks some get none and store zeros)
+        split = tl.program_id(1)
+        k_blocks = tl.cdiv(K, BLOCK_K)
+        return split, split * k_blocks // SPLIT_K, (split + 1) * k_blocks // SPLIT_K
+
+    @triton.jit
     def _matmul_split_k_kernel(a_ptr, b_ptr, ws_ptr,
                                M, N, K,
                                stride_am, stride_ak, stride_bk, stride_bn,
@@ -598,15 +607,11 @@ if HAS_TRITON:
                                A_ROW: tl.constexpr, B_ROW: tl.constexpr, DIV: tl.constexpr,
                                SPLIT_K: tl.constexpr):
         # program (tile, split): the fp32 partial product of K blocks [k_lo, k_hi) of one
-        # tile, stored in workspace slice `split`. The blocks are dealt out as evenly as
-        # integer division allows; with more splits than blocks some get none and store zeros.
-        # The workspace's row stride is N, so DIV holds for it as for C's.
+        # tile (_split_range), stored in workspace slice `split`. The workspace's row stride
+        # is N, so DIV holds for it as for C's.
         M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_wm = _aligned(
             M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_wm, A_ROW, B_ROW, DIV)
-        split = tl.program_id(1)
-        k_blocks = tl.cdiv(K, BLOCK_K)
-        k_lo = split * k_blocks // SPLIT_K
-        k_hi = (split + 1) * k_blocks // SPLIT_K
+        split, k_lo, k_hi = _split_range(K, BLOCK_K, SPLIT_K)
         # no bias here (the reduce kernel adds it): HAS_BIAS=False, the pointer is unread
         acc, _, pid_m, pid_n, m0, n0 = _tile_product(
             a_ptr, b_ptr, ws_ptr, tl.program_id(0), k_lo, k_hi, M, N, K, stride_am, stride_ak,
@@ -646,10 +651,7 @@ if HAS_TRITON:
         # _tile_product, with the wide tile's size.
         M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_wm = _aligned(
             M, N, stride_am, stride_ak, stride_bk, stride_bn, stride_wm, A_ROW, B_ROW, DIV)
-        split = tl.program_id(1)
-        k_blocks = tl.cdiv(K, BLOCK_K)
-        k_lo = split * k_blocks // SPLIT_K
-        k_hi = (split + 1) * k_blocks // SPLIT_K
+        split, k_lo, k_hi = _split_range(K, BLOCK_K, SPLIT_K)
         pid_m, pid_n = tile_ids(tl.program_id(0), tl.cdiv(M, BLOCK_M * 3 // 2),
                                 tl.cdiv(N, BLOCK_N * 3 // 2), GROUP_M)
         m0 = _tile_start(pid_m, BLOCK_M * 3 // 2, M)

@@ -160,8 +160,10 @@ def test_invalid_plan_fails_validation_with_a_structured_error(name, triton_devi
 SPLIT_K_MUTANTS = {
     "split_k_reduce_skips_last_split": [("for s in range(0, SPLIT_K):",
                                          "for s in range(0, SPLIT_K - 1):")],
-    "split_k_drops_remainder_blocks": [("k_hi = (split + 1) * k_blocks // SPLIT_K",
-                                        "k_hi = k_lo + k_blocks // SPLIT_K")],
+    "split_k_drops_remainder_blocks": [
+        ("return split, split * k_blocks // SPLIT_K, (split + 1) * k_blocks // SPLIT_K",
+         "return split, split * k_blocks // SPLIT_K, "
+         "split * k_blocks // SPLIT_K + k_blocks // SPLIT_K")],
     "split_k_empty_split_not_stored": [
         ("        _store_partial(ws_ptr, split, acc, m0 + tl.arange(0, BLOCK_M),",
          "        if k_hi > k_lo:\n            _store_partial(ws_ptr, split, acc, "
