@@ -106,7 +106,9 @@ _SPLIT_K_FACTORS = (2, 4, 8)
 # 45 / 37; [2304, 768] 121 vs 86 (the tuned plan stays). 4 stages were slower than 3 at
 # every shape. Offered for 16-bit inputs where K >= _WIDE_MIN_DEPTH * max(M, N) and the
 # wide tile fits within M and N, with S in _SPLIT_K_FACTORS while K // S >= 2 * BLOCK_K.
-_WIDE_TILES_16BIT = [(128, 128, 64, 8, 3)]
+# Probe 16 (H200, 2026-12-02): BLOCK_K 32 with 4 stages 127 / 128 / 136 us at [3072, 768],
+# [768, 3072] and 768x768 (K = 65536) against 130 / 134-140 / 141 for BLOCK_K 64.
+_WIDE_TILES_16BIT = [(128, 128, 64, 8, 3), (128, 128, 32, 8, 4)]
 _WIDE_MIN_DEPTH = 4
 # TMA plans (matmul_tma.py; tutorial 09's Hopper tiles, 128 x 128/256, BLOCK_K 64/128, 8 warps):
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). Offered unless KERNELS_TMA=0, for
@@ -125,6 +127,17 @@ _TMA_SMALL_TILES_16BIT = [(64, 64, 64, 4, 4), (64, 128, 64, 4, 4), (128, 64, 64,
                           # 3136x2304x256 10.4 -> 9.6
                           (128, 128, 64, 4, 4), (64, 128, 128, 4, 4)]
 _TMA_SMALL_TILES_FP32 = [(64, 64, 32, 4, 3)]
+# ... and tall TMA tiles (WIDE_M=1: 3/2 BLOCK_M rows x BLOCK_N, as two dots of BLOCK_M and
+# BLOCK_M / 2 rows; one program per tile), 16-bit only: (BLOCK_M, BLOCK_N, BLOCK_K,
+# num_warps, num_stages, GROUP_M). cuBLAS runs ResNet's 12544x1152x128 as 192x64 tiles,
+# 132 for 132 SMs (nvjet_sm90_tst_64x192_64x6_2x1, probe 17); where 128x128 gives 98. On
+# the H200 (2026-12-02, probes-2026-12-02-h200-10.txt, two machines): 8.37 / 8.58 us vs
+# torch 7.76 / 8.22 and 9.4 for the tuned plan; GROUP_M = 1 puts a row block's two column
+# tiles side by side, so A (28.9 MB, read once at ~3.5 TB/s: the product is memory-bound)
+# comes from HBM once (10.2 us at GROUP_M = 8). 192x256 at 16384x3072x768 (GPT-2's proj):
+# 102.7 us vs 109.3 tuned, torch 102.7; slower at GPT-2's other forward shapes.
+_TMA_TALL_TILES_16BIT = [(128, 256, 64, 8, 3, 8)]
+_TMA_TALL_SMALL_TILES_16BIT = [(128, 64, 64, 4, 5, 1)]
 # Stream-K (STREAM_K = programs per SM), offered only with KERNELS_STREAM_K=1, where a plan's
 # tiles fill less than 90% of the SM slots of their waves: GPT-2's dW of a [3072, 768] weight
 # is 144 tiles of 128x128 on 132 SMs, two waves, the second of 12 tiles. Correct and
@@ -177,6 +190,11 @@ def smem_bytes(plan: dict, dtype: torch.dtype) -> int:
     total = (plan["BLOCK_M"] + plan["BLOCK_N"]) * plan["BLOCK_K"] * e * plan["num_stages"]
     if plan.get("WIDE"):   # tiles of 3/2 BLOCK_M x 3/2 BLOCK_N
         total = total * 3 // 2
+    if plan.get("WIDE_M"):   # 3/2 BLOCK_M rows of A; the store's staging tile (3/2 BLOCK_M
+        # x BLOCK_N) comes after the K loop, in the pipeline's freed buffers
+        total = (plan["BLOCK_M"] * 3 // 2 + plan["BLOCK_N"]) * plan["BLOCK_K"] * e * \
+            plan["num_stages"]
+        return max(total, plan["BLOCK_M"] * 3 // 2 * plan["BLOCK_N"] * e)
     if plan.get("PERSISTENT") or plan.get("TMA"):   # TMA: the store's staging tile
         total += plan["BLOCK_M"] * plan["BLOCK_N"] * e
     return total
@@ -238,7 +256,9 @@ def tma_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
               device: torch.device | None = None, layout: str | None = None) -> list[dict]:
     """TMA variants worth timing: unless KERNELS_TMA=0, a known layout TMA can read
     (matmul_tma.tma_problem_error), tiles that fit the problem; _TMA_TILES_* where 128x128
-    tiles fill the `sms` SMs, else the smaller _TMA_SMALL_TILES_*."""
+    tiles fill the `sms` SMs, else the smaller _TMA_SMALL_TILES_*; for 16-bit inputs also
+    the tall (WIDE_M=1) _TMA_TALL_TILES_16BIT or _TMA_TALL_SMALL_TILES_16BIT where M holds
+    a tall tile."""
     if not switched_on("KERNELS_TMA") or layout is None or \
             matmul_tma.tma_problem_error(M, N, K, dtype, layout, device) is not None:
         return []
@@ -253,6 +273,13 @@ def tma_plans(M: int, N: int, K: int, dtype: torch.dtype, sms: int,
         if _fits(bm, M) and _fits(bn, N) and _fits(bk, K) and \
                 _passes(p, (M, N, K), dtype, device, layout):
             plans.append(p)
+    if dtype != torch.float32:   # tall tiles where M holds one
+        tall = _TMA_TALL_SMALL_TILES_16BIT if few_tiles else _TMA_TALL_TILES_16BIT
+        for bm, bn, bk, w, s, group in tall:
+            p = dict(_plan(bm, bn, bk, w, s, group=group), TMA=1, WIDE_M=1)
+            if M >= bm * 3 // 2 and _fits(bn, N) and _fits(bk, K) and \
+                    _passes(p, (M, N, K), dtype, device, layout):
+                plans.append(p)
     return plans
 
 
@@ -294,10 +321,12 @@ def wide_plans(M: int, N: int, K: int, dtype: torch.dtype,
 
 
 def tile_shape(plan: dict) -> tuple[int, int]:
-    """The rows and columns of C one program computes: BLOCK_M x BLOCK_N, or 3/2 of each
-    with WIDE=1."""
+    """The rows and columns of C one tile covers: BLOCK_M x BLOCK_N, 3/2 of each with
+    WIDE=1, 3/2 BLOCK_M x BLOCK_N with WIDE_M=1."""
     if plan.get("WIDE"):
         return plan["BLOCK_M"] * 3 // 2, plan["BLOCK_N"] * 3 // 2
+    if plan.get("WIDE_M"):
+        return plan["BLOCK_M"] * 3 // 2, plan["BLOCK_N"]
     return plan["BLOCK_M"], plan["BLOCK_N"]
 
 
@@ -342,7 +371,8 @@ def check_plan(plan: dict, shape, dtype: torch.dtype, device: torch.device | Non
     SPLIT_K >= 2 (its own split-K kernel) and BLOCK_M, BLOCK_N >= 32; STREAM_K (1 to 4
     programs per SM) runs its own kernel, so none of SPLIT_K > 1, PERSISTENT, TMA; TMA=1 runs
     its own persistent kernel (so neither SPLIT_K > 1 nor PERSISTENT) on problems TMA can
-    read (matmul_tma.tma_problem_error, given the operand layout), with tiles <= 256 a side."""
+    read (matmul_tma.tma_problem_error, given the operand layout), with tiles <= 256 a side;
+    WIDE_M=1 (tall tiles, one program each) only with TMA=1 and BLOCK_M >= 32."""
     validate_plan("matmul", plan, shape, lambda p: smem_bytes(p, dtype), device,
                   required=KNOBS)
     if plan.get("SPLIT_K", 1) > 1 and plan.get("PERSISTENT"):
@@ -361,6 +391,17 @@ def check_plan(plan: dict, shape, dtype: torch.dtype, device: torch.device | Non
         elif min(plan["BLOCK_M"], plan["BLOCK_N"]) < 32:
             why = ("WIDE=1 needs BLOCK_M and BLOCK_N >= 32 (its second dots are BLOCK / 2 "
                    "a side, and tl.dot needs >= 16)")
+        if why:
+            raise KernelPlanError("matmul", "validate", shape, why, plan)
+    if "WIDE_M" in plan:
+        why = None
+        if plan["WIDE_M"] != 1:
+            why = f"WIDE_M={plan['WIDE_M']} must be 1 (tiles of 3/2 BLOCK_M x BLOCK_N) or absent"
+        elif not plan.get("TMA") or plan.get("WIDE"):
+            why = "WIDE_M=1 is a TMA kernel: it needs TMA=1 and not WIDE"
+        elif plan["BLOCK_M"] < 32:
+            why = ("WIDE_M=1 needs BLOCK_M >= 32 (its second dot is BLOCK_M / 2 rows, and "
+                   "tl.dot needs >= 16)")
         if why:
             raise KernelPlanError("matmul", "validate", shape, why, plan)
     if "STREAM_K" in plan:
@@ -913,6 +954,7 @@ def _first_launch(key, a, b, c, bias, z, config):
         tma = meta.pop("TMA", 0)
         stream_k = meta.pop("STREAM_K", 0)
         wide = meta.pop("WIDE", 0)
+        wide_m = meta.pop("WIDE_M", 0)
         tiles = _tiles(M, N, *tile_shape(plan))
         epilogue = dict(HAS_BIAS=has_bias, ACTIVATION=act, STORE_PREACT=has_z)
         even_k = K % plan["BLOCK_K"] == 0
@@ -925,11 +967,11 @@ def _first_launch(key, a, b, c, bias, z, config):
             return _split_k_entry(kernel[(tiles, split_k)], M, N, split_k, dict(
                 EVEN_K=even_k, DOT_PRECISION=prec, SPLIT_K=split_k, **strides, **meta, **opts),
                 epilogue)
-        if tma:   # misaligned views fall back to the plain kernel with the same tiles
-            plain = entry_for({k: v for k, v in plan.items() if k != "TMA"})
+        if tma:   # misaligned views fall back to the plain kernel (with BLOCK_M x BLOCK_N)
+            plain = entry_for({k: v for k, v in plan.items() if k not in ("TMA", "WIDE_M")})
             return matmul_tma.tma_entry(tiles, num_sms(device), dict(
-                **epilogue, DOT_PRECISION=prec, A_T=la == "c", B_T=lb == "c", **meta, **opts),
-                plain)
+                **epilogue, DOT_PRECISION=prec, A_T=la == "c", B_T=lb == "c", WIDE_M=wide_m,
+                **meta, **opts), plain)
         const = dict(**epilogue, EVEN_K=even_k, DOT_PRECISION=prec, **strides, **meta, **opts)
         if persistent:
             sms = num_sms(device)

@@ -126,28 +126,86 @@ if HAS_TMA:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
             for ki in range(0, k_tiles):
                 # out of bounds (M, N edges, K's last partial block) reads as zeros
-                if A_T:
-                    a = a_desc.load([ki * BLOCK_K, off_m]).T
-                else:
-                    a = a_desc.load([off_m, ki * BLOCK_K])
-                if B_T:
-                    b = b_desc.load([off_n, ki * BLOCK_K]).T
-                else:
-                    b = b_desc.load([ki * BLOCK_K, off_n])
+                a = _tma_load_a(a_desc, off_m, ki * BLOCK_K, A_T)
+                b = _tma_load_b(b_desc, ki * BLOCK_K, off_n, B_T)
                 acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
             tile_id_c += NUM_SMS
             pid_m, pid_n = tile_ids(tile_id_c, num_pid_m, num_pid_n, GROUP_M)
-            off_cm = pid_m * BLOCK_M
             off_cn = pid_n * BLOCK_N
-            if HAS_BIAS:
-                offs_cn = off_cn + tl.arange(0, BLOCK_N)
-                bias = tl.load(bias_ptr + offs_cn, mask=offs_cn < N, other=0.0)
-                acc = acc + bias.to(tl.float32)[None, :]
-            if STORE_PREACT:  # gelu's backward needs the pre-activation
-                z_desc.store([off_cm, off_cn], acc.to(z_desc.dtype))
-            acc = apply_activation(acc, ACTIVATION)
-            c_desc.store([off_cm, off_cn], acc.to(c_desc.dtype))   # clipped at M, N
+            _tma_epilogue(acc, _tma_bias(bias_ptr, off_cn, N, HAS_BIAS, BLOCK_N), c_desc,
+                          z_desc, pid_m * BLOCK_M, off_cn, HAS_BIAS, ACTIVATION,
+                          STORE_PREACT)
+
+    @triton.jit
+    def _tma_bias(bias_ptr, off_n, N, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr):
+        # the fp32 bias of columns [off_n, off_n + BLOCK_N) (unused without a bias)
+        if HAS_BIAS:
+            offs_n = off_n + tl.arange(0, BLOCK_N)
+            return tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)
+        else:
+            return tl.zeros((BLOCK_N,), dtype=tl.float32)
+
+    @triton.jit
+    def _tma_epilogue(acc, bias, c_desc, z_desc, off_m, off_n, HAS_BIAS: tl.constexpr,
+                      ACTIVATION: tl.constexpr, STORE_PREACT: tl.constexpr):
+        # C = act(acc + bias) (and Z = acc + bias) stored at (off_m, off_n) through the
+        # descriptors, whose boxes are acc's shape; clipped at M, N
+        if HAS_BIAS:
+            acc = acc + bias[None, :]
+        if STORE_PREACT:  # gelu's backward needs the pre-activation
+            z_desc.store([off_m, off_n], acc.to(z_desc.dtype))
+        acc = apply_activation(acc, ACTIVATION)
+        c_desc.store([off_m, off_n], acc.to(c_desc.dtype))
+
+    @triton.jit
+    def _tma_load_a(a_desc, off_m, off_k, A_T: tl.constexpr):
+        # an A tile at (off_m, off_k); A_T: the descriptor is over A^T [K, M]
+        if A_T:
+            return a_desc.load([off_k, off_m]).T
+        else:
+            return a_desc.load([off_m, off_k])
+
+    @triton.jit
+    def _tma_load_b(b_desc, off_k, off_n, B_T: tl.constexpr):
+        # a B tile at (off_k, off_n); B_T: the descriptor is over B^T [N, K]
+        if B_T:
+            return b_desc.load([off_n, off_k]).T
+        else:
+            return b_desc.load([off_k, off_n])
+
+    @triton.jit
+    def _matmul_tma_wide_kernel(al_desc, ah_desc, b_desc, cl_desc, ch_desc, zl_desc, zh_desc,
+                                bias_ptr, M, N, K,
+                                HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
+                                STORE_PREACT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                                BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                                A_T: tl.constexpr, B_T: tl.constexpr):
+        # WIDE_M=1: one program per tile of 3/2 BLOCK_M rows x BLOCK_N cols (cuBLAS's 192x64
+        # for ResNet's 12544x1152x128: 132 tiles for 132 SMs where 128x128 gives 98), as two
+        # dots sharing each K step's B tile: rows "lo" (the first BLOCK_M, descriptors al,
+        # cl, zl) and "hi" (the next BLOCK_M / 2: ah, ch, zh). Both dots keep >= 64 rows for
+        # BLOCK_M = 128, so wgmma is not serialized (a 96-row tile of 64 + 32 was). Rows
+        # past M (the last tile) read as zeros and are clipped by the stores.
+        pid_m, pid_n = tile_ids(tl.program_id(0), tl.cdiv(M, BLOCK_M * 3 // 2),
+                                tl.cdiv(N, BLOCK_N), GROUP_M)
+        m_lo = pid_m * (BLOCK_M * 3 // 2)
+        m_hi = m_lo + BLOCK_M
+        off_n = pid_n * BLOCK_N
+        bias = _tma_bias(bias_ptr, off_n, N, HAS_BIAS, BLOCK_N)
+        acc_lo = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc_hi = tl.zeros((BLOCK_M // 2, BLOCK_N), dtype=tl.float32)
+        for ki in range(0, tl.cdiv(K, BLOCK_K)):
+            b = _tma_load_b(b_desc, ki * BLOCK_K, off_n, B_T)
+            acc_lo = tl.dot(_tma_load_a(al_desc, m_lo, ki * BLOCK_K, A_T), b, acc_lo,
+                            input_precision=DOT_PRECISION)
+            acc_hi = tl.dot(_tma_load_a(ah_desc, m_hi, ki * BLOCK_K, A_T), b, acc_hi,
+                            input_precision=DOT_PRECISION)
+        _tma_epilogue(acc_lo, bias, cl_desc, zl_desc, m_lo, off_n, HAS_BIAS, ACTIVATION,
+                      STORE_PREACT)
+        _tma_epilogue(acc_hi, bias, ch_desc, zh_desc, m_hi, off_n, HAS_BIAS, ACTIVATION,
+                      STORE_PREACT)
 
 
 # --- launcher -----------------------------------------------------------------------------
@@ -179,17 +237,29 @@ def bind_context(device: torch.device) -> None:
 
 def tma_entry(tiles: int, sms: int, const: dict, fallback):
     """A TMA plan's launch-cache entry for matmul.py: a function with the plain kernel's call
-    signature (pointers and strides) that builds the four descriptors from the tensors it is
+    signature (pointers and strides) that builds the descriptors from the tensors it is
     given (descriptors hold data pointers, so they are made per call) and launches one
-    program per SM. `const`: the constexprs and launch options (BLOCK_*, GROUP_M, epilogue,
-    DOT_PRECISION, A_T and B_T for column-major operands, num_warps, num_stages);
-    `fallback`: the (kernel, const) entry of the plain kernel with the same tiles, for
-    tensors that break TMA's alignment rules."""
+    program per SM, or with WIDE_M=1 one program per wide tile (`tiles`: of the plan's
+    tile_shape). `const`: the constexprs and launch options (BLOCK_*, GROUP_M, epilogue,
+    DOT_PRECISION, A_T and B_T for column-major operands, num_warps, num_stages, WIDE_M);
+    `fallback`: the (kernel, const) entry of the plain kernel, for tensors that break TMA's
+    alignment rules."""
+    const = dict(const)
+    wide = const.pop("WIDE_M", 0)
     bm, bn, bk = const["BLOCK_M"], const["BLOCK_N"], const["BLOCK_K"]
-    kernel = _matmul_tma_kernel[(min(sms, tiles),)]
-    const = dict(const, NUM_SMS=sms)
+    if wide:
+        kernel = _matmul_tma_wide_kernel[(tiles,)]
+    else:
+        kernel = _matmul_tma_kernel[(min(sms, tiles),)]
+        const["NUM_SMS"] = sms
     a_t, b_t = const["A_T"], const["B_T"]
     plain, plain_const = fallback
+
+    def a_desc(a, rows):
+        return TensorDescriptor.from_tensor(_row_major(a), [bk, rows] if a_t else [rows, bk])
+
+    def c_desc(c, rows):
+        return TensorDescriptor.from_tensor(c, [rows, bn])
 
     def launch_tma(a, b, c, bias, z, M, N, K, stride_am, stride_ak, stride_bk, stride_bn,
                    stride_cm, stride_cn):
@@ -199,10 +269,14 @@ def tma_entry(tiles: int, sms: int, const: dict, fallback):
             return
         if a.is_cuda:   # the interpreter's descriptors need no context
             bind_context(a.device)
-        a_desc = TensorDescriptor.from_tensor(_row_major(a), [bk, bm] if a_t else [bm, bk])
         b_desc = TensorDescriptor.from_tensor(_row_major(b), [bn, bk] if b_t else [bk, bn])
-        c_desc = TensorDescriptor.from_tensor(c, [bm, bn])
-        # no Z (STORE_PREACT off): matmul.launch passes C in its place; reuse C's descriptor
-        z_desc = c_desc if z is c else TensorDescriptor.from_tensor(z, [bm, bn])
-        kernel(a_desc, b_desc, c_desc, z_desc, bias, M, N, K, **const)
+        # no Z (STORE_PREACT off): matmul.launch passes C in its place; reuse C's descriptors
+        heights = (bm, bm // 2) if wide else (bm,)
+        a_descs = [a_desc(a, h) for h in heights]
+        c_descs = [c_desc(c, h) for h in heights]
+        z_descs = c_descs if z is c else [c_desc(z, h) for h in heights]
+        if wide:
+            kernel(*a_descs, b_desc, *c_descs, *z_descs, bias, M, N, K, **const)
+        else:
+            kernel(a_descs[0], b_desc, c_descs[0], z_descs[0], bias, M, N, K, **const)
     return launch_tma, {}

@@ -114,6 +114,23 @@ def test_wide_split_k_plan_on_the_gpu(shape, split_k):
     forced_gelu_launches(plan, *shape, a_column_major=True)
 
 
+
+@pytest.mark.parametrize("shape, a_column_major", [((12544, 1152, 128), False),
+                                                   ((1001, 2056, 392), False),
+                                                   ((3072, 4096, 768), True)])
+@pytest.mark.parametrize("tile", [(128, 64, 64, 4, 5, 1), (128, 256, 64, 8, 3, 8)])
+def test_tall_tma_plan_on_the_gpu(shape, a_column_major, tile):
+    """The tall TMA kernel (192x64 and 192x256 tiles, tuning candidates for 16-bit
+    products), forced at ResNet's 12544x1152x128, an odd size (1001 rows end inside a
+    tile's second dot) and GPT-2's dW layout (A column-major): against float64,
+    NaN-poisoned, bias and gelu."""
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("TMA needs compute capability 9.0+")
+    bm, bn, bk, w, s, group = tile
+    plan = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group, "num_warps": w,
+            "num_stages": s, "TMA": 1, "WIDE_M": 1}
+    forced_gelu_launches(plan, *shape, a_column_major=a_column_major)
+
 def test_tuner_times_the_gpu_not_the_host():
     """The tuner's timing (autotune.graph_median_ms) replays a CUDA graph: 2 ms of Python per
     call do not count, where timing call by call (call_median_ms) measures the host."""

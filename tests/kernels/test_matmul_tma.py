@@ -216,10 +216,11 @@ def test_few_tile_products_get_the_small_tma_tiles(monkeypatch):
     monkeypatch.setenv("KERNELS_TMA", "1")
     knobs = lambda p: (p["BLOCK_M"], p["BLOCK_N"], p["BLOCK_K"], p["num_warps"],
                        p["num_stages"])
-    small = _tmas(mm().gpu_plans(256, 1000, 2048, torch.bfloat16, sms=132, layout="rr"))
+    square = lambda plans: [p for p in _tmas(plans) if not p.get("WIDE_M")]
+    small = square(mm().gpu_plans(256, 1000, 2048, torch.bfloat16, sms=132, layout="rr"))
     assert small and {knobs(p) for p in small} <= set(mm()._TMA_SMALL_TILES_16BIT)
     assert (64, 128, 128, 4, 4) in {knobs(p) for p in small}
-    large = _tmas(mm().gpu_plans(*GPT2, torch.bfloat16, sms=132, layout="rr"))
+    large = square(mm().gpu_plans(*GPT2, torch.bfloat16, sms=132, layout="rr"))
     assert large and {knobs(p) for p in large} <= set(mm()._TMA_TILES_16BIT)
     assert min(p["BLOCK_M"] * p["BLOCK_N"] for p in large) >= 128 * 128
 
@@ -324,3 +325,114 @@ def test_weight_as_is_only_where_the_tuner_has_tma_plans_for_it(monkeypatch):
     assert not mm().weight_as_is(256, 1000, 2048, torch.bfloat16, torch.device("cpu"))
     monkeypatch.setenv("KERNELS_AUTOTUNE", "0")
     assert not mm().weight_as_is(256, 1000, 2048, torch.bfloat16, cuda)
+
+
+# --- tall tiles (WIDE_M=1: 3/2 BLOCK_M rows x BLOCK_N as two dots, one program per tile) ----
+@pytest.fixture
+def tall_launches(monkeypatch):
+    """The grids of every launch of the tall TMA kernel (a spy, as tma_launches)."""
+    grids = []
+    real = tma()._matmul_tma_wide_kernel
+
+    class Counting:
+        def __getitem__(self, grid):
+            launch = real[grid]
+            return lambda *args, **kw: (grids.append(grid), launch(*args, **kw))
+
+    monkeypatch.setattr(tma(), "_matmul_tma_wide_kernel", Counting())
+    return grids
+
+
+def tall_plan(**extra):
+    return tma_plan(BLOCK_M=32, BLOCK_N=16, GROUP_M=1, WIDE_M=1, **extra)
+
+
+# (M, K, N) with 48x16 tiles (rows 32 + 16): 100 rows end in the third tile's first dot, so
+# its second dot (rows 128-143) reads only zeros and stores nothing; 40 rows end inside the
+# first tile's second dot; K = 72 ends mid-block; N = 40 ends mid-tile.
+TALL_SHAPES = [(100, 72, 40), (40, 24, 16), (96, 64, 32)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("bias_on, activation", [(False, None), (True, "relu"), (True, "gelu")])
+@pytest.mark.parametrize("shape", TALL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_tall_tma_plan_matches_reference(shape, bias_on, activation, dtype, tma_device,
+                                         tall_launches):
+    """A forced tall plan: C and Z against float64 on NaN-poisoned outputs, so a row neither
+    dot's store wrote fails; one launch of one program per 48x16 tile."""
+    check_forced_plan(tall_plan(), shape, bias_on, activation, dtype, tma_device, RTOL[dtype],
+                      seed=7)
+    m, _, n = shape
+    assert tall_launches == [(-(-m // 48) * -(-n // 16),)]
+
+
+@pytest.mark.parametrize("layout", ["cr", "rc", "cc"])
+def test_tall_tma_plan_reads_column_major_operands(layout, tma_device, tall_launches):
+    """Column-major A (dW's dZ^T; both of its descriptors are over A^T) and B, as for the
+    square TMA tiles: 100x72x40, bias and gelu, against float64."""
+    a, b, bias = inputs((100, 72, 40), torch.float32, tma_device)
+    a = column_major(a) if layout[0] == "c" else a
+    b = column_major(b) if layout[1] == "c" else b
+    with kernels.poisoned():
+        c, z = mm().launch(a, b, bias, "gelu", store_preact=True, config=tall_plan())
+    assert len(tall_launches) == 1
+    pre = a.double() @ b.double() + bias.double()
+    torch.testing.assert_close(z.double(), pre, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(c.double(), ref.activate(pre, "gelu"), rtol=1e-5, atol=1e-5)
+
+
+def test_tall_plan_trains_a_linear(tma_device, tall_launches, monkeypatch):
+    """Every product of a Linear's forward and backward through the tall kernel, from the
+    launch cache (forward x @ W^T, dX = dY @ W, dW = dY^T @ x with A column-major), against
+    float64 autograd."""
+    from kernels import verify
+    monkeypatch.setattr(mm(), "candidate_plans", lambda *args: [tall_plan()])
+    monkeypatch.setattr(mm(), "_LAUNCHES", {})
+    case = verify.Case("linear", (100, 72, 40), torch.bfloat16, bias=True)
+    results = verify.run_case(case, mm().triton_linear, tma_device, seed=3)
+    assert [r.stage for r in results] == ["forward", "grad:a", "grad:b", "grad:bias"]
+    assert all(r.ok for r in results), verify.format_failures(results)
+    assert len(tall_launches) == 3
+
+
+def test_misaligned_view_under_a_tall_plan_runs_the_plain_kernel(tma_device, tall_launches):
+    """A row stride TMA cannot read: the plain kernel with 32x16 tiles computes it."""
+    a = torch.randn(100, 73, device=tma_device)[:, :72]
+    b = torch.randn(72, 40, device=tma_device) / 8
+    with kernels.poisoned():
+        c, _ = mm().launch(a, b, config=tall_plan())
+    assert tall_launches == []
+    torch.testing.assert_close(c.double(), a.double() @ b.double(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("knobs, why", [
+    (dict(TMA=0), "needs TMA=1"),
+    (dict(WIDE=1, SPLIT_K=2), "needs SPLIT_K >= 2 and none of PERSISTENT, TMA|not WIDE"),
+    (dict(WIDE_M=2), "must be 1"),
+    (dict(BLOCK_M=16), "BLOCK_M >= 32"),
+])
+def test_tall_plans_that_cannot_run_are_refused_by_name(knobs, why):
+    plan = tall_plan()
+    plan.update(knobs)
+    with pytest.raises(KernelPlanError, match=why) as err:
+        mm().check_plan(plan, (100, 40, 72), torch.bfloat16, None, "rr")
+    assert err.value.stage == "validate" and err.value.plan == plan
+
+
+def test_tall_plans_offered_for_16bit_products_that_hold_a_tall_tile(monkeypatch):
+    """On a 132-SM GPU: ResNet's 12544x1152x128 gets the few-tile tall plan (192x64 tiles,
+    132 of them, GROUP_M = 1); GPT-2's forward products the 192x256 one; fp32, a product with
+    fewer than 192 rows, and KERNELS_TMA=0 none. Shared memory: the pipeline's stages of
+    192 + BLOCK_N rows (the store's staging tile reuses them)."""
+    monkeypatch.setenv("KERNELS_TMA", "1")
+    tall = lambda m, n, k, dtype=torch.bfloat16: [
+        p for p in mm().gpu_plans(m, n, k, dtype, sms=132, layout="rr") if p.get("WIDE_M")]
+    [conv] = tall(12544, 128, 1152)
+    assert mm().tile_shape(conv) == (192, 64) and conv["GROUP_M"] == 1
+    assert -(-12544 // 192) * (128 // 64) == 132
+    assert mm().smem_bytes(conv, torch.bfloat16) == (192 + 64) * 64 * 2 * 5
+    [proj] = tall(16384, 768, 3072)
+    assert mm().tile_shape(proj) == (192, 256)
+    assert not tall(12544, 128, 1152, torch.float32) and not tall(128, 1000, 2048)
+    monkeypatch.setenv("KERNELS_TMA", "0")
+    assert not tall(12544, 128, 1152)

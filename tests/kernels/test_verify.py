@@ -232,6 +232,37 @@ def test_wide_split_k_mutant_is_caught(name, tmp_path, triton_device):
     assert all(r.stage == "forward" and r.error is None for r in results)
 
 
+# Mutants of the tall TMA kernel (matmul_tma.py, forced WIDE_M=1 plan; matmul.py runs the
+# mutated module): the second dot's product dropped, its rows loaded from the first dot's.
+TALL_MUTANTS = {
+    "tall_drops_the_hi_product": [("        _tma_epilogue(acc_hi, bias, ch_desc",
+                                   "        _tma_epilogue(acc_hi * 0, bias, ch_desc")],
+    "tall_hi_rows_read_lo": [("_tma_load_a(ah_desc, m_hi,", "_tma_load_a(ah_desc, m_lo,")],
+    "tall_hi_tile_at_lo_rows": [("m_hi = m_lo + BLOCK_M", "m_hi = m_lo + BLOCK_M // 2")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(TALL_MUTANTS) + ["control"])
+def test_tall_tma_mutant_is_caught(name, tmp_path, triton_device, monkeypatch):
+    """Each mutant fails the case; the unmutated copy ("control") passes it."""
+    from kernels import matmul_tma
+    if not matmul_tma.HAS_TMA:
+        pytest.skip("this triton has no tensor descriptors")
+    mutant = load_variant("matmul_tma", TALL_MUTANTS.get(name, []), name, tmp_path)
+    mm = importlib.import_module("kernels.matmul")
+    monkeypatch.setattr(mm, "matmul_tma", mutant)
+    plan = matmul_plan(BLOCK_N=16, BLOCK_K=16, GROUP_M=1, TMA=1, WIDE_M=1)   # 48x16 tiles
+    impl = lambda a, b, bias, act: mm.launch(a, b, bias, act, config=plan)[0]  # noqa: E731
+    # 100 x 40: three tile-rows (the last ends in its first dot), three tile-columns
+    results = verify.run_case(verify.Case("matmul", (100, 72, 40), torch.float32, bias=True),
+                              impl, triton_device, seed=17, backward=False)
+    if name == "control":
+        assert not verify.caught(results), verify.format_failures(results)
+        return
+    assert verify.caught(results), f"mutant {name} passed"
+    assert all(r.stage == "forward" and r.error is None for r in results)
+
+
 def test_unwritten_output_is_caught_by_poisoning():
     """An impl that allocates its output and never writes it: NaN-filled under
     verification, so it fails even where torch.empty would have returned zeros."""
