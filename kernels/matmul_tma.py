@@ -175,7 +175,7 @@ if HAS_TMA:
             return b_desc.load([off_k, off_n])
 
     @triton.jit
-    def _matmul_tma_wide_kernel(al_desc, ah_desc, b_desc, cl_desc, ch_desc, zl_desc, zh_desc,
+    def _matmul_tma_wide_m_kernel(al_desc, ah_desc, b_desc, cl_desc, ch_desc, zl_desc, zh_desc,
                                 bias_ptr, M, N, K,
                                 HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr,
                                 STORE_PREACT: tl.constexpr, DOT_PRECISION: tl.constexpr,
@@ -248,7 +248,7 @@ def tma_entry(tiles: int, sms: int, const: dict, fallback):
     wide = const.pop("WIDE_M", 0)
     bm, bn, bk = const["BLOCK_M"], const["BLOCK_N"], const["BLOCK_K"]
     if wide:
-        kernel = _matmul_tma_wide_kernel[(tiles,)]
+        kernel = _matmul_tma_wide_m_kernel[(tiles,)]
     else:
         kernel = _matmul_tma_kernel[(min(sms, tiles),)]
         const["NUM_SMS"] = sms

@@ -332,14 +332,14 @@ def test_weight_as_is_only_where_the_tuner_has_tma_plans_for_it(monkeypatch):
 def tall_launches(monkeypatch):
     """The grids of every launch of the tall TMA kernel (a spy, as tma_launches)."""
     grids = []
-    real = tma()._matmul_tma_wide_kernel
+    real = tma()._matmul_tma_wide_m_kernel
 
     class Counting:
         def __getitem__(self, grid):
             launch = real[grid]
             return lambda *args, **kw: (grids.append(grid), launch(*args, **kw))
 
-    monkeypatch.setattr(tma(), "_matmul_tma_wide_kernel", Counting())
+    monkeypatch.setattr(tma(), "_matmul_tma_wide_m_kernel", Counting())
     return grids
 
 
