@@ -187,14 +187,13 @@ def smem_bytes(plan: dict, dtype: torch.dtype) -> int:
     for the persistent kernel an epilogue tile (its flattened loop keeps one: +32 KB for
     128x128 bf16 tiles in ptxas for sm_90)."""
     e = ELEMENT_BYTES[dtype]
-    total = (plan["BLOCK_M"] + plan["BLOCK_N"]) * plan["BLOCK_K"] * e * plan["num_stages"]
+    rows = tile_shape(plan)[0] if plan.get("WIDE_M") else plan["BLOCK_M"]
+    total = (rows + plan["BLOCK_N"]) * plan["BLOCK_K"] * e * plan["num_stages"]
     if plan.get("WIDE"):   # tiles of 3/2 BLOCK_M x 3/2 BLOCK_N
         total = total * 3 // 2
     if plan.get("WIDE_M"):   # 3/2 BLOCK_M rows of A; the store's staging tile (3/2 BLOCK_M
         # x BLOCK_N) comes after the K loop, in the pipeline's freed buffers
-        total = (plan["BLOCK_M"] * 3 // 2 + plan["BLOCK_N"]) * plan["BLOCK_K"] * e * \
-            plan["num_stages"]
-        return max(total, plan["BLOCK_M"] * 3 // 2 * plan["BLOCK_N"] * e)
+        return max(total, rows * plan["BLOCK_N"] * e)
     if plan.get("PERSISTENT") or plan.get("TMA"):   # TMA: the store's staging tile
         total += plan["BLOCK_M"] * plan["BLOCK_N"] * e
     return total
@@ -397,8 +396,8 @@ def check_plan(plan: dict, shape, dtype: torch.dtype, device: torch.device | Non
         why = None
         if plan["WIDE_M"] != 1:
             why = f"WIDE_M={plan['WIDE_M']} must be 1 (tiles of 3/2 BLOCK_M x BLOCK_N) or absent"
-        elif not plan.get("TMA") or plan.get("WIDE"):
-            why = "WIDE_M=1 is a TMA kernel: it needs TMA=1 and not WIDE"
+        elif not plan.get("TMA"):   # (WIDE with TMA is refused above)
+            why = "WIDE_M=1 is a TMA kernel: it needs TMA=1"
         elif plan["BLOCK_M"] < 32:
             why = ("WIDE_M=1 needs BLOCK_M >= 32 (its second dot is BLOCK_M / 2 rows, and "
                    "tl.dot needs >= 16)")

@@ -114,7 +114,6 @@ def test_wide_split_k_plan_on_the_gpu(shape, split_k):
     forced_gelu_launches(plan, *shape, a_column_major=True)
 
 
-
 @pytest.mark.parametrize("shape, a_column_major", [((12544, 1152, 128), False),
                                                    ((1001, 2056, 392), False),
                                                    ((3072, 4096, 768), True)])
@@ -130,6 +129,7 @@ def test_tall_tma_plan_on_the_gpu(shape, a_column_major, tile):
     plan = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group, "num_warps": w,
             "num_stages": s, "TMA": 1, "WIDE_M": 1}
     forced_gelu_launches(plan, *shape, a_column_major=a_column_major)
+
 
 def test_tuner_times_the_gpu_not_the_host():
     """The tuner's timing (autotune.graph_median_ms) replays a CUDA graph: 2 ms of Python per

@@ -34,20 +34,25 @@ def tma_device(triton_device):
     return triton_device
 
 
-@pytest.fixture
-def tma_launches(monkeypatch):
-    """The grids of every launch of the TMA kernel (a spy: a forced plan that silently ran
-    another kernel would pass the numeric checks without testing TMA)."""
+def spy_launches(monkeypatch, kernel_name):
+    """The grids of every launch of matmul_tma's `kernel_name`, recorded as it runs."""
     grids = []
-    real = tma()._matmul_tma_kernel
+    real = getattr(tma(), kernel_name)
 
     class Counting:
         def __getitem__(self, grid):
             launch = real[grid]
             return lambda *args, **kw: (grids.append(grid), launch(*args, **kw))
 
-    monkeypatch.setattr(tma(), "_matmul_tma_kernel", Counting())
+    monkeypatch.setattr(tma(), kernel_name, Counting())
     return grids
+
+
+@pytest.fixture
+def tma_launches(monkeypatch):
+    """The grids of every launch of the TMA kernel (a spy: a forced plan that silently ran
+    another kernel would pass the numeric checks without testing TMA)."""
+    return spy_launches(monkeypatch, "_matmul_tma_kernel")
 
 
 def tma_plan(**extra):
@@ -331,16 +336,7 @@ def test_weight_as_is_only_where_the_tuner_has_tma_plans_for_it(monkeypatch):
 @pytest.fixture
 def tall_launches(monkeypatch):
     """The grids of every launch of the tall TMA kernel (a spy, as tma_launches)."""
-    grids = []
-    real = tma()._matmul_tma_wide_m_kernel
-
-    class Counting:
-        def __getitem__(self, grid):
-            launch = real[grid]
-            return lambda *args, **kw: (grids.append(grid), launch(*args, **kw))
-
-    monkeypatch.setattr(tma(), "_matmul_tma_wide_m_kernel", Counting())
-    return grids
+    return spy_launches(monkeypatch, "_matmul_tma_wide_m_kernel")
 
 
 def tall_plan(**extra):
@@ -407,7 +403,7 @@ def test_misaligned_view_under_a_tall_plan_runs_the_plain_kernel(tma_device, tal
 
 @pytest.mark.parametrize("knobs, why", [
     (dict(TMA=0), "needs TMA=1"),
-    (dict(WIDE=1, SPLIT_K=2), "needs SPLIT_K >= 2 and none of PERSISTENT, TMA|not WIDE"),
+    (dict(WIDE=1, SPLIT_K=2), "WIDE=1 is a split-K kernel: .* none of PERSISTENT, TMA"),
     (dict(WIDE_M=2), "must be 1"),
     (dict(BLOCK_M=16), "BLOCK_M >= 32"),
 ])
