@@ -17,8 +17,8 @@ Q := @
 endif
 
 include scripts/venv.Makefile
-include scripts/kconfig.Makefile
-include scripts/matrix.Makefile
+include scripts/engine/kconfig.Makefile
+include scripts/engine/matrix.Makefile
 include scripts/test.Makefile
 
 help:

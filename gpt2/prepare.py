@@ -36,10 +36,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lib import fsio                          # noqa: E402
-from lib.runconfig import ConfigError         # noqa: E402
+from lib import fsio
+from lib.runconfig import ConfigError
 
 TOKENIZERS = ("auto", "gpt2", "byte")
 GPT2_VOCAB, EOT = 50257, 50256

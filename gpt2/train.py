@@ -12,16 +12,14 @@
 batch_size counts sequences per optimizer step over all GPUs and accumulation steps.
 Every setting is a flag (--help lists them with defaults); lib/trainer.py does the rest.
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gpt2.config import Config                  # noqa: E402
-from gpt2.data import build_datasets, example_batch, example_scale, vocab_size  # noqa: E402
-from gpt2.model import GPT                      # noqa: E402
-from lib.tasks import LanguageModel             # noqa: E402
-from lib.trainer import ModelSpec, main         # noqa: E402
+from gpt2.config import Config
+from gpt2.data import build_datasets, example_batch, example_scale, vocab_size
+from gpt2.model import GPT
+from lib.tasks import LanguageModel
+from lib.trainer import ModelSpec, main
 
 
 def build_model(cfg):

@@ -1,5 +1,5 @@
 """Plain-torch definitions of every kernel: the "torch" backend, and the reference that tests,
-verification (kernels/verify.py) and benchmarks (scripts/bench_kernels.py) compare against.
+verification (kernels/verify.py) and benchmarks (scripts/bench/kernel_ops.py) compare against.
 
 Each function computes in the dtype it is given; verification passes float64 copies
 (`upcast`) so the reference is exact to far below any kernel's tolerance.

@@ -7,15 +7,13 @@
 
 Every setting is a flag (--help lists them with defaults); lib/trainer.py does the rest.
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lenet5.config import Config          # noqa: E402
-from lenet5.data import build_datasets, example_batch  # noqa: E402
-from lenet5.model import LeNet5           # noqa: E402
-from lib.trainer import ModelSpec, main   # noqa: E402
+from lenet5.config import Config
+from lenet5.data import build_datasets, example_batch
+from lenet5.model import LeNet5
+from lib.trainer import ModelSpec, main
 
 SPEC = ModelSpec(name="lenet5", config_class=Config, build_model=lambda cfg: LeNet5(),
                  build_datasets=build_datasets, example_batch=example_batch)

@@ -1,13 +1,13 @@
 """The resolved configuration of one run: one flat, JSON-serialisable dataclass.
 
-This module is the single schema shared by the planner (scripts/plan.py, which fills it
+This module is the single schema shared by the planner (scripts/engine/plan.py, which fills it
 from .config through kconfiglib) and by every train.py (which fills it from --config JSON
 or from plain CLI flags). It imports nothing heavy: no torch.
 
 Each model folder subclasses RunConfig in <model>/config.py to change defaults and add its
 own fields (GPT-2's n_layer, ResNet-50's image_size, ...).
 
-Kconfig mapping (done by scripts/plan.py): field `foo_bar` of a model's runs is taken from
+Kconfig mapping (done by scripts/engine/plan.py): field `foo_bar` of a model's runs is taken from
 CONFIG_<MODEL>_FOO_BAR if that symbol exists, else from CONFIG_FOO_BAR, else the default.
 """
 from __future__ import annotations

@@ -8,17 +8,15 @@
 
 Every setting is a flag (--help lists them with defaults); lib/trainer.py does the rest.
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch                                    # noqa: E402
+import torch
 
-from lib.trainer import ModelSpec, main         # noqa: E402
-from resnet18.config import Config              # noqa: E402
-from resnet18.data import build_datasets, example_batch, num_classes  # noqa: E402
-from resnet18.model import ResNet18             # noqa: E402
+from lib.trainer import ModelSpec, main
+from resnet18.config import Config
+from resnet18.data import build_datasets, example_batch, num_classes
+from resnet18.model import ResNet18
 
 
 def build_model(cfg):

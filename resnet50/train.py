@@ -10,17 +10,15 @@
 ImageNet uses the 7x7 stem and max-pool at image_size; CIFAR and digits a 3x3 stem at 32x32.
 Every setting is a flag (--help lists them with defaults); lib/trainer.py does the rest.
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch                                    # noqa: E402
+import torch
 
-from lib.trainer import ModelSpec, main         # noqa: E402
-from resnet50.config import Config              # noqa: E402
-from resnet50.data import build_datasets, example_batch, num_classes  # noqa: E402
-from resnet50.model import ResNet50             # noqa: E402
+from lib.trainer import ModelSpec, main
+from resnet50.config import Config
+from resnet50.data import build_datasets, example_batch, num_classes
+from resnet50.model import ResNet50
 
 
 def build_model(cfg):

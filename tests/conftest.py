@@ -6,7 +6,9 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+# pytest.ini puts this tree on sys.path; its subprocesses (train.py, the matrix) import it too,
+# not whatever tree the venv's editable install points at (another clone, a worktree)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
 
 
 def run_cmd(argv, env_extra=None, cwd=REPO, timeout=600, check=False):

@@ -25,8 +25,6 @@ def test_parses_without_warnings(tmp_path):
 
 
 def test_symbols_are_upper_cased_runconfig_fields(tmp_path):
-    import sys
-    sys.path.insert(0, str(ROOT))
     from lib.runconfig import KERNEL_BACKENDS, RunConfig
     kconf = load(tmp_path, hw_cpu=False)
     fields = {f.upper() for f in RunConfig.__dataclass_fields__}

@@ -1,7 +1,7 @@
 """The asynchronous checkpoint of CUDA state (lib/checkpoint.py AsyncSaver, PinnedPool): the
 file holds the state as it was at save(), although training goes on mutating it before the
 background thread writes, and the pinned buffers reused by the next save do not change the
-file already written. Runs only where a GPU is (scripts/gpu_models.sh runs it on the H100)."""
+file already written. Runs only where a GPU is (scripts/bench/gpu_models.sh runs it on the H100)."""
 import pytest
 import torch
 

@@ -14,7 +14,7 @@ FRAGMENTS = ("lib/Kconfig.optim", "lib/Kconfig.pruning")
 @pytest.fixture(scope="module")
 def kconf(tmp_path_factory):
     top = tmp_path_factory.mktemp("kconfig") / "Kconfig"
-    top.write_text('mainmenu "optim and pruning"\nsource "scripts/Kconfig.matrix"\n'
+    top.write_text('mainmenu "optim and pruning"\nsource "scripts/engine/Kconfig.matrix"\n'
                    + "".join(f'source "{f}"\n' for f in FRAGMENTS))
     os.environ["srctree"] = REPO
     k = kconfiglib.Kconfig(str(top), warn_to_stderr=False)

@@ -3,7 +3,7 @@ gradient accumulation trains to the same losses as under the default compile mod
 torch reference and with every Linear and the attention through our Triton kernels (custom ops
 captured in the graphs). Before lib/trainer.py pre-made the gradients, the second micro-step's
 replay overwrote the first one's gradient and the run died ("accessing tensor output of
-CUDAGraphs that has been overwritten"). Runs only where a GPU is (scripts/gpu_check_kernels.sh
+CUDAGraphs that has been overwritten"). Runs only where a GPU is (scripts/bench/gpu_check_kernels.sh
 runs it on the H100)."""
 import pytest
 import torch
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def losses(tmp_path, mode: str, backend: str) -> list:
-    from scripts.bench_trainer import bench_config, bench_trainer
+    from scripts.bench.trainer import bench_config, bench_trainer
     cfg = bench_config(True, str(tmp_path), f"{backend}-{mode}", device="cuda", compile=True,
                        compile_mode=mode, kernel_backend=backend,
                        kernel_linear=backend != "torch", max_steps=12, log_interval=1,

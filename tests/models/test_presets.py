@@ -10,7 +10,7 @@ import torch
 
 from conftest import PY, REPO, run_cmd, write_config
 from lib import dryrun
-from scripts import plan as planner
+from scripts.engine import plan as planner
 
 CPU_SMOKE = ("resnet18", "resnet50", "gpt2")
 GPU = ("w7900", "a10g", "a100", "h100")
@@ -66,7 +66,7 @@ def test_gpu_presets_dry_run_one_run_each(tmp_path):
 def test_largest_preset_dry_run_takes_under_a_minute(tmp_path, results):
     cfg = write_config(tmp_path / ".config", open(f"{REPO}/defconfigs/gpt2-h100").read())
     t0 = time.time()
-    p = run_cmd([PY, os.path.join(REPO, "scripts", "matrix.py"), "dry-run", "--config", cfg],
+    p = run_cmd([PY, os.path.join(REPO, "scripts", "engine", "matrix.py"), "dry-run", "--config", cfg],
                 env_extra={"OMP_NUM_THREADS": "1"})
     took = time.time() - t0
     assert p.returncode == 0, p.stdout + p.stderr

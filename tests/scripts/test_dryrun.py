@@ -3,7 +3,7 @@ import os
 
 from conftest import PY, REPO, run_cmd, write_config
 
-MATRIX = os.path.join(REPO, "scripts", "matrix.py")
+MATRIX = os.path.join(REPO, "scripts", "engine", "matrix.py")
 
 
 def test_dry_run_of_a_defconfig_passes(tmp_path, results):

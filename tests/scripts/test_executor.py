@@ -4,7 +4,7 @@ import os
 import time
 
 from conftest import REPO
-from scripts.executor import Job, LocalExecutor
+from scripts.engine.executor import Job, LocalExecutor
 
 PRINT_ENV = """import os, time, sys
 print(os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("NCCL_NVLS_ENABLE"), time.time())
@@ -49,8 +49,7 @@ def test_a_job_dies_with_its_runner(tmp_path):
     import sys
     runner = tmp_path / "runner.py"
     runner.write_text(f"""import sys, time
-sys.path.insert(0, {REPO!r})
-from scripts.executor import Job, LocalExecutor
+from scripts.engine.executor import Job, LocalExecutor
 ex = LocalExecutor(1)
 ex.submit(Job("j", {str(tmp_path / 'sleep.py')!r}, [], {str(tmp_path / 'j.log')!r}))
 print(next(iter(ex.running)).pid, flush=True)

@@ -6,8 +6,8 @@ import kconfiglib
 import pytest
 
 from conftest import REPO, run_cmd
-from scripts import kconfig as kc
-from scripts import plan as planner
+from scripts.engine import kconfig as kc
+from scripts.engine import plan as planner
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import PY, REPO, run_cmd, write_config
 
-MATRIX = os.path.join(REPO, "scripts", "matrix.py")
+MATRIX = os.path.join(REPO, "scripts", "engine", "matrix.py")
 TINY = """CONFIG_MATRIX_NAME="tiny"
 CONFIG_MATRIX_OPTIMIZER_ADAMWPRUNE=y
 CONFIG_MATRIX_SPARSITY_LEVELS="0.7"
@@ -142,10 +142,8 @@ def test_sigkill_then_continue_equals_uninterrupted(finished, tmp_path, monkeypa
 def test_continue_plans_every_setting_not_just_the_run_identity(tmp_path):
     """plan.json keeps the settings outside the run id (log and monitor cadence, compile mode,
     ...), so a continued matrix runs as planned, not with their defaults."""
-    import sys
-    sys.path.insert(0, REPO)
-    from scripts import matrix as mx
-    from scripts import plan as planner
+    from scripts.engine import matrix as mx
+    from scripts.engine import plan as planner
     cfg = write_config(tmp_path / ".config", TINY + "CONFIG_LOG_INTERVAL=3\n")
     for c in planner.plan(str(cfg)).runs:
         back = mx.record_to_cfg(json.loads(json.dumps(mx.run_record(c))))

@@ -3,8 +3,8 @@ import pytest
 
 from conftest import write_config
 from lib.runconfig import ConfigError
-from scripts import kconfig as kc
-from scripts import plan as planner
+from scripts.engine import kconfig as kc
+from scripts.engine import plan as planner
 
 
 def plan_of(tmp_path, lines, **over):

@@ -1,9 +1,9 @@
 """defconfig handling through kconfiglib: apply one, list them, check them all.
 
-  python scripts/kconfig.py defconfig <name>   # defconfigs/<name> -> .config
-  python scripts/kconfig.py list
-  python scripts/kconfig.py check               # every defconfig loads without a warning
-  python scripts/kconfig.py set GPUS=2 GPT2_MAX_STEPS=300   # change .config (like Linux's
+  python -m scripts.engine.kconfig defconfig <name>   # defconfigs/<name> -> .config
+  python -m scripts.engine.kconfig list
+  python -m scripts.engine.kconfig check               # every defconfig loads without a warning
+  python -m scripts.engine.kconfig set GPUS=2 GPT2_MAX_STEPS=300   # change .config (like Linux's
                                                 # scripts/config); refused values are errors
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-import kconfiglib  # noqa: E402
-from scripts.plan import (ConfigError, load_kconfig, parse_kconfig,  # noqa: E402
+import kconfiglib
+
+from lib.paths import REPO
+from scripts.engine.plan import (ConfigError, load_kconfig, parse_kconfig,
                           rejected_assignments)
 DEFCONFIGS = os.path.join(REPO, "defconfigs")
 
@@ -107,7 +107,7 @@ def set_values(config_path: str, assignments: list[str]) -> None:
            {f"CONFIG_{n}" for n in names}]
     if bad:
         raise ConfigError(f"{bad[0]}; .config left unchanged")
-    kconf.write_config(config_path, header="# edited by scripts/kconfig.py set; edit with "
+    kconf.write_config(config_path, header="# edited by scripts/engine/kconfig.py set; edit with "
                                            "make menuconfig\n")
     print(f"set {' '.join(assignments)} in {os.path.relpath(config_path, REPO)}")
 

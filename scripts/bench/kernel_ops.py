@@ -20,9 +20,9 @@ CUDA graph and replayed (kernels.autotune.graph_median_ms), the GPU time without
 per-call host cost, as a training step under torch.compile(mode="reduce-overhead") runs it. The Markdown adds each chosen plan's
 kernel time from the autotune cache of the same run.
 
-    python scripts/bench_kernels.py --out results/kernels/bench.json --md results/kernels/bench.md
-    python scripts/bench_kernels.py --baseline results/kernels/bench-2026-11-23-h100.json
-    python scripts/bench_kernels.py --precompile --shard 0/4    # warm Triton's cache only
+    python -m scripts.bench.kernel_ops --out results/kernels/bench.json --md results/kernels/bench.md
+    python -m scripts.bench.kernel_ops --baseline results/kernels/bench-2026-11-23-h100.json
+    python -m scripts.bench.kernel_ops --precompile --shard 0/4    # warm Triton's cache only
 """
 from __future__ import annotations
 
@@ -40,14 +40,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-import kernels  # noqa: E402
-from kernels import _triton, autotune  # noqa: E402
-from kernels import reference as ref  # noqa: E402
+import kernels
+from kernels import _triton, autotune
+from kernels import reference as ref
 
 GPT2 = [("gpt2 attn.c_attn", 16384, 768, 2304), ("gpt2 attn.c_proj", 16384, 768, 768),
         ("gpt2 mlp.c_fc", 16384, 768, 3072), ("gpt2 mlp.c_proj", 16384, 3072, 768)]

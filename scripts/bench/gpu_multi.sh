@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 #
 # Several GPUs of one host, every measurement in one device run, through the matrix runner
-# (scripts/matrix.py, the same code as `make`), GPT-2 124M-shaped (defconfigs/gpt2-h200-2gpu,
+# (scripts/engine/matrix.py, the same code as `make`), GPT-2 124M-shaped (defconfigs/gpt2-h200-2gpu,
 # bf16, compiled) for STEPS optimizer steps of 64 x 1024 tokens:
 #   g1      the run on 1 GPU (4 micro-steps of 16 sequences)
 #   g2      the same global batch on 2 GPUs through torchrun (2 micro-steps of 16 per GPU)
@@ -10,11 +10,11 @@
 #   jobs2   JOBS=2: two single-GPU runs at once (AdamW, AdamWPrune dense), one GPU each
 #   solo    the AdamWPrune run of jobs2 alone (the AdamW one alone is g1)
 #   kill    g2 again; rank 1 is SIGKILLed after step KILL_AT; then `continue` resumes it
-# then scripts/multi_gpu_report.py writes $OUT/multi-gpu.json and multi-gpu.md (scaling,
+# then scripts/bench/multi_gpu_report.py writes $OUT/multi-gpu.json and multi-gpu.md (scaling,
 # loss curves, GPU samples, slowdowns, the failure's timing and the resumed final loss).
 #
-#   OUT=/tmp/out scripts/gpu_multi.sh            2+ GPUs (~8 min on 2 H200s)
-#   SMOKE=1 OUT=/tmp/out scripts/gpu_multi.sh    CPU, tiny GPT-2: checks the plumbing (no DDP)
+#   OUT=/tmp/out scripts/bench/gpu_multi.sh            2+ GPUs (~8 min on 2 H200s)
+#   SMOKE=1 OUT=/tmp/out scripts/bench/gpu_multi.sh    CPU, tiny GPT-2: checks the plumbing (no DDP)
 #
 # Needs torch, numpy, kconfiglib (and nvidia-ml-py for the GPU samples); not make or a venv.
 set -u
@@ -29,7 +29,9 @@ export PYTHONUNBUFFERED=1
 export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
 export TORCH_SYMM_MEM_DISABLE_MULTICAST=${TORCH_SYMM_MEM_DISABLE_MULTICAST:-1}
 export NVSHMEM_DISABLE_NVLS=${NVSHMEM_DISABLE_NVLS:-1}
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+# no venv install on the GPU machine: this tree on the path of every python below
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 rm -rf "$W"
 mkdir -p "$W" "$OUT"
 LOG="$OUT/log.txt"
@@ -54,8 +56,8 @@ echo "GPUs: $NG, steps: $STEPS, kill rank 1 after step $KILL_AT"
 configure() {	# configure <name> <symbol=value...>: defconfig + overrides -> $W/<name>.config
 	local name=$1
 	shift
-	KCONFIG_CONFIG="$W/$name.config" $PY scripts/kconfig.py defconfig $DEF >/dev/null &&
-		KCONFIG_CONFIG="$W/$name.config" $PY scripts/kconfig.py set $COMMON "$@" >/dev/null
+	KCONFIG_CONFIG="$W/$name.config" $PY -m scripts.engine.kconfig defconfig $DEF >/dev/null &&
+		KCONFIG_CONFIG="$W/$name.config" $PY -m scripts.engine.kconfig set $COMMON "$@" >/dev/null
 }
 
 phase() {	# phase <name> <matrix.py command> [args]: run the matrix into $W/<name>
@@ -64,7 +66,7 @@ phase() {	# phase <name> <matrix.py command> [args]: run the matrix into $W/<nam
 	echo "=== $name: matrix $cmd $* ($(date +%T))"
 	local t0
 	t0=$(date +%s.%N)
-	KNLP_RESULTS="$W/$name" timeout "${PHASE_TIMEOUT:-240}" $PY scripts/matrix.py "$cmd" \
+	KNLP_RESULTS="$W/$name" timeout "${PHASE_TIMEOUT:-240}" $PY -m scripts.engine.matrix "$cmd" \
 		--config "$W/${CONFIG:-$name}.config" "$@"
 	local rc=$?
 	echo "$name $cmd $rc $t0 $(date +%s.%N)" >> "$W/phases.txt"
@@ -106,4 +108,4 @@ wait $killer
 cp "$W"/kill/runs/*/status.json "$W/kill/status-after-kill.json" 2>/dev/null
 CONFIG=kill phase kill continue
 
-$PY scripts/multi_gpu_report.py "$W" "$OUT" --kill-at "$KILL_AT"
+$PY -m scripts.bench.multi_gpu_report "$W" "$OUT" --kill-at "$KILL_AT"

@@ -12,10 +12,10 @@ is pipelined, a different kernel from the one a GPU runs. Here pointers, sizes a
 non-unit strides are declared 16-divisible and the unit strides 1, as the GPT-2 and ResNet
 shapes have them.
 
-    python scripts/aot_kernel_report.py                  # the default plans below
-    python scripts/aot_kernel_report.py --plan 128x256x64:8:4:cr
-    python scripts/aot_kernel_report.py --wide --plan 128x128x64:8:3:cr   # 192x192 tiles
-    PYTHONPATH=/path/to/triton-3.6 python scripts/aot_kernel_report.py   # another triton
+    python -m scripts.bench.aot_kernel_report                  # the default plans below
+    python -m scripts.bench.aot_kernel_report --plan 128x256x64:8:4:cr
+    python -m scripts.bench.aot_kernel_report --wide --plan 128x128x64:8:3:cr   # 192x192 tiles
+    PYTHONPATH=/path/to/triton-3.6 python -m scripts.bench.aot_kernel_report   # another triton
 
 Runs wherever Triton imports (its interpreter setting does not matter: the compile is ahead
 of time); ptxas is the one bundled with Triton.
@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.pop("TRITON_INTERPRET", None)   # compile, not interpret (read at triton import)
 
 # (BLOCK_M x BLOCK_N x BLOCK_K, warps, stages, A and B layout): the plans that won GPT-2's

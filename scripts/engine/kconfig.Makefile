@@ -17,11 +17,11 @@ savedefconfig: $(STAMP)
 	@echo "wrote ./defconfig (copy it to defconfigs/<name> to keep it)"
 
 defconfig-%: $(STAMP)
-	$(Q)$(PY) scripts/kconfig.py defconfig $*
+	$(Q)$(PY) -m scripts.engine.kconfig defconfig $*
 
 list-defconfigs: $(STAMP)
 	@echo "defconfigs (make defconfig-<name>):"
-	$(Q)$(PY) scripts/kconfig.py list
+	$(Q)$(PY) -m scripts.engine.kconfig list
 
 # With no .config, `make` applies defconfigs/default and says so.
 .config:

@@ -2,25 +2,23 @@
 work is a few microseconds, so the wall time per call is the host's), ours vs torch's, and
 Triton's own launcher timed alone on the same kernel and arguments.
 
-  python scripts/profile_kernel_host.py            (a CUDA GPU)
-  TRITON_INTERPRET=1 python scripts/profile_kernel_host.py --n 3   (CPU: checks the script)
+  python -m scripts.bench.profile_kernel_host            (a CUDA GPU)
+  TRITON_INTERPRET=1 python -m scripts.bench.profile_kernel_host --n 3   (CPU: checks the script)
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
 import io
-import os
 import pstats
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch                                          # noqa: E402
-import torch.nn.functional as F                       # noqa: E402
+import torch
+import torch.nn.functional as F
 
-import kernels                                        # noqa: E402
+import kernels
 
 
 

@@ -1,7 +1,7 @@
-"""The report of scripts/gpu_multi.sh: read its work folder (one results root per phase,
+"""The report of scripts/bench/gpu_multi.sh: read its work folder (one results root per phase,
 phases.txt, killed.txt) and write multi-gpu.json and multi-gpu.md.
 
-  python scripts/multi_gpu_report.py <work> <out> [--kill-at N]
+  python -m scripts.bench.multi_gpu_report <work> <out> [--kill-at N]
 
 Figures: tokens/s of each run (the trainer's median over its logged windows, as in its
 summary.json); scaling = tokens/s on N GPUs / on 1 GPU (targets: >= 1.8x on 2, >= 3.5x on 4);
@@ -21,9 +21,8 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lib import fsio  # noqa: E402
+from lib import fsio
 
 
 def runs(work: str, phase: str) -> dict:
@@ -147,7 +146,7 @@ def fmt(x, spec=",.0f"):
 
 def markdown(doc: dict) -> str:
     L = [f"# Several GPUs of one host: {doc['device']}, {doc['date']}", "",
-         "`scripts/gpu_multi.sh` in one device run, through the matrix runner; numbers from "
+         "`scripts/bench/gpu_multi.sh` in one device run, through the matrix runner; numbers from "
          "each run's summary.json and metrics.jsonl (multi-gpu.json holds them all).", "",
          "| run | GPUs | micro-steps | status | tokens/s | scaling | final train loss | eval loss | "
          "max loss gap vs 1 GPU (step > 20) | peak MiB (rank 0) |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]

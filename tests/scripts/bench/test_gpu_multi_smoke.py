@@ -1,4 +1,4 @@
-"""scripts/gpu_multi.sh (the several-GPU measurements, run on a multi-GPU device) in its CPU
+"""scripts/bench/gpu_multi.sh (the several-GPU measurements, run on a multi-GPU device) in its CPU
 smoke mode: every phase goes through the matrix runner, the kill phase SIGKILLs the training
 process after step 6, the run is marked failed at once, `continue` resumes it from its
 checkpoint to the uninterrupted run's final loss, and the report has every section."""
@@ -8,6 +8,9 @@ import subprocess
 import sys
 
 from conftest import REPO
+import pytest
+
+pytestmark = pytest.mark.bench   # the measurement tools' group: pytest -m bench
 
 
 def test_gpu_multi_smoke_end_to_end(tmp_path):
@@ -15,7 +18,7 @@ def test_gpu_multi_smoke_end_to_end(tmp_path):
                PYTHON=sys.executable, SMOKE_STEPS="12")
     before = open(os.path.join(REPO, ".config")).read() if os.path.exists(
         os.path.join(REPO, ".config")) else None
-    p = subprocess.run(["bash", "scripts/gpu_multi.sh"], cwd=REPO, env=env, capture_output=True,
+    p = subprocess.run(["bash", "scripts/bench/gpu_multi.sh"], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     doc = json.loads((tmp_path / "out" / "multi-gpu.json").read_text())

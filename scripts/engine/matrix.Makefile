@@ -1,31 +1,31 @@
 # SPDX-License-Identifier: MIT
-# The matrix: run it, resume it, check it, report it (scripts/matrix.py).
+# The matrix: run it, resume it, check it, report it (scripts/engine/matrix.py).
 
 MATRIX_ARGS := $(if $(JOBS),--jobs $(JOBS)) $(if $(TIME),--time $(TIME)) \
 	$(if $(MODELS),--models $(MODELS)) $(if $(BASELINE),--baseline $(BASELINE)) \
 	$(if $(filter 1 y yes,$(FORCE)),--force)
 
 all: $(STAMP) .config
-	$(Q)$(PY) scripts/matrix.py run $(MATRIX_ARGS)
+	$(Q)$(PY) -m scripts.engine.matrix run $(MATRIX_ARGS)
 
 continue: $(STAMP)
-	$(Q)$(PY) scripts/matrix.py continue $(MATRIX_ARGS)
+	$(Q)$(PY) -m scripts.engine.matrix continue $(MATRIX_ARGS)
 
 dry-run: $(STAMP) .config
-	$(Q)$(PY) scripts/matrix.py dry-run
+	$(Q)$(PY) -m scripts.engine.matrix dry-run
 
 status: $(STAMP)
-	$(Q)$(PY) scripts/matrix.py status $(MATRIX_ARGS)
+	$(Q)$(PY) -m scripts.engine.matrix status $(MATRIX_ARGS)
 
 update-graphs: $(STAMP)
-	$(Q)$(PY) scripts/matrix.py update-graphs $(MATRIX_ARGS)
+	$(Q)$(PY) -m scripts.engine.matrix update-graphs $(MATRIX_ARGS)
 
 archive: $(STAMP)
-	$(Q)$(PY) scripts/matrix.py archive $(MATRIX_ARGS)
+	$(Q)$(PY) -m scripts.engine.matrix archive $(MATRIX_ARGS)
 
 dashboard: $(STAMP)
 	$(Q)TRACKIO_DIR=$(CURDIR)/results/trackio $(VENV)/bin/trackio show \
-		--project "$$($(PY) -c "import sys; sys.path.insert(0, '.'); from scripts import plan; print(plan.plan('.config').name)")"
+		--project "$$($(PY) -c "from scripts.engine import plan; print(plan.plan('.config').name)")"
 
 clean-results:
 	$(Q)rm -rf results/runs results/matrices results/trackio results/.lock
@@ -38,7 +38,7 @@ autotune: $(STAMP)
 	$(Q)$(PY) -m kernels.autotune --preset gpt2 --preset resnet --dtype bf16
 
 bench-kernels: $(STAMP)
-	$(Q)$(PY) scripts/bench_kernels.py --out $(BENCH_OUT).json --md $(BENCH_OUT).md \
+	$(Q)$(PY) -m scripts.bench.kernel_ops --out $(BENCH_OUT).json --md $(BENCH_OUT).md \
 		$(if $(BASELINE),--baseline $(BASELINE)) $(if $(SHAPES),--ops matmul --shapes $(SHAPES))
 
 .PHONY: autotune bench-kernels

@@ -1,7 +1,7 @@
 """Memory that each pruning method keeps, per prunable weight, next to the optimizer's state.
 
-    .venv/bin/python scripts/bench_pruning_memory.py             # prints, writes docs/pruning-memory.md
-    .venv/bin/python scripts/bench_pruning_memory.py --no-write  # prints only
+    python -m scripts.bench.pruning_memory             # prints, writes docs/pruning-memory.md
+    python -m scripts.bench.pruning_memory --no-write  # prints only
 
 Model: torchvision ResNet-18 with 10 classes (11.2M parameters). One training step on a
 random batch creates the optimizer state; then the pruner's tensors (everything its
@@ -11,16 +11,13 @@ Byte counts do not depend on the device, so this runs on the CPU in a few second
 import argparse
 import datetime
 import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from lib import optim, pruning  # noqa: E402
-from lib.runconfig import RunConfig  # noqa: E402
+from lib import optim, pruning
+from lib.runconfig import RunConfig
 
-OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                   "docs", "pruning-memory.md")
+OUT = os.path.join(REPO, "docs", "pruning-memory.md")
 CASES = [  # (label, settings)
     ("none", dict(optimizer="adamw", pruning_method="none")),
     ("magnitude", dict(optimizer="sgd", pruning_method="magnitude")),
@@ -87,7 +84,7 @@ def main():
     print(table)
     if not args.no_write:
         text = ("# Pruning memory per weight (ResNet-18, 10 classes)\n\n"
-                "Written by `scripts/bench_pruning_memory.py`; rerun it rather than editing.\n"
+                "Written by `scripts/bench/pruning_memory.py`; rerun it rather than editing.\n"
                 "Pruner bytes are the tensors the pruner keeps (its state_dict: masks, scores,\n"
                 "W0); prunable weights are the Linear/Conv2d weights without the output head.\n"
                 "The state method (AdamWPrune) keeps only the bool mask: 1 byte per weight and\n"

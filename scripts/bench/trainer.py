@@ -1,10 +1,10 @@
 """What the shared trainer costs: GPT-2 124M through lib/trainer.py vs a bare PyTorch training
 step, in one process on one GPU, bf16 autocast, torch.compile.
 
-  python scripts/bench_trainer.py --out bench.json          (one GPU; ~100 s on an H100)
-  python scripts/bench_trainer.py --out bench.json --steps 560 --warm 60 \
+  python -m scripts.bench.trainer --out bench.json          (one GPU; ~100 s on an H100)
+  python -m scripts.bench.trainer --out bench.json --steps 560 --warm 60 \
       --checkpoint-interval 500                            (the GPU preset's checkpoint cadence)
-  python scripts/bench_trainer.py --smoke --out smoke.json  (CPU, tiny model: checks the script)
+  python -m scripts.bench.trainer --smoke --out smoke.json  (CPU, tiny model: checks the script)
 
 trainer       lib.trainer.run() on gpt2's ModelSpec with the GPU preset's batch (64 sequences
               of 1024 tokens = 4 micro-steps of 16), GPT-2 124M's shape (vocab 50,304 over
@@ -33,14 +33,13 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch                                          # noqa: E402
+import torch
 
-from gpt2 import prepare                              # noqa: E402
-from gpt2.config import Config                        # noqa: E402
-from gpt2.train import SPEC                           # noqa: E402
-from lib import checkpoint, data, fsio, optim, trainer  # noqa: E402
+from gpt2 import prepare
+from gpt2.config import Config
+from gpt2.train import SPEC
+from lib import checkpoint, data, fsio, optim, trainer
 
 H100_BF16_PEAK = 989.5e12
 

@@ -3,16 +3,19 @@
 #
 # The GPU runs behind results/gpu/models-<date>-<gpu>.md: a few hundred steps each of
 # ResNet-18 (compiled) and ResNet-50 (eager, 32x32) on the shipped digits and GPT-2 124M
-# (bf16, compiled, through scripts/bench_trainer.py, which also times the trainer against
+# (bf16, compiled, through scripts/bench/trainer.py, which also times the trainer against
 # a bare training step), with loss, throughput and peak memory; then models.json/models.md.
 #
-#   OUT=/tmp/out scripts/gpu_models.sh            one GPU, under 7 min on an H100
-#   SMOKE=1 OUT=/tmp/out scripts/gpu_models.sh    CPU, tiny sizes: checks this script
+#   OUT=/tmp/out scripts/bench/gpu_models.sh            one GPU, under 7 min on an H100
+#   SMOKE=1 OUT=/tmp/out scripts/bench/gpu_models.sh    CPU, tiny sizes: checks this script
 #
 # Plain `python3 <model>/train.py` flags: needs torch, numpy, scikit-learn (digits), psutil
 # and nvidia-ml-py (monitor); not kconfiglib or trackio.
 set -u
 export PYTHONUNBUFFERED=1
+cd "$(dirname "$0")/../.."
+# no venv install on the GPU machine: this tree on the path of every python below
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 OUT=${OUT:-gpu-out}
 RUNS=${RUNS:-/tmp/gpu_models}
@@ -51,7 +54,7 @@ step resnet18 120 $PY resnet18/train.py $DEV $COMPILE $COMMON $R18 --weight-deca
 	--checkpoint-interval 150 --out-dir "$RUNS/resnet18"
 step resnet50 80 $PY resnet50/train.py $DEV $COMMON $R50 --weight-decay 1e-4 \
 	--checkpoint-interval 100 --out-dir "$RUNS/resnet50"
-step bench_trainer 210 $PY scripts/bench_trainer.py $BENCH --work "$RUNS/bench" \
+step bench_trainer 210 $PY -m scripts.bench.trainer $BENCH --work "$RUNS/bench" \
 	--out "$RUNS/bench.json"
 
 $PY - "$RUNS" "$OUT" <<'PYEOF' 2>&1 | tee -a "$LOG"
@@ -91,7 +94,7 @@ with open(os.path.join(out, "models.json"), "w") as f:
 L = [f"# ResNet-18, ResNet-50 and GPT-2 on {doc['device']}, {doc['date']}", "",
      f"torch {doc['versions']['torch']}, triton {doc['versions']['triton']}, CUDA {doc['versions']['cuda']}; "
      f"git {doc['versions']['git_commit']} (dirty: {doc['versions']['git_dirty']}). Produced by "
-     "`scripts/gpu_models.sh` in one device run; every number below is from that run (models.json "
+     "`scripts/bench/gpu_models.sh` in one device run; every number below is from that run (models.json "
      "beside this file holds them all).", "",
      "| model | data | steps x batch | precision / compile | train loss first -> last | final eval | "
      "throughput (median) | peak GPU memory | wall |", "|---|---|---|---|---|---|---|---|---|"]

@@ -1,8 +1,8 @@
 """Where a GPT-2 training step's time goes: torch.profiler over a few optimizer steps of the
-model the trainer builds (same config as scripts/bench_trainer.py), for one kernel backend.
+model the trainer builds (same config as scripts/bench/trainer.py), for one kernel backend.
 
-  python scripts/profile_gpt2_step.py --backend triton --linear      (one GPU)
-  python scripts/profile_gpt2_step.py --smoke --backend cpu --linear (CPU, tiny: checks it)
+  python -m scripts.bench.profile_gpt2_step --backend triton --linear      (one GPU)
+  python -m scripts.bench.profile_gpt2_step --smoke --backend cpu --linear (CPU, tiny: checks it)
 
 Prints the wall time per optimizer step, the GPU busy time per step (sum of kernel times),
 the graph breaks torch.compile made, and the ops with the most GPU (or CPU) time.
@@ -10,18 +10,16 @@ the graph breaks torch.compile made, and the ops with the most GPU (or CPU) time
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch                                                     # noqa: E402
-from torch.profiler import ProfilerActivity, profile             # noqa: E402
+import torch
+from torch.profiler import ProfilerActivity, profile
 
-from gpt2.train import SPEC                                      # noqa: E402
-from lib import trainer                                          # noqa: E402
-from scripts.bench_trainer import bench_config                   # noqa: E402
+from gpt2.train import SPEC
+from lib import trainer
+from scripts.bench.trainer import bench_config
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""scripts/aot_kernel_report.py: the tiled matmul kernel compiled ahead of time for sm_90 as
+"""scripts/bench/aot_kernel_report.py: the tiled matmul kernel compiled ahead of time for sm_90 as
 the JIT specializes it (no GPU needed), with ptxas's resource report."""
 import importlib.util
 import os
@@ -7,13 +7,15 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.bench   # the measurement tools' group: pytest -m bench
+
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                 reason="triton is not installed")
 
 
 def report(*args, prefix="| 64x"):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "scripts/aot_kernel_report.py", *args],
+    proc = subprocess.run([sys.executable, "scripts/bench/aot_kernel_report.py", *args],
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = [line.strip("|").split("|") for line in proc.stdout.splitlines()
@@ -36,7 +38,7 @@ def test_kernel_is_pipelined_as_the_jit_compiles_it():
 
 def test_a_malformed_plan_is_refused():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "scripts/aot_kernel_report.py", "--plan", "64x64:4"],
+    proc = subprocess.run([sys.executable, "scripts/bench/aot_kernel_report.py", "--plan", "64x64:4"],
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 1 and "is not MxNxK:warps:stages:layout" in proc.stderr
 

@@ -1,11 +1,11 @@
 """Run, continue, dry-run and report the test matrix described by .config.
 
-  python scripts/matrix.py run [--force] [--jobs N] [--time S] [--models DIR] [--baseline RUN]
-  python scripts/matrix.py continue            # the most recent matrix, with its own config
-  python scripts/matrix.py dry-run             # two CPU steps per run, memory check, table
-  python scripts/matrix.py update-graphs       # every matrix, from files on disk
-  python scripts/matrix.py archive             # copy the latest matrix's key results
-  python scripts/matrix.py status              # where the latest matrix stands
+  python -m scripts.engine.matrix run [--force] [--jobs N] [--time S] [--models DIR] [--baseline RUN]
+  python -m scripts.engine.matrix continue            # the most recent matrix, with its own config
+  python -m scripts.engine.matrix dry-run             # two CPU steps per run, memory check, table
+  python -m scripts.engine.matrix update-graphs       # every matrix, from files on disk
+  python -m scripts.engine.matrix archive             # copy the latest matrix's key results
+  python -m scripts.engine.matrix status              # where the latest matrix stands
 
 Layout (docs/architecture.md):
   results/runs/<run_id>/            one folder per run, shared by all matrices (make semantics)
@@ -25,14 +25,13 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lib import fsio, runrecord                                   # noqa: E402
-from lib.runconfig import ConfigError                             # noqa: E402
-from scripts import plan as planner, report                       # noqa: E402
-from scripts.executor import Job, LocalExecutor, die_with_parent  # noqa: E402
+from lib import fsio, runrecord
+from lib.runconfig import ConfigError
+from scripts.engine import plan as planner, report
+from scripts.engine.executor import Job, LocalExecutor, die_with_parent
 
-from lib.paths import MATRICES, REPO, RESULTS  # noqa: E402
+from lib.paths import MATRICES, REPO, RESULTS
 
 LATEST = os.path.join(MATRICES, "LATEST")
 

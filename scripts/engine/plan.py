@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import kconfiglib
 
+from lib.paths import REPO
 from lib.runconfig import ConfigError, OPTIMIZERS, PRUNING_METHODS, RunConfig
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("lenet5", "resnet18", "resnet50", "gpt2")
 
 

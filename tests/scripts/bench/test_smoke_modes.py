@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from scripts.bench_gpt2_kernels import curve_gap
+from scripts.bench.gpt2_kernels import curve_gap
+
+pytestmark = pytest.mark.bench   # the measurement tools' group: pytest -m bench
 
 
 def run(args):
@@ -17,7 +19,7 @@ def run(args):
 
 def test_bench_trainer_smoke(tmp_path):
     out = tmp_path / "b.json"
-    run(["scripts/bench_trainer.py", "--smoke", "--steps", "20", "--warm", "5", "--bare-steps",
+    run(["scripts/bench/trainer.py", "--smoke", "--steps", "20", "--warm", "5", "--bare-steps",
          "6", "--bare-warm", "2", "--work", str(tmp_path / "w"), "--out", str(out)])
     r = json.loads(out.read_text())
     t = r["trainer"]
@@ -29,7 +31,7 @@ def test_bench_trainer_smoke(tmp_path):
 
 def test_bench_gpt2_kernels_smoke_curves_agree(tmp_path):
     out, md = tmp_path / "k.json", tmp_path / "k.md"
-    run(["scripts/bench_gpt2_kernels.py", "--smoke", "--steps", "30", "--warm", "10",
+    run(["scripts/bench/gpt2_kernels.py", "--smoke", "--steps", "30", "--warm", "10",
          "--work", str(tmp_path / "w"), "--out", str(out), "--md", str(md)])
     r = json.loads(out.read_text())
     assert set(r["runs"]) == {"torch", "cpu"} and r["curves_agree"]
@@ -50,13 +52,13 @@ def test_bench_gpt2_kernels_takes_the_noise_of_an_earlier_report(tmp_path):
     earlier = {"steps": 30, "noise": 0.25, "runs": {"torch": {}, "torch-noise": {}}}
     (tmp_path / "earlier.json").write_text(json.dumps(earlier))
     out = tmp_path / "k.json"
-    run(["scripts/bench_gpt2_kernels.py", "--smoke", "--steps", "30", "--warm", "10",
+    run(["scripts/bench/gpt2_kernels.py", "--smoke", "--steps", "30", "--warm", "10",
          "--no-noise-run", "--noise-from", str(tmp_path / "earlier.json"),
          "--work", str(tmp_path / "w"), "--out", str(out)])
     r = json.loads(out.read_text())
     assert r["noise"] == 0.25 and r["tolerance"] == pytest.approx(0.75)
     assert r["noise_from"].endswith("earlier.json")
-    bad = subprocess.run([sys.executable, "scripts/bench_gpt2_kernels.py", "--smoke", "--steps",
+    bad = subprocess.run([sys.executable, "scripts/bench/gpt2_kernels.py", "--smoke", "--steps",
                           "20", "--warm", "10", "--no-noise-run", "--noise-from",
                           str(tmp_path / "earlier.json"), "--out", str(tmp_path / "x.json")],
                          capture_output=True, text=True, timeout=120)
@@ -67,7 +69,7 @@ def test_bench_kernels_cpu_report(tmp_path):
     """`make bench-kernels` on the CPU: every row carries its torch time, ratio and float64
     error, and the report re-renders from its JSON (--render)."""
     out, md = tmp_path / "b.json", tmp_path / "b.md"
-    run(["scripts/bench_kernels.py", "--device", "cpu", "--ops", "matmul", "--threads", "1",
+    run(["scripts/bench/kernel_ops.py", "--device", "cpu", "--ops", "matmul", "--threads", "1",
          "--out", str(out), "--md", str(md)])
     report = json.loads(out.read_text())
     rows = report["rows"]
@@ -78,14 +80,14 @@ def test_bench_kernels_cpu_report(tmp_path):
             r["torch_ms"] / r["ms"], rel=1e-3)
         assert r["err"] < 1e-5                    # fp32 against float64
     again = tmp_path / "again.md"
-    run(["scripts/bench_kernels.py", "--render", str(out), "--md", str(again)])
+    run(["scripts/bench/kernel_ops.py", "--render", str(out), "--md", str(again)])
     assert again.read_text() == md.read_text()
 
 
 def test_bench_kernels_summary_judges_timed_calls_and_graph_rows_apart():
     """A host-bound timed call (0.4x) and the same product replayed from a CUDA graph (0.95x)
     are two verdicts, not one averaged or the better one picked."""
-    from scripts.bench_kernels import summary
+    from scripts.bench.kernel_ops import summary
 
     def row(ps, ratio, case="gpt2 attn.c_proj"):
         return {"op": "matmul", "case": case, "layout": "linear", "pass": ps, "ratio": ratio}
@@ -103,7 +105,7 @@ def test_bench_kernels_times_the_shapes_it_is_given(tmp_path):
     layouts and through a training step without a bias and with one, odd sizes included; a
     malformed shape is refused."""
     out = tmp_path / "s.json"
-    run(["scripts/bench_kernels.py", "--device", "cpu", "--ops", "matmul", "--threads", "1",
+    run(["scripts/bench/kernel_ops.py", "--device", "cpu", "--ops", "matmul", "--threads", "1",
          "--shapes", "33x17x9", "5X64x1000", "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
     got = sorted((tuple(r["shape"]), r["layout"], r["pass"]) for r in rows)
@@ -113,6 +115,6 @@ def test_bench_kernels_times_the_shapes_it_is_given(tmp_path):
                    for lay in ("linear", "linear+bias")])
     assert got == want
     assert all(r["err"] < 1e-5 and r["ratio"] > 0 for r in rows)
-    bad = subprocess.run([sys.executable, "scripts/bench_kernels.py", "--device", "cpu",
+    bad = subprocess.run([sys.executable, "scripts/bench/kernel_ops.py", "--device", "cpu",
                           "--shapes", "256x2048"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "'256x2048' is not MxKxN" in bad.stderr

@@ -2,8 +2,8 @@
 GPU: the same seed, data order, model and trainer (lib/trainer.py), bf16 autocast,
 torch.compile; only cfg.kernel_backend / cfg.kernel_linear differ.
 
-  python scripts/bench_gpt2_kernels.py --out gpt2-kernels.json --md gpt2-kernels.md
-  python scripts/bench_gpt2_kernels.py --smoke --out smoke.json   (CPU: torch vs the cpu backend)
+  python -m scripts.bench.gpt2_kernels --out gpt2-kernels.json --md gpt2-kernels.md
+  python -m scripts.bench.gpt2_kernels --smoke --out smoke.json   (CPU: torch vs the cpu backend)
 
 Runs, in this order:
   torch        kernel_backend torch: F.linear and F.scaled_dot_product_attention (the reference)
@@ -27,15 +27,13 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch                                                          # noqa: E402
+import torch
 
-from scripts.bench_trainer import (H100_BF16_PEAK, bench_config, bench_trainer,  # noqa: E402
+from scripts.bench.trainer import (H100_BF16_PEAK, bench_config, bench_trainer,
                                    environment, flops_per_token)
 
 
@@ -151,7 +149,7 @@ def markdown(r: dict, args) -> str:
     c, k = ref["losses"], r["config"]
     L = [f"# GPT-2 {k['n_layer']}L/{k['n_embd']}: kernels package vs torch reference, "
          f"{r['gpu'] or 'cpu'}, {r['date']}", "",
-         f"torch {r['torch']}, triton {r['triton']}, CUDA {r['cuda']}. `scripts/bench_gpt2_kernels.py` "
+         f"torch {r['torch']}, triton {r['triton']}, CUDA {r['cuda']}. `scripts/bench/gpt2_kernels.py` "
          f"in one process: {r['steps']} steps of {k['batch_size']} x {k['block_size']} byte tokens "
          f"(vocab {k['vocab_size']:,}), {k['precision']}, "
          f"{'torch.compile (' + k.get('compile_mode', 'default') + ')' if k['compile'] else 'eager'}, AdamW, seed {k['seed']} and the same "

@@ -4,7 +4,7 @@
 # a CUDA machine (the device tool runs it with $OUT set; elsewhere reports go to
 # results/kernels/gpu-check/):
 #
-#     bash scripts/gpu_check_kernels.sh            # ~5 minutes on one H100
+#     bash scripts/bench/gpu_check_kernels.sh            # ~5 minutes on one H100
 #
 # Stages, each logged; a failing stage does not stop the next (the log says which failed):
 #   1. compile in parallel: Triton compiles one kernel at a time per process (~1-2 s each for
@@ -18,7 +18,9 @@
 #      steps each, reduce-overhead, the same autotune cache; ~2 min on the H200):
 #      $OUT/gpt2.json, $OUT/gpt2.md, log $OUT/gpt2.log.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
+# no venv install on the GPU machine: this tree on the path of every python below
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 OUT=${OUT:-results/kernels/gpu-check}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -44,7 +46,7 @@ $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton
 stage "1. precompile benchmark plans ($SHARDS procs) + verification grid ($SHARDS procs)"
 pids=()
 for i in $(seq 0 $((SHARDS - 1))); do
-	KERNELS_AUTOTUNE=compile timeout "$STAGE1" $PY scripts/bench_kernels.py --precompile \
+	KERNELS_AUTOTUNE=compile timeout "$STAGE1" $PY -m scripts.bench.kernel_ops --precompile \
 		--shard "$i/$SHARDS" --ops matmul attention sparse >"$TMP/pre-$i.log" 2>&1 &
 	pids+=($!)
 	KERNELS_AUTOTUNE=0 timeout "$STAGE1" $PY -m kernels.verify --backend triton --grid full \
@@ -83,12 +85,12 @@ stage "2. GPU-only tests"
 $PY -m pytest -q -p no:cacheprovider tests/kernels/test_kernels_gpu.py tests/lib/test_trainer_cudagraphs_gpu.py || status=1
 
 stage "3. benchmark (time budget ${BUDGET}s)"
-$PY scripts/bench_kernels.py --out "$OUT/bench.json" --md "$OUT/bench.md" \
+$PY -m scripts.bench.kernel_ops --out "$OUT/bench.json" --md "$OUT/bench.md" \
 	--time-budget "$BUDGET" --ops matmul attention sparse overhead || status=1
 
 if [ "${GPT2:-0}" = 1 ]; then
 	stage "4. GPT-2 124M, torch reference vs kernels"
-	$PY scripts/bench_gpt2_kernels.py --out "$OUT/gpt2.json" --md "$OUT/gpt2.md" \
+	$PY -m scripts.bench.gpt2_kernels --out "$OUT/gpt2.json" --md "$OUT/gpt2.md" \
 		--compile-mode reduce-overhead --no-noise-run \
 		--noise-from results/kernels/gpt2-kernels-2026-11-23-h100.json >"$OUT/gpt2.log" 2>&1 \
 		|| status=1

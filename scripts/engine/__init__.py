@@ -1,0 +1,1 @@
+"""The matrix engine: .config -> planned runs -> executor -> reports (docs/architecture.md)."""
