@@ -47,6 +47,7 @@ import torch.nn.functional as F
 import kernels
 from kernels import _triton, autotune
 from kernels import reference as ref
+from scripts.bench import table
 
 GPT2 = [("gpt2 attn.c_attn", 16384, 768, 2304), ("gpt2 attn.c_proj", 16384, 768, 768),
         ("gpt2 mlp.c_fc", 16384, 768, 3072), ("gpt2 mlp.c_proj", 16384, 3072, 768)]
@@ -661,6 +662,8 @@ def write(b: Bench, args):
     if args.md:
         Path(args.md).parent.mkdir(parents=True, exist_ok=True)
         Path(args.md).write_text(markdown(b))
+    if getattr(args, "table", None):
+        table.append(b.rows, b.meta, Path(args.out).name if args.out else "", args.table)
 
 
 def main(argv=None) -> int:
@@ -671,6 +674,8 @@ def main(argv=None) -> int:
                     default=["matmul", "attention", "sparse", "overhead", "memory"])
     ap.add_argument("--out", default=None, help="JSON report")
     ap.add_argument("--md", default=None, help="Markdown report")
+    ap.add_argument("--table", default=None, metavar="CSV",
+                    help="append the rows to this table (results/benchmarks.csv)")
     ap.add_argument("--baseline", default=None, help="earlier JSON report: print regressions")
     ap.add_argument("--time-budget", type=float, default=1e9,
                     help="seconds; cases after it are skipped (reports still written)")

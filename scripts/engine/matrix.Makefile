@@ -38,7 +38,7 @@ autotune: $(STAMP)
 	$(Q)$(PY) -m kernels.autotune --preset gpt2 --preset resnet --dtype bf16
 
 bench-kernels: $(STAMP)
-	$(Q)$(PY) -m scripts.bench.kernel_ops --out $(BENCH_OUT).json --md $(BENCH_OUT).md \
+	$(Q)$(PY) -m scripts.bench.kernel_ops --out $(BENCH_OUT).json --md $(BENCH_OUT).md --table results/benchmarks.csv \
 		$(if $(BASELINE),--baseline $(BASELINE)) $(if $(SHAPES),--ops matmul --shapes $(SHAPES))
 
 .PHONY: autotune bench-kernels
