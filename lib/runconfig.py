@@ -124,7 +124,12 @@ class RunConfig:
             bad("pruning_method", "adamwprune prunes by its own state: use "
                 "--pruning-method state, or --optimizer adamw for magnitude/movement")
         if self.pruning_method != "none" and self.target_sparsity <= 0.0:
-            bad("target_sparsity", f"{self.pruning_method} pruning needs a target in (0, 1)")
+            bad("target_sparsity", f"{self.pruning_method} pruning needs a target in (0, 1): "
+                "give --target-sparsity (CONFIG_MATRIX_SPARSITY_*)")
+        if self.pruning_method == "none" and self.target_sparsity > 0.0:
+            bad("target_sparsity", "a target sparsity without a pruning method would train "
+                "dense: give --pruning-method magnitude|movement|state "
+                "(CONFIG_MATRIX_PRUNING_*), or drop --target-sparsity")
         if self.pruning_scope not in ("global", "layer"):
             bad("pruning_scope", "choose global or layer")
         if self.pruning_ramp not in ("cubic", "linear"):

@@ -14,8 +14,9 @@ import sys
 import kconfiglib
 
 from lib.paths import REPO
-from scripts.engine.plan import (ConfigError, load_kconfig, parse_kconfig,
-                          rejected_assignments)
+from scripts.engine import run_main
+from scripts.engine.plan import (ConfigError, check_text, load_kconfig, parse_kconfig,
+                                 rejected_assignments)
 DEFCONFIGS = os.path.join(REPO, "defconfigs")
 
 
@@ -46,7 +47,28 @@ def load(name: str) -> kconfiglib.Kconfig:
     return kconf
 
 
+def keep_unreadable(path: str) -> None:
+    """A .config that is not text cannot be compared with or backed up by kconfiglib's
+    write_config: move it to .config.old here so a defconfig always replaces it."""
+    try:
+        check_text(path)
+    except FileNotFoundError:
+        pass
+    except ConfigError:
+        os.replace(path, path + ".old")
+        print(f"{os.path.relpath(path, REPO)} was not a text file: kept as "
+              f"{os.path.relpath(path, REPO)}.old", file=sys.stderr)
+
+
 def main(argv) -> int:
+    try:
+        return command(argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def command(argv) -> int:
     cmd = argv[1] if len(argv) > 1 else "list"
     if cmd == "list":
         for n in names():
@@ -61,6 +83,7 @@ def main(argv) -> int:
                 print(f"  {n}", file=sys.stderr)
             return 2
         kconf = load(name)
+        keep_unreadable(config_path())
         kconf.write_config(config_path(),
                            header=f"# generated from defconfigs/{name}; edit with make menuconfig\n")
         print(f"applied defconfigs/{name} -> {os.path.relpath(config_path(), REPO)}")
@@ -113,4 +136,4 @@ def set_values(config_path: str, assignments: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    run_main(main, sys.argv)

@@ -28,7 +28,7 @@ import time
 
 from lib import fsio, runrecord
 from lib.runconfig import ConfigError
-from scripts.engine import plan as planner, report
+from scripts.engine import plan as planner, report, run_main
 from scripts.engine.executor import Job, LocalExecutor, die_with_parent
 
 from lib.paths import MATRICES, REPO, RESULTS
@@ -354,4 +354,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

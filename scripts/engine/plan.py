@@ -64,14 +64,35 @@ def rejected_assignments(kconf) -> list[str]:
     return bad
 
 
+def check_text(config_path: str) -> None:
+    """A .config is a text file of CONFIG_ lines; anything else (a corrupted or binary file)
+    is one error naming the file and the fix, not a traceback from kconfiglib."""
+    with open(config_path, "rb") as f:
+        raw = f.read()
+    try:
+        raw.decode("utf-8")
+        bad = raw.find(b"\0")
+    except UnicodeDecodeError as e:
+        bad = e.start
+    if bad >= 0:
+        raise ConfigError(f"{config_path} is not a Kconfig text file (byte {bad} is not text); "
+                          f"replace it with `make defconfig-<name>` (it keeps the bad file as "
+                          f"{os.path.basename(config_path)}.old) or restore it")
+
+
 def load_kconfig(config_path: str) -> kconfiglib.Kconfig:
     """Parse Kconfig and load config_path; anything Kconfig rejects is an error naming the
     symbol and the fix."""
     if not os.path.exists(config_path):
         raise ConfigError(f"{config_path} does not exist; run `make defconfig-<name>` "
                           f"(see `make list-defconfigs`) or `make menuconfig`")
+    check_text(config_path)
     kconf = parse_kconfig()
-    kconf.load_config(config_path)
+    try:
+        kconf.load_config(config_path)
+    except kconfiglib.KconfigError as e:
+        raise ConfigError(f"{config_path}: {str(e).splitlines()[0]}; replace it with "
+                          f"`make defconfig-<name>` or fix it with `make menuconfig`")
     bad = rejected_assignments(kconf)
     if bad:
         raise ConfigError(f"{config_path}: {bad[0]} -- fix it with `make menuconfig` or "

@@ -3,6 +3,7 @@ CSV), the graphs (matplotlib, Agg) and the archive copy under results/archive/."
 from __future__ import annotations
 
 import csv
+import filecmp
 import io
 import os
 import shutil
@@ -190,12 +191,32 @@ def _save(fig, matrix_dir, name) -> str:
 # archive
 
 def archive(matrix_dir: str, name: str) -> str:
-    """Copy the key results to results/archive/<date>-<name>/ (tracked in git)."""
-    dest = os.path.join(ARCHIVE, f"{time.strftime('%Y-%m-%d')}-{name}")
-    os.makedirs(dest, exist_ok=True)
-    for f in ("summary.md", "summary.csv", "config", "plan.json", *GRAPHS):
-        src = os.path.join(matrix_dir, f)
-        if os.path.exists(src):
-            shutil.copyfile(src, os.path.join(dest, f + ".tmp"))
-            os.replace(os.path.join(dest, f + ".tmp"), os.path.join(dest, f))
+    """Copy the key results to results/archive/<date>-<name>-<hash>/ (tracked in git), the
+    hash being the matrix folder's (its config's). An entry is never overwritten: the same
+    files again are a no-op; other files (more runs finished, FORCE=1 re-runs) go to a new
+    entry <...>-2, -3, ... beside it."""
+    files = [f for f in ("summary.md", "summary.csv", "config", "plan.json", *GRAPHS)
+             if os.path.exists(os.path.join(matrix_dir, f))]
+    folder = os.path.basename(os.path.normpath(matrix_dir))
+    tag = folder if folder.startswith(name) else name
+    base = os.path.join(ARCHIVE, f"{time.strftime('%Y-%m-%d')}-{tag}")
+    dest, n = base, 1
+    while os.path.exists(dest):
+        if _same_files(matrix_dir, dest, files):
+            return dest
+        n += 1
+        dest = f"{base}-{n}"
+    tmp = dest + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for f in files:
+        shutil.copyfile(os.path.join(matrix_dir, f), os.path.join(tmp, f))
+    os.rename(tmp, dest)            # complete or absent: the entry appears whole
     return dest
+
+
+def _same_files(src: str, dest: str, files: list) -> bool:
+    if sorted(files) != sorted(f for f in os.listdir(dest) if not f.startswith(".")):
+        return False
+    return all(filecmp.cmp(os.path.join(src, f), os.path.join(dest, f), shallow=False)
+               for f in files)

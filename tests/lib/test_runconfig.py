@@ -61,3 +61,14 @@ def test_trainer_passes_the_compile_mode_to_torch_compile(tmp_path, monkeypatch)
     assert trainer.run(SPEC, trainer.resolve_paths(cfg)) == 0
     assert calls == [{"mode": "reduce-overhead"}]
     assert trainer.compile_options(dataclasses.replace(cfg, compile_mode="default")) == {}
+
+
+def test_a_sparsity_without_a_method_and_a_method_without_a_sparsity_are_errors():
+    """--target-sparsity 0.7 alone used to train dense without a word."""
+    with pytest.raises(ConfigError) as e:
+        RunConfig(target_sparsity=0.7).validate()
+    assert "--pruning-method" in str(e.value) and "CONFIG_MATRIX_PRUNING_" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        RunConfig(pruning_method="magnitude").validate()
+    assert "--target-sparsity" in str(e.value) and "CONFIG_MATRIX_SPARSITY_" in str(e.value)
+    RunConfig(pruning_method="magnitude", target_sparsity=0.7).validate()

@@ -71,7 +71,10 @@ def test_largest_preset_dry_run_takes_under_a_minute(tmp_path, results):
     took = time.time() - t0
     assert p.returncode == 0, p.stdout + p.stderr
     assert "3/3 OK" in p.stdout and "gpt2_adamwprune_state_s0.5-" in p.stdout
-    assert took < 60, f"dry-run of gpt2-h100 took {took:.0f}s"
+    # what this guards: the dry-run takes two steps of a shrunk batch, never the preset's
+    # recipe (a single real step of GPT-2 124M at 64 x 1024 tokens takes minutes on a CPU).
+    # It takes ~5 s; the bound is loose so that no CPU or load makes it flaky.
+    assert took < 180, f"dry-run of gpt2-h100 took {took:.0f}s: does it run the full recipe?"
 
 
 def test_a_batch_that_cannot_fit_the_a10g_is_flagged(tmp_path):

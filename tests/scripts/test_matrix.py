@@ -56,7 +56,7 @@ def test_matrix_runs_and_reports(finished):
     for f in ("summary.md", "summary.csv", "config", "plan.json", "accuracy_vs_sparsity.png",
               "training_curves.png", "memory_throughput.png"):
         assert (mdir / f).exists(), f
-    archived = list((tmp / "results" / "archive").glob("*-tiny"))
+    archived = list((tmp / "results" / "archive").glob(f"*-{mdir.name}"))   # <date>-<name>-<hash>
     assert archived and (archived[0] / "summary.md").exists() and (archived[0] / "config").exists()
     assert "skip" not in p.stdout or "adamwprune" in p.stdout
     assert "accuracy" in p.stdout and "results:" in p.stdout
