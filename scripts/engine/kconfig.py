@@ -94,11 +94,7 @@ def command(argv) -> int:
         print(f"{len(names())} defconfigs load cleanly")
         return 0
     if cmd == "set":
-        try:
-            set_values(config_path(), argv[2:])
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+        set_values(config_path(), argv[2:])
         return 0
     print(f"error: unknown command {cmd}", file=sys.stderr)
     return 2

@@ -193,12 +193,12 @@ def redraw(mdir: str, baseline) -> tuple:
 
 
 def finish(mdir: str, baseline, failed: int) -> int:
-    doc, text, _ = redraw(mdir, baseline)
+    _, text, _ = redraw(mdir, baseline)
     say("")
     say(text)
     say("")
     say(f"results: {os.path.relpath(mdir, REPO)}/ (summary.md, summary.csv, *.png)")
-    say(f"archived: {os.path.relpath(report.archive(mdir, doc['name']), REPO)}/")
+    say(f"archived: {os.path.relpath(report.archive(mdir), REPO)}/")
     if failed:
         say(f"{failed} run(s) failed; fix the cause and `make continue` resumes them")
     return 1 if failed else 0
@@ -313,8 +313,8 @@ def cmd_update_graphs(args) -> int:
 
 def cmd_archive(args) -> int:
     mdir = latest_matrix()
-    doc = redraw(mdir, args.baseline)[0]
-    say(f"archived: {os.path.relpath(report.archive(mdir, doc['name']), REPO)}/")
+    redraw(mdir, args.baseline)
+    say(f"archived: {os.path.relpath(report.archive(mdir), REPO)}/")
     return 0
 
 

@@ -190,16 +190,15 @@ def _save(fig, matrix_dir, name) -> str:
 # -----------------------------------------------------------------------------
 # archive
 
-def archive(matrix_dir: str, name: str) -> str:
-    """Copy the key results to results/archive/<date>-<name>-<hash>/ (tracked in git), the
-    hash being the matrix folder's (its config's). An entry is never overwritten: the same
+def archive(matrix_dir: str) -> str:
+    """Copy the key results to results/archive/<date>-<folder>/ (tracked in git), the
+    folder being the matrix's own, <name>-<hash of its config>. An entry is never overwritten: the same
     files again are a no-op; other files (more runs finished, FORCE=1 re-runs) go to a new
     entry <...>-2, -3, ... beside it."""
     files = [f for f in ("summary.md", "summary.csv", "config", "plan.json", *GRAPHS)
              if os.path.exists(os.path.join(matrix_dir, f))]
     folder = os.path.basename(os.path.normpath(matrix_dir))
-    tag = folder if folder.startswith(name) else name
-    base = os.path.join(ARCHIVE, f"{time.strftime('%Y-%m-%d')}-{tag}")
+    base = os.path.join(ARCHIVE, f"{time.strftime('%Y-%m-%d')}-{folder}")
     dest, n = base, 1
     while os.path.exists(dest):
         if _same_files(matrix_dir, dest, files):

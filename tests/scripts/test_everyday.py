@@ -20,15 +20,15 @@ def _matrix_dir(path, summary: str):
 def test_an_archive_entry_is_never_overwritten(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "ARCHIVE", str(tmp_path / "archive"))
     full = _matrix_dir(tmp_path / "m" / "default-1234abcd", "full results\n")
-    first = report.archive(full, "default")
+    first = report.archive(full)
     assert os.path.basename(first).endswith("-default-1234abcd")
-    assert report.archive(full, "default") == first, "the same files again: no new entry"
+    assert report.archive(full) == first, "the same files again: no new entry"
     partial = _matrix_dir(tmp_path / "m2" / "default-1234abcd", "one run re-done\n")
-    second = report.archive(partial, "default")
+    second = report.archive(partial)
     assert second == first + "-2"
     assert open(os.path.join(first, "summary.md")).read() == "full results\n"
     assert open(os.path.join(second, "summary.md")).read() == "one run re-done\n"
-    other = report.archive(_matrix_dir(tmp_path / "m3" / "default-99999999", "x\n"), "default")
+    other = report.archive(_matrix_dir(tmp_path / "m3" / "default-99999999", "x\n"))
     assert other not in (first, second), "another config's matrix: its own entry"
 
 
