@@ -11,11 +11,28 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import sys
 
-from lib.runconfig import ConfigError, coerce
+from lib import settings
+from lib.runconfig import ConfigError, coerce, meta
 
 
-def _parser(config_class) -> argparse.ArgumentParser:
+def _describe(config_class, name: str, default, helps: dict) -> str:
+    """A flag's help: the Kconfig help of the symbol that sets it (one text for menuconfig
+    and --help), else the field's own; then its default and, where Kconfig sets it, the
+    symbol."""
+    sym, text = helps.get(name, (None, meta(config_class, name)["help"]))
+    m = meta(config_class, name)
+    extra = [f"default {default!r}"]
+    if m["choices"]:
+        extra.append("one of " + ", ".join(m["choices"]))
+    if sym:
+        extra.append(sym)
+    return f"{text} ({'; '.join(extra)})".replace("%", "%%")
+
+
+def _parser(config_class, with_help: bool = False) -> argparse.ArgumentParser:
+    """with_help: read the Kconfig tree for the flags' help texts (only --help needs them)."""
     p = argparse.ArgumentParser(description=f"train {config_class().model or 'a model'}; "
                                 "every setting below can also come from --config JSON",
                                 allow_abbrev=False)
@@ -25,20 +42,26 @@ def _parser(config_class) -> argparse.ArgumentParser:
                    help="build model/optimizer/pruner, run two steps on a tiny batch, report")
     p.add_argument("--dry-run-report", default="", metavar="JSON", help=argparse.SUPPRESS)
     defaults = config_class()
+    helps = settings.field_help(defaults.model) if with_help else {}
     for name, typ in config_class.field_types().items():
         flag = "--" + name.replace("_", "-")
+        text = _describe(config_class, name, getattr(defaults, name), helps) if with_help else None
         if typ is bool:
             p.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction,
-                           help=f"(default {getattr(defaults, name)})")
+                           help=text)
         else:
-            p.add_argument(flag, dest=name, default=None, metavar=typ.__name__.upper(),
-                           help=f"(default {getattr(defaults, name)!r})")
+            p.add_argument(flag, dest=name, default=None, metavar=typ.__name__.upper(), help=text)
     return p
+
+
+def help_text(config_class) -> str:
+    return _parser(config_class, with_help=True).format_help()
 
 
 def parse(config_class, argv=None):
     """Return ("train", cfg) or ("dry-run", (report_path, [cfg, ...]))."""
-    p = _parser(config_class)
+    argv = sys.argv[1:] if argv is None else argv
+    p = _parser(config_class, with_help=any(a in ("-h", "--help") for a in argv))
     args, unknown = p.parse_known_args(argv)
     if unknown:
         flags = [o for a in p._actions for o in a.option_strings]

@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from lib.build import build_training
+
 TINY = 2
 
 
@@ -32,7 +34,6 @@ def _bytes(obj) -> int:
 
 
 def check(spec, cfg) -> dict:
-    from lib.trainer import build_training
     row = {"run_id": cfg.run_id(), "model": cfg.model, "status": "FAIL", "reason": "",
            "params": 0, "est_peak_mb": 0.0, "gpu_mb": cfg.gpu_memory_gb * 1024}
     t0 = time.time()

@@ -17,7 +17,7 @@ from torch import nn
 
 from lib import pruning_schedule as schedule
 from lib import pruning_scores as scores
-from lib.runconfig import PRUNING_METHODS, STATE_SCORES
+from lib.runconfig import PRUNING_METHODS, RunConfig
 
 PRUNABLE_MODULES = (nn.Linear, nn.Conv2d, nn.Embedding)
 
@@ -281,12 +281,8 @@ def build_pruner(model: nn.Module, optimizer: torch.optim.Optimizer, cfg,
     if not 0.0 < cfg.target_sparsity < 1.0:
         raise ValueError(f"target_sparsity={cfg.target_sparsity!r}: {method} pruning needs a "
                          "target in (0, 1), e.g. --target-sparsity 0.7")
-    checks = {"pruning_scope": ("global", "layer"), "pruning_ramp": ("cubic", "linear"),
-              "movement_variant": ("grad", "delta"), "state_score": STATE_SCORES}
-    for field, allowed in checks.items():
-        if getattr(cfg, field) not in allowed:
-            raise ValueError(f"{field}={getattr(cfg, field)!r}: choose one of "
-                             f"{', '.join(allowed)} (--{field.replace('_', '-')})")
+    RunConfig.check_choices(cfg, ("pruning_scope", "pruning_ramp", "movement_variant",
+                                  "state_score"))
     if cfg.pruning_block_size < 0 or cfg.pruning_frequency < 1 or total_steps < 1:
         raise ValueError(f"pruning_block_size={cfg.pruning_block_size} must be >= 0, "
                          f"pruning_frequency={cfg.pruning_frequency} >= 1 and "

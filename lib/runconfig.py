@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import importlib
 import json
 from dataclasses import dataclass, fields
 
@@ -24,141 +25,166 @@ ADAMWPRUNE_BASES = ("adam", "adamw", "adamwadv", "adamwspam")
 PRUNING_METHODS = ("none", "magnitude", "movement", "state")
 STATE_SCORES = ("default", "magnitude", "sqrt_momentum", "movement_to_zero",
                 "second_moment", "bias_corrected")
-PRECISIONS = ("fp32", "bf16", "fp16")
-KERNEL_BACKENDS = ("torch", "triton", "cpu")
+# torch.compile's modes: how the same graphs run (CUDA graphs, longer tuning), not what they
+# compute, so compile_mode is not part of a run's identity (a run may resume under another)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 # Fields that say where things go, not what is computed: left out of the run hash.
 NON_SEMANTIC = ("data_dir", "data_download", "out_dir", "models_dir", "trackio_project", "trackio_dir",
                 "num_workers", "monitor_interval", "log_interval", "gpu_memory_gb", "compile_mode")
-# torch.compile's modes: how the same graphs run (CUDA graphs, longer tuning), not what they
-# compute, so compile_mode is not part of a run's identity (a run may resume under another)
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class ConfigError(ValueError):
     """A bad configuration value; the message names the setting and the fix."""
 
 
+def setting(default, *, choices=(), lo=None, hi=None, help=""):
+    """A run-config field with its default, its choices or its range [lo, hi], and, for the
+    few fields no Kconfig symbol sets, its help text (the others take Kconfig's)."""
+    return dataclasses.field(default=default, metadata={"choices": tuple(choices),
+                                                        "range": (lo, hi), "help": help})
+
+
+def meta(cls, name: str) -> dict:
+    """The field's metadata: its own, or, where a subclass only changes the default, that of
+    the class that declared it."""
+    for klass in cls.__mro__:
+        f = klass.__dict__.get("__dataclass_fields__", {}).get(name)
+        if f is not None and f.metadata:
+            return dict(f.metadata)
+    return {"choices": (), "range": (None, None), "help": ""}
+
+
+def combination_reason(optimizer: str, method: str):
+    """Why optimizer x pruning method cannot run, or None. The one place of this rule: the
+    planner skips such a pair, train.py refuses it, and Kconfig's `depends on` of
+    MATRIX_PRUNING_* says the same (tests/lib/test_settings.py checks they agree)."""
+    if method == "state" and optimizer != "adamwprune":
+        return ("state pruning reads AdamWPrune's moments: it runs only with --optimizer "
+                "adamwprune (CONFIG_MATRIX_OPTIMIZER_ADAMWPRUNE)")
+    if optimizer == "adamwprune" and method in ("magnitude", "movement"):
+        return ("adamwprune prunes by its own state: use --pruning-method state, or "
+                "magnitude/movement with another optimizer (--optimizer adamw)")
+    return None
+
+
 @dataclass
 class RunConfig:
     # --- what runs -------------------------------------------------------------
-    model: str = ""
+    model: str = setting("", help="the model folder (set by its train.py)")
     dataset: str = ""
     data_dir: str = "data"
-    data_download: bool = False       # let torchvision download MNIST/CIFAR when online
-    seed: int = 1
+    data_download: bool = False
+    seed: int = setting(1, lo=0, hi=2147483647)
     # --- optimizer (lib/optim.py; docs/optimizers.md) --------------------------
-    optimizer: str = "adamw"
-    adamwprune_base: str = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    optimizer: str = setting("adamw", choices=OPTIMIZERS, help="the optimizer (docs/"
+                             "optimizers.md; in a matrix, CONFIG_MATRIX_OPTIMIZER_*)")
+    adamwprune_base: str = setting("adamw", choices=ADAMWPRUNE_BASES)
+    lr: float = setting(1e-3, help="peak learning rate (each model's menu sets its own)")
+    weight_decay: float = setting(0.0, help="weight decay, on weights only (each model's "
+                                  "menu sets its own)")
     momentum: float = 0.9
     beta1: float = 0.9
     beta2: float = 0.999
-    grad_clip: float = 0.0            # 0 = off (adamwadv implies 1.0)
-    lr_schedule: str = "cosine"       # constant | cosine
-    warmup_steps: int = 0
-    spam_spike_threshold: float = 3.0  # z-score of the global grad norm
-    spam_clip_theta: float = 0.0       # 0 = no per-parameter clipping
-    spam_reset_interval: int = 0       # 0 = no periodic momentum reset
-    spam_reset_warmup: int = 0         # cosine warm-up steps after a reset
+    grad_clip: float = 0.0
+    lr_schedule: str = setting("cosine", choices=("constant", "cosine"),
+                               help="linear warm-up, then cosine to 10 percent of lr, or constant")
+    warmup_steps: int = setting(0, lo=0, hi=1000000, help="linear learning-rate warm-up steps")
+    spam_spike_threshold: float = 3.0
+    spam_clip_theta: float = 0.0
+    spam_reset_interval: int = setting(0, lo=0, hi=10000000)
+    spam_reset_warmup: int = setting(0, lo=0, hi=10000000)
     # --- pruning (lib/pruning.py; docs/pruning.md) -----------------------------
-    pruning_method: str = "none"
-    target_sparsity: float = 0.0
-    pruning_scope: str = "global"     # global | layer
-    pruning_ramp: str = "cubic"       # cubic | linear
-    pruning_warmup: float = 0.1       # fraction of total steps before pruning starts
-    pruning_ramp_end: float = 0.7     # fraction of total steps where the target is reached
-    pruning_frequency: int = 10       # steps between mask updates
-    movement_variant: str = "grad"    # grad: -sum(g*W) | delta: W*(W-W0)
-    state_score: str = "default"
+    pruning_method: str = setting("none", choices=PRUNING_METHODS, help="the pruning method "
+                                  "(docs/pruning.md; in a matrix, CONFIG_MATRIX_PRUNING_*)")
+    target_sparsity: float = setting(0.0, help="final fraction of prunable weights that are "
+                                     "zero, in [0, 1) (in a matrix, CONFIG_MATRIX_SPARSITY_LEVELS)")
+    pruning_scope: str = setting("global", choices=("global", "layer"))
+    pruning_ramp: str = setting("cubic", choices=("cubic", "linear"))
+    pruning_warmup: float = 0.1
+    pruning_ramp_end: float = 0.7
+    pruning_frequency: int = setting(10, lo=1, hi=1000000)
+    movement_variant: str = setting("grad", choices=("grad", "delta"))
+    state_score: str = setting("default", choices=STATE_SCORES)
     prune_embeddings: bool = False
     prune_head: bool = False
-    pruning_block_size: int = 0       # 0 = unstructured; b = prune b x b blocks
+    pruning_block_size: int = setting(0, lo=0, hi=256)
     # --- schedule --------------------------------------------------------------
-    batch_size: int = 64
-    grad_accum: int = 1
-    epochs: int = 1
-    max_steps: int = 0                # 0 = epochs decide
-    time_budget: float = 0.0          # seconds; 0 = none (make TIME=...)
-    eval_interval: int = 0            # steps; 0 = at the end of each epoch
-    eval_batches: int = 0             # 0 = whole eval set
-    checkpoint_interval: int = 50     # optimizer steps
-    keep_checkpoints: int = 2
-    log_interval: int = 10
+    batch_size: int = setting(64, lo=1, hi=65536, help="samples per optimizer step over all "
+                              "GPUs and accumulation steps")
+    grad_accum: int = setting(1, lo=1, hi=4096, help="micro-steps per optimizer step")
+    epochs: int = setting(1, lo=1, hi=10000, help="passes over the training set")
+    max_steps: int = setting(0, lo=0, hi=100000000, help="optimizer steps; 0: epochs decide")
+    time_budget: float = setting(0.0, lo=0, hi=31536000)
+    eval_interval: int = setting(0, lo=0, hi=1000000, help="evaluate every N steps; 0: at the "
+                                 "end of each epoch")
+    eval_batches: int = setting(0, lo=0, hi=1000000, help="batches per evaluation; 0: the "
+                                "whole eval set")
+    checkpoint_interval: int = setting(50, lo=1, hi=1000000)
+    keep_checkpoints: int = setting(2, lo=1, hi=100)
+    log_interval: int = setting(10, lo=1, hi=100000)
     # --- hardware ---------------------------------------------------------------
-    device: str = "cpu"               # cpu | cuda
-    precision: str = "fp32"
+    device: str = setting("cpu", choices=("cpu", "cuda"))
+    precision: str = setting("fp32", choices=("fp32", "bf16", "fp16"))
     compile: bool = False
-    compile_mode: str = "default"     # torch.compile mode; reduce-overhead = CUDA graphs
-    gpus: int = 1
-    num_workers: int = 0
-    kernel_backend: str = "torch"     # torch | triton | cpu (kernels/; docs/kernels.md)
-    kernel_linear: bool = False       # route nn.Linear layers through kernels.linear
-    gpu_memory_gb: int = 0            # memory of one GPU of the preset (dry-run's check)
+    compile_mode: str = setting("default", choices=COMPILE_MODES)
+    gpus: int = setting(1, lo=1, hi=64)
+    num_workers: int = setting(0, lo=0, hi=64)
+    kernel_backend: str = setting("torch", choices=("torch", "triton", "cpu"))
+    kernel_linear: bool = False
+    gpu_memory_gb: int = setting(0, lo=0, hi=1024)
     # --- where things go and tracking -----------------------------------------
-    out_dir: str = ""
-    models_dir: str = ""              # checkpoints; default <out_dir>/checkpoints
+    out_dir: str = setting("", help="the run folder; default results/runs/<run id>")
+    models_dir: str = ""
     trackio: bool = False
-    trackio_project: str = ""
-    trackio_dir: str = ""
-    monitor_interval: float = 2.0     # seconds between GPU/CPU samples
+    trackio_project: str = setting("", help="trackio project; default the matrix name "
+                                   "(by hand: the model)")
+    trackio_dir: str = setting("", help="trackio's store; default results/trackio")
+    monitor_interval: float = 2.0
 
     # ---------------------------------------------------------------------------
     def validate(self) -> "RunConfig":
-        """Raise ConfigError naming the setting and the fix; return self."""
+        """Raise ConfigError naming the setting and the fix; return self. Choices and ranges
+        come from the field metadata; the rules between fields are below."""
         def bad(name, msg):
             raise ConfigError(f"{name}={getattr(self, name)!r}: {msg}")
-        if self.optimizer not in OPTIMIZERS:
-            bad("optimizer", f"unknown optimizer; choose one of {', '.join(OPTIMIZERS)}")
-        if self.adamwprune_base not in ADAMWPRUNE_BASES:
-            bad("adamwprune_base", f"choose one of {', '.join(ADAMWPRUNE_BASES)}")
-        if self.pruning_method not in PRUNING_METHODS:
-            bad("pruning_method", f"unknown method; choose one of {', '.join(PRUNING_METHODS)}")
+        for f in fields(self):
+            m, v = meta(type(self), f.name), getattr(self, f.name)
+            if m["choices"] and v not in m["choices"]:
+                bad(f.name, f"unknown {f.name.replace('_', ' ')}; choose one of "
+                    f"{', '.join(m['choices'])} (--{f.name.replace('_', '-')})")
+            lo, hi = m["range"]
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                bad(f.name, f"must be in [{lo}, {hi}]" if hi is not None else f"must be >= {lo}")
         if not 0.0 <= self.target_sparsity < 1.0:
             bad("target_sparsity", "must be in [0, 1), e.g. 0.7 for 70 percent")
-        if self.pruning_method == "state" and self.optimizer != "adamwprune":
-            bad("pruning_method", "state pruning reads Adam's moments: use "
-                "--optimizer adamwprune (CONFIG_MATRIX_OPTIMIZER_ADAMWPRUNE)")
-        if self.optimizer == "adamwprune" and self.pruning_method in ("magnitude", "movement"):
-            bad("pruning_method", "adamwprune prunes by its own state: use "
-                "--pruning-method state, or --optimizer adamw for magnitude/movement")
+        reason = combination_reason(self.optimizer, self.pruning_method)
+        if reason:
+            bad("pruning_method", reason)
         if self.pruning_method != "none" and self.target_sparsity <= 0.0:
             bad("target_sparsity", f"{self.pruning_method} pruning needs a target in (0, 1): "
-                "give --target-sparsity (CONFIG_MATRIX_SPARSITY_*)")
+                "give --target-sparsity (CONFIG_MATRIX_SPARSITY_LEVELS)")
         if self.pruning_method == "none" and self.target_sparsity > 0.0:
             bad("target_sparsity", "a target sparsity without a pruning method would train "
                 "dense: give --pruning-method magnitude|movement|state "
                 "(CONFIG_MATRIX_PRUNING_*), or drop --target-sparsity")
-        if self.pruning_scope not in ("global", "layer"):
-            bad("pruning_scope", "choose global or layer")
-        if self.pruning_ramp not in ("cubic", "linear"):
-            bad("pruning_ramp", "choose cubic or linear")
         if not 0.0 <= self.pruning_warmup <= self.pruning_ramp_end <= 1.0:
             bad("pruning_ramp_end", "need 0 <= pruning_warmup <= pruning_ramp_end <= 1")
-        if self.movement_variant not in ("grad", "delta"):
-            bad("movement_variant", "choose grad or delta")
-        if self.state_score not in STATE_SCORES:
-            bad("state_score", f"choose one of {', '.join(STATE_SCORES)}")
-        if self.precision not in PRECISIONS:
-            bad("precision", f"choose one of {', '.join(PRECISIONS)}")
-        if self.device not in ("cpu", "cuda"):
-            bad("device", "choose cpu or cuda")
-        if self.compile_mode not in COMPILE_MODES:
-            bad("compile_mode", f"choose one of {', '.join(COMPILE_MODES)}")
-        if self.kernel_backend not in KERNEL_BACKENDS:
-            bad("kernel_backend", f"choose one of {', '.join(KERNEL_BACKENDS)}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            bad("lr_schedule", "choose constant or cosine")
-        for name in ("batch_size", "grad_accum", "gpus", "checkpoint_interval",
-                     "keep_checkpoints", "pruning_frequency", "log_interval"):
-            if getattr(self, name) < 1:
-                bad(name, "must be >= 1")
         if self.epochs < 1 and self.max_steps < 1:
             bad("epochs", "set epochs >= 1 or max_steps >= 1")
         if self.lr <= 0:
             bad("lr", "must be > 0")
         return self
+
+    @classmethod
+    def check_choices(cls, obj, names) -> None:
+        """The choice check of validate() for a few fields of any object with them (the
+        pruner checks its own settings this way)."""
+        for name in names:
+            allowed = meta(cls, name)["choices"]
+            if getattr(obj, name) not in allowed:
+                raise ValueError(f"{name}={getattr(obj, name)!r}: choose one of "
+                                 f"{', '.join(allowed)} (--{name.replace('_', '-')})")
 
     # ---------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -191,6 +217,17 @@ class RunConfig:
                 raise ConfigError(f"unknown setting {k!r} in {source}{hint}")
             kwargs[k] = coerce(k, v, types[k], source)
         return cls(**kwargs)
+
+
+def config_class(model: str):
+    """The Config dataclass of a model folder (<model>/config.py)."""
+    try:
+        return importlib.import_module(f"{model}.config").Config
+    except ModuleNotFoundError as e:
+        if e.name not in (model, f"{model}.config"):
+            raise
+        raise ConfigError(f"model {model!r} has no {model}/config.py; unselect CONFIG_MODEL_"
+                          f"{model.upper()} or add the model folder") from None
 
 
 def _type_of(f: dataclasses.Field):

@@ -16,8 +16,11 @@ tests/lib/test_ddp.py can check that one dead rank ends a torchrun job instead o
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
+import resource
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -26,7 +29,8 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from lib import checkpoint, cli, data, fsio, runrecord
+from lib import checkpoint, cli, data, dryrun, fsio, monitor, optim, pruning, runrecord, tracking
+from lib.build import build_training
 from lib.paths import REPO, RESULTS, RUNS
 from lib.runconfig import ConfigError, RunConfig
 from lib.tasks import Classification
@@ -114,32 +118,7 @@ def lr_at(cfg: RunConfig, step: int, total: int) -> float:
 def peak_memory_mb(device: str) -> float:
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
-    import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def set_seed(seed: int) -> None:
-    import random
-    import numpy as np
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def build_training(spec: ModelSpec, cfg: RunConfig, total_steps: int, device):
-    """Model, optimizer and pruner, in that order (pruner reads the optimizer's state)."""
-    from lib import optim, pruning
-    set_seed(cfg.seed)
-    model = spec.build_model(cfg)
-    if cfg.kernel_backend != "torch" or cfg.kernel_linear:
-        import kernels
-        kernels.set_backend(cfg.kernel_backend)
-        if cfg.kernel_linear:  # same parameters and state_dict; forward goes to kernels.linear
-            kernels.swap_linear(model, sparse_block_size=cfg.pruning_block_size)
-    model = model.to(device)
-    optimizer = optim.build_optimizer(model, cfg)
-    pruner = pruning.build_pruner(model, optimizer, cfg, total_steps)
-    return model, optimizer, pruner
 
 
 # -----------------------------------------------------------------------------
@@ -193,7 +172,6 @@ class Run:
             fsio.atomic_write_json(os.path.join(cfg.out_dir, "config.json"), cfg.to_dict())
             self.log_file = open(os.path.join(cfg.out_dir, "train.log"), "a")
         if self.master:
-            from lib import monitor, tracking
             self.tracker = tracking.open_run(cfg)
             self.monitor = monitor.start(cfg, self.device, self.metric)
 
@@ -224,7 +202,6 @@ class Run:
             ids = [self.local_rank] if cfg.device == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.scaler = torch.amp.GradScaler(cfg.device, enabled=cfg.precision == "fp16")
-        from lib import optim
         self.grad_clip = optim.effective_grad_clip(cfg)
         nparams = sum(p.numel() for p in self.raw_model.parameters())
         self.log(f"{nparams/1e6:.3f}M params; {len(train_ds)} train / {len(eval_ds)} eval samples; "
@@ -264,7 +241,6 @@ class Run:
         if self.master:  # drop metric rows logged after the checkpoint: they will be redone
             path = os.path.join(self.cfg.out_dir, "metrics.jsonl")
             rows = [r for r in fsio.read_jsonl(path) if r.get("step", 0) <= step]
-            import json
             fsio.atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         self.log(f"resumed from {ck['path']} at step {step}")
         return step, ck["epoch"], ck["batch_in_epoch"], ck["elapsed"]
@@ -384,7 +360,6 @@ class Run:
         self.finish(step, time.time() - t_start, last_loss, stop_reason)
 
     def finish(self, step, wall, last_loss, stop_reason) -> None:
-        from lib import pruning
         self.pruner.finalize()
         final = self.evaluate(step)
         sp = pruning.measure_sparsity(self.raw_model, self.cfg)
@@ -416,7 +391,6 @@ def _sigterm(signum, frame):
 
 
 def run(spec: ModelSpec, cfg: RunConfig) -> int:
-    import signal
     signal.signal(signal.SIGTERM, _sigterm)    # runner's stop: finish like Ctrl-C
     r = Run(spec, cfg)
     try:
@@ -455,7 +429,6 @@ def main(spec: ModelSpec, argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if mode == "dry-run":
-        from lib import dryrun
         return dryrun.main(spec, payload)
     cfg = resolve_paths(payload)
     rc = run(spec, cfg)

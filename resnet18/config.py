@@ -7,22 +7,17 @@ digits.
 """
 from dataclasses import dataclass
 
-from lib.runconfig import ConfigError, RunConfig
+from lib.runconfig import RunConfig, setting
 
 
 @dataclass
 class Config(RunConfig):
     model: str = "resnet18"
-    dataset: str = "cifar10"          # cifar10 | cifar100 (torchvision) | digits (offline)
-    width: int = 64                   # channels of the first stage; stages double it
+    dataset: str = setting("cifar10", choices=("cifar10", "cifar100", "digits"))
+    width: int = setting(64, lo=1, hi=1024)
     batch_size: int = 128
     epochs: int = 200
     lr: float = 1e-3
     weight_decay: float = 5e-4
     checkpoint_interval: int = 500
 
-    def validate(self) -> "Config":
-        super().validate()
-        if self.width < 1:
-            raise ConfigError(f"width={self.width}: must be >= 1 (CONFIG_RESNET18_WIDTH, --width)")
-        return self

@@ -1,5 +1,6 @@
 """The layout issue 19 asks for stays true: no file edits sys.path, the project's packages are
 installable (pyproject.toml), the tracked results stay a reference."""
+import ast
 import os
 import re
 import subprocess
@@ -28,3 +29,43 @@ def test_pyproject_installs_every_package_of_the_tree():
 
 def test_results_hold_references_not_a_lab_notebook():
     assert len([f for f in TRACKED if f.startswith("results/")]) < 40
+
+
+def _lib_imports():
+    """{module: (lib modules it imports at the top, lib modules imported inside functions)}"""
+    graph = {}
+    for f in sorted(os.listdir(os.path.join(REPO, "lib"))):
+        if not f.endswith(".py"):
+            continue
+        tree = ast.parse(open(os.path.join(REPO, "lib", f)).read())
+        top = {n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))}
+        names = ({}, {})
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lib"):
+                mods = [f"lib.{a.name}" for a in node.names] if node.module == "lib" else [node.module]
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names if a.name.startswith("lib.")]
+            else:
+                continue
+            names[node not in top].update(dict.fromkeys(mods))
+        graph[f"lib.{f[:-3]}"] = (set(names[0]), set(names[1]))
+    return graph
+
+
+def test_lib_imports_are_at_the_top_and_acyclic():
+    graph = _lib_imports()
+    assert {m: inner for m, (_, inner) in graph.items() if inner} == {}
+    seen, stack = set(), []
+
+    def visit(m):
+        assert m not in stack, f"import cycle: {' -> '.join(stack + [m])}"
+        if m in seen:
+            return
+        stack.append(m)
+        for dep in graph.get(m, (set(), set()))[0]:
+            visit(dep)
+        stack.pop()
+        seen.add(m)
+    for m in graph:
+        visit(m)
+    assert not any("lib.trainer" in deps for m, (deps, _) in graph.items() if m != "lib.trainer")

@@ -27,7 +27,7 @@ import time
 
 
 from lib import fsio, runrecord
-from lib.runconfig import ConfigError
+from lib.runconfig import ConfigError, config_class
 from scripts.engine import plan as planner, report, run_main
 from scripts.engine.executor import Job, LocalExecutor, die_with_parent
 
@@ -78,7 +78,7 @@ def matrix_dir_for(name: str, records: list) -> str:
 
 def record_to_cfg(rec: dict):
     d = {k: v for k, v in rec.items() if k != "run_id"}
-    cfg = planner.model_config_class(rec["model"]).from_dict(d, source="plan.json").validate()
+    cfg = config_class(rec["model"]).from_dict(d, source="plan.json").validate()
     if cfg.run_id() != rec["run_id"]:
         raise ConfigError(f"plan.json entry {rec['run_id']} no longer hashes to its id (the "
                           f"config schema changed); start the matrix afresh with `make`")

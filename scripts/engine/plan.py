@@ -14,17 +14,17 @@ the same .config always gives the same runs and run ids.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from dataclasses import dataclass, field
 
 import kconfiglib
 
+from lib import settings
 from lib.paths import REPO
-from lib.runconfig import ConfigError, OPTIMIZERS, PRUNING_METHODS, RunConfig
-
-MODELS = ("lenet5", "resnet18", "resnet50", "gpt2")
+from lib.runconfig import (OPTIMIZERS, PRUNING_METHODS, ConfigError, RunConfig,
+                           combination_reason, config_class)
+from lib.settings import parse_kconfig
 
 
 @dataclass
@@ -34,15 +34,6 @@ class Plan:
     skipped: list = field(default_factory=list)     # (description, reason)
     hw: str = "cpu"
     jobs: int = 0                                   # CONFIG_JOBS (0 = auto)
-
-
-def parse_kconfig() -> kconfiglib.Kconfig:
-    os.environ["srctree"] = REPO
-    kconf = kconfiglib.Kconfig(os.path.join(REPO, "Kconfig"), warn_to_stderr=False)
-    if kconf.warnings:
-        raise ConfigError(f"Kconfig itself warns: {kconf.warnings[0]}")
-    kconf.warn_assign_undef = True
-    return kconf
 
 
 def rejected_assignments(kconf) -> list[str]:
@@ -110,17 +101,6 @@ def _set(kconf, name: str):
     return sym.str_value
 
 
-def model_config_class(model: str):
-    path = os.path.join(REPO, model, "config.py")
-    if not os.path.exists(path):
-        raise ConfigError(f"model {model!r} has no {model}/config.py; unselect CONFIG_MODEL_"
-                          f"{model.upper()} or add the model folder")
-    spec = importlib.util.spec_from_file_location(f"{model}.config", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.Config
-
-
 def parse_sparsities(text: str) -> list[float]:
     levels = []
     for tok in [t for t in re.split(r"[,\s]+", text.strip()) if t]:
@@ -138,7 +118,7 @@ def parse_sparsities(text: str) -> list[float]:
 
 def resolve(kconf, model: str, optimizer: str, method: str, sparsity: float,
             overrides: dict) -> RunConfig:
-    cls = model_config_class(model)
+    cls = config_class(model)
     values, source = {}, {}
     for name in cls.field_types():
         for sym in (f"{model}_{optimizer}_{name}", f"{model}_{name}", name):
@@ -156,22 +136,13 @@ def resolve(kconf, model: str, optimizer: str, method: str, sparsity: float,
         raise ConfigError(f"{where + ': ' if where else ''}{e}") from None
 
 
-def combination_reason(optimizer: str, method: str):
-    """Why a combination is skipped, or None when it runs."""
-    if method == "state" and optimizer != "adamwprune":
-        return "state pruning reads AdamWPrune's moments; it runs only with adamwprune"
-    if optimizer == "adamwprune" and method in ("magnitude", "movement"):
-        return "adamwprune prunes by its own state; magnitude/movement run with the other optimizers"
-    return None
-
-
 def plan(config_path: str, overrides: dict | None = None) -> Plan:
     """overrides: run-config fields set on the make command line (TIME -> time_budget, ...)."""
     kconf = load_kconfig(config_path)
     overrides = dict(overrides or {})
     p = Plan(name=_set(kconf, "MATRIX_NAME") or "custom", hw=_set(kconf, "HW_NAME") or "cpu",
              jobs=int(_set(kconf, "JOBS") or 0))
-    models = [m for m in MODELS if _set(kconf, f"MODEL_{m.upper()}")]
+    models = [m for m in settings.models(kconf) if _set(kconf, f"MODEL_{m.upper()}")]
     optimizers = [o for o in OPTIMIZERS if _set(kconf, f"MATRIX_OPTIMIZER_{o.upper()}")]
     methods = [m for m in PRUNING_METHODS if _set(kconf, f"MATRIX_PRUNING_{m.upper()}")]
     if not models:

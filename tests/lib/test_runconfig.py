@@ -29,7 +29,7 @@ def test_types_are_coerced_and_bad_values_named():
 @pytest.mark.parametrize("kw, match", [
     (dict(target_sparsity=1.0, pruning_method="magnitude"), "target_sparsity"),
     (dict(target_sparsity=-0.1), "target_sparsity"),
-    (dict(optimizer="adamx"), "unknown optimizer"),
+    (dict(optimizer="adamx"), "optimizer=.adamx.: unknown optimizer; choose one of sgd, adam"),
     (dict(optimizer="sgd", pruning_method="state", target_sparsity=0.5), "adamwprune"),
     (dict(optimizer="adamwprune", pruning_method="magnitude", target_sparsity=0.5), "state"),
     (dict(pruning_method="magnitude", target_sparsity=0.0), "needs a target"),

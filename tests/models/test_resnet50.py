@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lib.runconfig import ConfigError
-from lib.trainer import build_training
+from lib.build import build_training
 from resnet50.config import Config
 from resnet50.data import build_datasets, example_batch
 from resnet50.model import ResNet50

@@ -6,6 +6,8 @@ import kconfiglib
 import pytest
 
 from conftest import REPO, run_cmd
+from lib import settings
+from lib.runconfig import config_class
 from scripts.engine import kconfig as kc
 from scripts.engine import plan as planner
 
@@ -28,9 +30,9 @@ def test_every_setting_symbol_maps_to_a_field(kconf):
     """A symbol that is not a matrix/menu switch must name a config field, or the planner
     would silently ignore it."""
     fields = set()
-    for model in planner.MODELS:
+    for model in settings.models(kconf):
         if os.path.exists(os.path.join(REPO, model, "config.py")):
-            cls = planner.model_config_class(model)
+            cls = config_class(model)
             for f in cls.field_types():
                 fields |= {f.upper(), f"{model.upper()}_{f.upper()}"}
                 fields |= {f"{model.upper()}_{o.upper()}_{f.upper()}" for o in

@@ -1,4 +1,7 @@
 """The planner: .config -> resolved, hashed run configs, deterministic, with clear errors."""
+import csv
+import glob
+
 import pytest
 
 from conftest import write_config
@@ -22,6 +25,17 @@ def test_default_matrix_runs_and_skips(tmp_path):
     assert "sgd state" in skipped and "adamwprune magnitude" in skipped
     # the same .config always gives the same run ids
     assert [c.run_id() for c in plan_of(tmp_path, open(f"{planner.REPO}/defconfigs/default").read()).runs] == ids
+
+
+def test_default_matrix_ids_are_the_archived_ones(tmp_path):
+    """Refactoring the settings changes no run: the default matrix plans the run ids of its
+    committed archive (results/archive/*-default/summary.csv)."""
+    archived = sorted(glob.glob(f"{planner.REPO}/results/archive/*-default/summary.csv"))
+    assert archived, "no archived default matrix"
+    with open(archived[0]) as f:
+        want = sorted(row["run_id"] for row in csv.DictReader(f))
+    p = plan_of(tmp_path, open(f"{planner.REPO}/defconfigs/default").read())
+    assert sorted(c.run_id() for c in p.runs) == want
 
 
 def test_symbols_reach_fields_with_per_optimizer_override(tmp_path):

@@ -1,0 +1,33 @@
+"""Model, optimizer and pruner of a run, built in that order from its config: shared by the
+training loop (lib/trainer.py) and the dry-run (lib/dryrun.py)."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+import kernels
+from lib import optim, pruning
+from lib.runconfig import RunConfig
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_training(spec, cfg: RunConfig, total_steps: int, device):
+    """Model, optimizer and pruner, in that order (the pruner reads the optimizer's state).
+    spec: the model's lib.trainer.ModelSpec."""
+    set_seed(cfg.seed)
+    model = spec.build_model(cfg)
+    if cfg.kernel_backend != "torch" or cfg.kernel_linear:
+        kernels.set_backend(cfg.kernel_backend)
+        if cfg.kernel_linear:  # same parameters and state_dict; forward goes to kernels.linear
+            kernels.swap_linear(model, sparse_block_size=cfg.pruning_block_size)
+    model = model.to(device)
+    optimizer = optim.build_optimizer(model, cfg)
+    pruner = pruning.build_pruner(model, optimizer, cfg, total_steps)
+    return model, optimizer, pruner
