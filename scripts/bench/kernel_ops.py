@@ -34,7 +34,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ import kernels
 from kernels import _triton, autotune
 from kernels import reference as ref
 from scripts.bench import table
+from scripts.bench.timing import cpu_pair_ms, gpu_ms, per_call_us
 
 GPT2 = [("gpt2 attn.c_attn", 16384, 768, 2304), ("gpt2 attn.c_proj", 16384, 768, 768),
         ("gpt2 mlp.c_fc", 16384, 768, 3072), ("gpt2 mlp.c_proj", 16384, 3072, 768)]
@@ -59,34 +59,6 @@ RESNET = [("resnet 3x3 conv 56x56x64", 50176, 576, 64),
           ("resnet 3x3 conv 7x7x512", 784, 4608, 512),
           ("resnet50 fc", 256, 2048, 1000)]
 TARGET = {"matmul": 0.9, "attention": 0.9, "block_sparse": 4.0}
-
-
-# --- timing -----------------------------------------------------------------------------------
-def gpu_ms(fn, grad_to_none=None) -> float:
-    from triton.testing import do_bench
-    fn()                      # first call compiles and tunes: keep it out of the estimate
-    torch.cuda.synchronize()
-    try:
-        return float(do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none,
-                              return_mode="median"))
-    except TypeError:
-        return float(do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none,
-                              quantiles=[0.5])[0])
-
-
-def cpu_pair_ms(ours, theirs, rounds=7) -> tuple[float, float]:
-    """Median wall-clock ms of each, timed alternately: on a host shared with other jobs the
-    load drifts, and timing one after the other let that drift show up as a 2x "ratio"
-    between two calls of the same F.linear."""
-    ours()
-    theirs()
-    a, b = [], []
-    for _ in range(rounds):
-        for fn, out in ((ours, a), (theirs, b)):
-            t0 = time.perf_counter()
-            fn()
-            out.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(a), statistics.median(b)
 
 
 class Bench:
@@ -434,15 +406,6 @@ def bench_overhead(b: Bench, dtype):
     w = rnd(64, 64, dtype=dtype, device=dev, requires_grad=True)
     q, k, v = (rnd(1, 1, 64, 64, dtype=dtype, device=dev, requires_grad=True) for _ in range(3))
 
-    def host_us(fn, n=300):
-        fn()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        torch.cuda.synchronize()
-        return (time.perf_counter() - t0) / n * 1e6
-
     cases = [
         ("linear 64x64x64 fwd", lambda: kernels.linear(x.detach(), w.detach()),
          lambda: F.linear(x.detach(), w.detach())),
@@ -454,7 +417,7 @@ def bench_overhead(b: Bench, dtype):
          lambda: _sdpa_flash(q, k, v, True).sum().backward()),
     ]
     for name, ours, theirs in cases:
-        us, tus = host_us(ours), host_us(theirs)
+        us, tus = per_call_us(ours), per_call_us(theirs)
         b.add(op="overhead", case=name, layout="host us per call", shape=[64, 64],
               dtype=str(dtype)[6:], **{"pass": name.split()[-1]}, ms=us / 1e3,
               torch_ms=tus / 1e3, ratio=tus / us)
