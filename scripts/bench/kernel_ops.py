@@ -44,9 +44,9 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels import _triton, autotune
+from kernels import autotune
 from kernels import reference as ref
-from scripts.bench import table
+from scripts.bench import machine, table
 from scripts.bench.timing import cpu_pair_ms, gpu_ms, per_call_us
 
 GPT2 = [("gpt2 attn.c_attn", 16384, 768, 2304), ("gpt2 attn.c_proj", 16384, 768, 768),
@@ -75,9 +75,9 @@ class Bench:
         self.shard = shard
         self.counter = 0
         self.meta = {
-            "gpu": torch.cuda.get_device_name() if self.cuda else f"cpu ({os.cpu_count()} cores)",
+            "gpu": machine.device_name(self.cuda),
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "torch": torch.__version__, "triton": _triton.VERSION,
+            **machine.versions(),
             "host": platform.node(), "backend": "triton" if self.cuda else "cpu",
             "loadavg_1m": round(os.getloadavg()[0], 2),   # other work on the host skews timings
             "threads": torch.get_num_threads()}
