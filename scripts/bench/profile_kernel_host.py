@@ -12,24 +12,12 @@ import cProfile
 import io
 import pstats
 import sys
-import time
-
 
 import torch
 import torch.nn.functional as F
 
 import kernels
-
-
-
-def per_call_us(fn, n: int, sync) -> float:
-    fn()
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    sync()
-    return (time.perf_counter() - t0) / n * 1e6
+from scripts.bench.timing import per_call_us
 
 
 def main(argv=None) -> int:

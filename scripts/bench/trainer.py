@@ -40,6 +40,7 @@ from gpt2 import prepare
 from gpt2.config import Config
 from gpt2.train import SPEC
 from lib import checkpoint, data, fsio, optim, trainer
+from scripts.bench import machine
 
 H100_BF16_PEAK = 989.5e12
 
@@ -50,16 +51,9 @@ def flops_per_token(cfg, model) -> float:
 
 
 def environment(device: str) -> dict:
-    env = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-           "cuda": torch.version.cuda, "gpu": None}
-    if device == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        import triton
-        env["triton"] = triton.__version__
-    except ImportError:
-        env["triton"] = None
-    return env
+    """Date, versions and the GPU's name (None on the CPU) at the top of a report."""
+    return {"date": time.strftime("%Y-%m-%d"), **machine.versions(),
+            "gpu": machine.device_name(True) if device == "cuda" else None}
 
 
 def bench_config(smoke: bool, work: str, run_name: str, **overrides) -> Config:

@@ -7,10 +7,9 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.bench   # the measurement tools' group: pytest -m bench
-
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
-                                reason="triton is not installed")
+pytestmark = [pytest.mark.bench,   # the measurement tools' group: pytest -m bench
+              pytest.mark.skipif(importlib.util.find_spec("triton") is None,
+                                 reason="triton is not installed")]
 
 
 def report(*args, prefix="| 64x"):
