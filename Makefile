@@ -55,6 +55,7 @@ help:
 	@echo "  MODELS=<dir>      - where checkpoints and final weights go (default: run folder)"
 	@echo "  JOBS=<n>          - runs in parallel (default: one per GPU, 1 on CPU)"
 	@echo "  FORCE=1           - re-run even finished runs"
+	@echo "  SEEDS=\"1 2 3\"     - seeds of every cell (CONFIG_MATRIX_SEEDS); SEED=n is SEEDS=n"
 	@echo "  SHAPES=\"MxKxN ..\" - bench-kernels: time these matmuls only (e.g. SHAPES=256x2048x1000)"
 	@echo "  V=1               - show the commands make runs"
 

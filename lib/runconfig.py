@@ -31,7 +31,8 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 # Fields that say where things go, not what is computed: left out of the run hash.
 NON_SEMANTIC = ("data_dir", "data_download", "out_dir", "models_dir", "trackio_project", "trackio_dir",
-                "num_workers", "monitor_interval", "log_interval", "gpu_memory_gb", "compile_mode")
+                "num_workers", "monitor_interval", "log_interval", "gpu_memory_gb", "compile_mode",
+                "id_seed")
 
 
 class ConfigError(ValueError):
@@ -75,7 +76,8 @@ class RunConfig:
     dataset: str = ""
     data_dir: str = "data"
     data_download: bool = False
-    seed: int = setting(1, lo=0, hi=2147483647)
+    seed: int = setting(1, lo=0, hi=2147483647, help="seeds python, numpy and torch, the data "
+                        "order and the augmentation (in a matrix, CONFIG_MATRIX_SEEDS)")
     # --- optimizer (lib/optim.py; docs/optimizers.md) --------------------------
     optimizer: str = setting("adamw", choices=OPTIMIZERS, help="the optimizer (docs/"
                              "optimizers.md; in a matrix, CONFIG_MATRIX_OPTIMIZER_*)")
@@ -141,6 +143,8 @@ class RunConfig:
                                    "(by hand: the model)")
     trackio_dir: str = setting("", help="trackio's store; default results/trackio")
     monitor_interval: float = 2.0
+    id_seed: bool = setting(False, help="the run id shows the seed (set by the planner when "
+                            "a matrix has several seeds)")
 
     # ---------------------------------------------------------------------------
     def validate(self) -> "RunConfig":
@@ -199,7 +203,8 @@ class RunConfig:
 
     def run_id(self) -> str:
         s = "0" if self.pruning_method == "none" else f"{self.target_sparsity:g}"
-        return f"{self.model}_{self.optimizer}_{self.pruning_method}_s{s}-{self.config_hash()}"
+        seed = f"_seed{self.seed}" if self.id_seed else ""
+        return f"{self.model}_{self.optimizer}_{self.pruning_method}_s{s}{seed}-{self.config_hash()}"
 
     @classmethod
     def field_types(cls) -> dict:

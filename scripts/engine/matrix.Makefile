@@ -1,9 +1,12 @@
 # SPDX-License-Identifier: MIT
 # The matrix: run it, resume it, check it, report it (scripts/engine/matrix.py).
 
+ifneq ($(and $(SEED),$(SEEDS)),)
+$(error SEED= and SEEDS= both given; SEED=n is SEEDS=n, give one)
+endif
 MATRIX_ARGS := $(if $(JOBS),--jobs $(JOBS)) $(if $(TIME),--time $(TIME)) \
 	$(if $(MODELS),--models $(MODELS)) $(if $(BASELINE),--baseline $(BASELINE)) \
-	$(if $(filter 1 y yes,$(FORCE)),--force)
+	$(if $(SEEDS)$(SEED),--seeds "$(SEEDS)$(SEED)") $(if $(filter 1 y yes,$(FORCE)),--force)
 
 all: $(STAMP) .config
 	$(Q)$(PY) -m scripts.engine.matrix run $(MATRIX_ARGS)
@@ -12,7 +15,7 @@ continue: $(STAMP)
 	$(Q)$(PY) -m scripts.engine.matrix continue $(MATRIX_ARGS)
 
 dry-run: $(STAMP) .config
-	$(Q)$(PY) -m scripts.engine.matrix dry-run
+	$(Q)$(PY) -m scripts.engine.matrix dry-run $(MATRIX_ARGS)
 
 status: $(STAMP)
 	$(Q)$(PY) -m scripts.engine.matrix status $(MATRIX_ARGS)

@@ -118,8 +118,9 @@ def describe_result(rid: str) -> str:
             f"{s.get('wall_time_s', 0):.1f}s")
 
 
-def execute(cfgs: list, jobs: int) -> int:
-    """Run cfgs (already written to their run folders); return how many failed."""
+def capacity(cfgs: list) -> tuple[bool, int, int]:
+    """(on GPUs?, GPUs visible, GPUs per run); an error when the machine cannot run cfgs,
+    raised before anything is recorded."""
     cuda = any(c.device == "cuda" for c in cfgs)
     ngpu = gpu_count() if cuda else 0
     if cuda and ngpu == 0:
@@ -128,6 +129,12 @@ def execute(cfgs: list, jobs: int) -> int:
     per_run = max((c.gpus for c in cfgs), default=1) if cuda else 0
     if cuda and per_run > ngpu:
         raise ConfigError(f"a run asks for {per_run} GPUs (CONFIG_GPUS) but {ngpu} are visible")
+    return cuda, ngpu, per_run
+
+
+def execute(cfgs: list, jobs: int) -> int:
+    """Run cfgs (already written to their run folders); return how many failed."""
+    cuda, ngpu, per_run = capacity(cfgs)
     if not jobs:
         jobs = max(1, ngpu // per_run) if cuda else 1
     ex = LocalExecutor(jobs, list(range(ngpu)))
@@ -207,15 +214,23 @@ def finish(mdir: str, baseline, failed: int) -> int:
 # -----------------------------------------------------------------------------
 # commands
 
-def cmd_run(args) -> int:
+def plan_overrides(args) -> dict:
+    """The make variables that change what a matrix plans: TIME, MODELS, SEEDS (or SEED)."""
     overrides = {}
     if args.time is not None:
         overrides["time_budget"] = float(args.time)
     if args.models:
         overrides["models_root"] = args.models
-    p = planner.plan(args.config, overrides)
+    if args.seeds is not None:
+        overrides["seeds"] = args.seeds
+    return overrides
+
+
+def cmd_run(args) -> int:
+    p = planner.plan(args.config, plan_overrides(args))
     if args.baseline:
         report.find_baseline(args.baseline)      # fail before anything runs
+    capacity(p.runs)                             # ... or is recorded as the latest matrix
     lock = Lock()                                # noqa: F841  (held until exit)
     for what, why in p.skipped:
         say(f"skip {what}: {why}")
@@ -257,7 +272,7 @@ def cmd_continue(args) -> int:
 
 def cmd_dry_run(args) -> int:
     t0 = time.time()
-    p = planner.plan(args.config, {})
+    p = planner.plan(args.config, plan_overrides(args))
     for what, why in p.skipped:
         say(f"skip {what}: {why}")
     rows = []
@@ -330,6 +345,27 @@ def cmd_status(args) -> int:
     return 0
 
 
+# which make variable each command reads; any other given is refused by name, not ignored
+USES = {"run": {"jobs", "time", "models", "baseline", "seeds", "force"},
+        "continue": {"jobs", "baseline"},
+        "dry-run": {"time", "models", "seeds"},
+        "update-graphs": {"baseline"}, "archive": {"baseline"}, "status": {"baseline"}}
+VARIABLES = {"jobs": "JOBS", "time": "TIME", "models": "MODELS", "baseline": "BASELINE",
+             "seeds": "SEEDS/SEED", "force": "FORCE"}
+
+
+def refuse_ignored(args) -> None:
+    given = [k for k, v in (("jobs", args.jobs), ("time", args.time), ("models", args.models),
+                            ("baseline", args.baseline), ("seeds", args.seeds),
+                            ("force", args.force)) if v not in (None, "", 0, False)]
+    ignored = [k for k in given if k not in USES[args.command]]
+    if ignored:
+        hint = (" (`make continue` resumes the recorded plan as it was; `make` re-plans)"
+                if args.command == "continue" else "")
+        raise SystemExit(f"error: {', '.join(VARIABLES[k] + '=' for k in ignored)} does nothing "
+                         f"for `make {args.command}`{hint}; drop it")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["run", "continue", "dry-run", "update-graphs", "archive", "status"])
@@ -339,7 +375,9 @@ def main(argv=None) -> int:
     ap.add_argument("--time", type=float, default=None, help="per-run wall-clock budget (TIME=s)")
     ap.add_argument("--models", default="", help="checkpoint root (MODELS=dir)")
     ap.add_argument("--baseline", default="", help="run id to compare against (BASELINE=id)")
+    ap.add_argument("--seeds", default=None, help="seeds of every cell (SEEDS=\"1 2 3\", SEED=n)")
     args = ap.parse_args(argv)
+    refuse_ignored(args)
     if args.command in ("run", "continue"):
         die_with_parent()
     cmd = {"run": cmd_run, "continue": cmd_continue, "dry-run": cmd_dry_run,

@@ -116,6 +116,25 @@ def parse_sparsities(text: str) -> list[float]:
     return sorted(set(levels))
 
 
+def parse_seeds(text: str, source: str = "CONFIG_MATRIX_SEEDS") -> list[int]:
+    """The matrix's seeds, in the order given; each an integer in [0, 2^31)."""
+    seeds = []
+    for tok in [t for t in re.split(r"[,\s]+", text.strip()) if t]:
+        try:
+            seed = int(tok, 10)
+        except ValueError:
+            raise ConfigError(f"{source}: {tok!r} is not an integer seed; use a list like "
+                              f"\"1 2 3\"") from None
+        if not 0 <= seed < 2**31:
+            raise ConfigError(f"{source}: {seed} is outside [0, 2147483647]")
+        if seed in seeds:
+            raise ConfigError(f"{source}: seed {seed} is listed twice")
+        seeds.append(seed)
+    if not seeds:
+        raise ConfigError(f"{source} is empty; give at least one seed, e.g. \"1\"")
+    return seeds
+
+
 def resolve(kconf, model: str, optimizer: str, method: str, sparsity: float,
             overrides: dict) -> RunConfig:
     cls = config_class(model)
@@ -137,7 +156,8 @@ def resolve(kconf, model: str, optimizer: str, method: str, sparsity: float,
 
 
 def plan(config_path: str, overrides: dict | None = None) -> Plan:
-    """overrides: run-config fields set on the make command line (TIME -> time_budget, ...)."""
+    """overrides: run-config fields set on the make command line (TIME -> time_budget, ...),
+    and "seeds" (SEEDS="1 2 3"), which replaces CONFIG_MATRIX_SEEDS."""
     kconf = load_kconfig(config_path)
     overrides = dict(overrides or {})
     p = Plan(name=_set(kconf, "MATRIX_NAME") or "custom", hw=_set(kconf, "HW_NAME") or "cpu",
@@ -159,6 +179,10 @@ def plan(config_path: str, overrides: dict | None = None) -> Plan:
         raise ConfigError("CONFIG_MATRIX_SPARSITY_LEVELS is empty but a pruning method is "
                           "selected; set levels like \"0.5 0.7\"")
     models_dir = overrides.pop("models_root", None) or _set(kconf, "MODELS_DIR") or ""
+    given = overrides.pop("seeds", None)
+    seeds = (parse_seeds(str(given), "SEEDS") if given is not None
+             else parse_seeds(_set(kconf, "MATRIX_SEEDS") if _set(kconf, "MATRIX_SEEDS") is not None
+                              else str(RunConfig.seed)))
     for model in models:
         for opt in optimizers:
             for method in methods:
@@ -167,12 +191,14 @@ def plan(config_path: str, overrides: dict | None = None) -> Plan:
                     p.skipped.append((f"{model} {opt} {method}", reason))
                     continue
                 for s in ([0.0] if method == "none" else levels):
-                    cfg = resolve(kconf, model, opt, method, s, overrides)
-                    cfg.trackio_project = p.name
-                    if models_dir:
-                        root = models_dir if os.path.isabs(models_dir) else os.path.join(REPO, models_dir)
-                        cfg.models_dir = os.path.join(root, cfg.run_id())
-                    p.runs.append(cfg)
+                    for seed in seeds:
+                        cfg = resolve(kconf, model, opt, method, s,
+                                      {**overrides, "seed": seed, "id_seed": len(seeds) > 1})
+                        cfg.trackio_project = p.name
+                        if models_dir:
+                            root = models_dir if os.path.isabs(models_dir) else os.path.join(REPO, models_dir)
+                            cfg.models_dir = os.path.join(root, cfg.run_id())
+                        p.runs.append(cfg)
     ids = [c.run_id() for c in p.runs]
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:

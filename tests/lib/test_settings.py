@@ -102,6 +102,10 @@ def test_every_choice_and_range_matches(kconf):
     assert not wrong, "\n".join(wrong)
 
 
+def test_matrix_seeds_default_is_the_dataclass_seed(kconf):
+    assert unconditional_default(kconf, kconf.syms["MATRIX_SEEDS"]) == str(RunConfig().seed)
+
+
 def test_matrix_lists_are_the_dataclass_choices(kconf):
     for prefix, field in (("MATRIX_OPTIMIZER_", "optimizer"), ("MATRIX_PRUNING_", "pruning_method")):
         names = [s.name[len(prefix):].lower() for s in kconf.unique_defined_syms
@@ -139,7 +143,7 @@ def test_help_comes_from_kconfig(kconf, capsys):
     # a model symbol's help, the shared menu's help, a choice's help, with the symbol named
     assert "12 for GPT-2 124M, 24 for 350M" in text
     assert "CONFIG_GPT2_N_LAYER" in text
-    assert "Seeds python, numpy and torch" in text
+    assert "Where torchvision looks for MNIST" in text
     assert "How text becomes tokens" in text
     assert "(default 12" in text
 

@@ -4,7 +4,7 @@ closed pipe ends a command quietly."""
 import os
 import subprocess
 
-from conftest import PY, REPO, run_cmd
+from conftest import PY, REPO, run_cmd, write_config
 from scripts.engine import report
 
 MATRIX = os.path.join(REPO, "scripts", "engine", "matrix.py")
@@ -55,3 +55,32 @@ def test_a_closed_pipe_ends_a_command_quietly():
                            text=True, timeout=120)
         assert p.returncode == 0, (reader, p.stderr)
         assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, (reader, p.stderr)
+
+
+def test_a_make_that_cannot_run_records_nothing(tmp_path, results):
+    """A GPU preset on a machine without a GPU (CUDA_VISIBLE_DEVICES="" hides any) fails
+    before a matrix folder or LATEST exists, so `make status` / `make continue` never point
+    at a matrix that cannot run."""
+    cfg = write_config(tmp_path / ".config", open(f"{REPO}/defconfigs/lenet5-h100").read())
+    p = run_cmd([PY, MATRIX, "run", "--config", cfg], env_extra={"CUDA_VISIBLE_DEVICES": ""})
+    assert p.returncode == 2 and "none is visible" in p.stderr, p.stderr
+    assert not (results / "matrices").exists() or not os.listdir(results / "matrices")
+
+
+def test_make_variables_work_or_are_refused_by_name(tmp_path, results):
+    cfg = write_config(tmp_path / ".config", "CONFIG_MATRIX_SEEDS=\"1\"\n")
+    for cmd, var, flag in (("status", "TIME=", ["--time", "30"]),
+                           ("continue", "SEEDS/SEED=", ["--seeds", "2"]),
+                           ("update-graphs", "JOBS=", ["--jobs", "2"])):
+        p = run_cmd([PY, MATRIX, cmd, "--config", cfg, *flag])
+        assert p.returncode != 0 and f"{var} does nothing for `make {cmd}`" in p.stderr, p.stderr
+    # TIME= and SEEDS= reach the dry-run's plan: two seeds, ids showing them, the budget set
+    p = run_cmd([PY, MATRIX, "dry-run", "--config", cfg, "--seeds", "3 4", "--time", "30"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "lenet5_adamw_none_s0_seed3-" in p.stdout and "_seed4-" in p.stdout
+    p1 = run_cmd([PY, MATRIX, "dry-run", "--config", cfg, "--seeds", "3 4"])
+    assert p1.stdout.split("_seed3-")[1][:8] != p.stdout.split("_seed3-")[1][:8], "TIME= ignored"
+    make = run_cmd(["make", "--no-print-directory", "-n", "dry-run", "SEED=5"])
+    assert '--seeds "5"' in make.stdout, make.stdout + make.stderr
+    both = run_cmd(["make", "--no-print-directory", "-n", "dry-run", "SEED=5", "SEEDS=1 2"])
+    assert both.returncode != 0 and "SEED= and SEEDS= both given" in both.stderr

@@ -40,7 +40,7 @@ def test_default_matrix_ids_are_the_archived_ones(tmp_path):
 
 def test_symbols_reach_fields_with_per_optimizer_override(tmp_path):
     p = plan_of(tmp_path, 'CONFIG_MATRIX_OPTIMIZER_SGD=y\nCONFIG_LENET5_SGD_LR="0.07"\n'
-                          'CONFIG_LENET5_LR="3e-3"\nCONFIG_LENET5_EPOCHS=4\nCONFIG_SEED=9\n')
+                          'CONFIG_LENET5_LR="3e-3"\nCONFIG_LENET5_EPOCHS=4\nCONFIG_MATRIX_SEEDS="9"\n')
     by_opt = {c.optimizer: c for c in p.runs}
     assert by_opt["sgd"].lr == 0.07 and by_opt["adamw"].lr == 3e-3
     assert by_opt["adamw"].epochs == 4 and by_opt["adamw"].seed == 9
@@ -81,3 +81,28 @@ def test_missing_config_says_how_to_make_one(tmp_path):
 def test_every_defconfig_plans(tmp_path, name):
     p = plan_of(tmp_path, open(f"{planner.REPO}/defconfigs/{name}").read())
     assert p.runs and p.name == name
+
+
+def test_seeds_are_a_matrix_dimension(tmp_path):
+    one = plan_of(tmp_path, 'CONFIG_MATRIX_PRUNING_MAGNITUDE=y\nCONFIG_MATRIX_SPARSITY_LEVELS="0.5"\n')
+    three = plan_of(tmp_path, 'CONFIG_MATRIX_PRUNING_MAGNITUDE=y\nCONFIG_MATRIX_SPARSITY_LEVELS="0.5"\n'
+                              'CONFIG_MATRIX_SEEDS="1 2 3"\n')
+    assert len(three.runs) == 3 * len(one.runs)
+    assert [c.seed for c in three.runs[:3]] == [1, 2, 3]     # one cell's seeds side by side
+    ids = [c.run_id() for c in three.runs]
+    assert ids[1].startswith("lenet5_adamw_none_s0_seed2-") and len(set(ids)) == len(ids)
+    # the seed-1 run is the single-seed matrix's run (same hash), only its id shows the seed
+    assert three.runs[0].config_hash() == one.runs[0].config_hash()
+    assert "_seed" not in one.runs[0].run_id()
+    # SEEDS= on the command line replaces the list
+    over = plan_of(tmp_path, 'CONFIG_MATRIX_SEEDS="1 2 3"\n', seeds="4 5")
+    assert sorted({c.seed for c in over.runs}) == [4, 5]
+
+
+@pytest.mark.parametrize("text, words", [
+    ('"1 x"', "'x' is not an integer seed"), ('"1 1"', "seed 1 is listed twice"),
+    ('""', "CONFIG_MATRIX_SEEDS is empty"), ('"-3"', "outside"),
+])
+def test_bad_seed_lists_name_the_symbol(tmp_path, text, words):
+    with pytest.raises(ConfigError, match=words):
+        plan_of(tmp_path, f"CONFIG_MATRIX_SEEDS={text}\n")
