@@ -2,6 +2,7 @@
 training loop (lib/trainer.py) and the dry-run (lib/dryrun.py)."""
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -9,7 +10,22 @@ import torch
 
 import kernels
 from lib import optim, pruning
-from lib.runconfig import RunConfig
+from lib.runconfig import KERNEL_SWITCHES, RunConfig
+
+
+def kernel_switches(cfg: RunConfig) -> dict:
+    """Set the kernels/ switches (KERNELS_TMA, ...) from the run config, unless the
+    environment already sets one (an explicit override, e.g. on a GPU box); return the
+    effective values, which the run records in status.json."""
+    out = {}
+    for env, name in KERNEL_SWITCHES.items():
+        value = getattr(cfg, name)
+        value = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        if env not in os.environ and value:
+            os.environ[env] = value
+        out[env] = os.environ.get(env, "")
+    out["TRITON_INTERPRET"] = os.environ.get("TRITON_INTERPRET", "")
+    return out
 
 
 def set_seed(seed: int) -> None:

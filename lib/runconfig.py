@@ -32,7 +32,11 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 # Fields that say where things go, not what is computed: left out of the run hash.
 NON_SEMANTIC = ("data_dir", "data_download", "out_dir", "models_dir", "trackio_project", "trackio_dir",
                 "num_workers", "monitor_interval", "log_interval", "gpu_memory_gb", "compile_mode",
-                "id_seed")
+                "id_seed", "kernels_tma", "kernels_persistent", "kernels_autotune",
+                "kernels_cache_dir")
+# The kernels/ switches (environment variables, read at call time) and their fields
+KERNEL_SWITCHES = {"KERNELS_TMA": "kernels_tma", "KERNELS_PERSISTENT": "kernels_persistent",
+                   "KERNELS_AUTOTUNE": "kernels_autotune", "KERNELS_CACHE_DIR": "kernels_cache_dir"}
 
 
 class ConfigError(ValueError):
@@ -135,6 +139,10 @@ class RunConfig:
     kernel_backend: str = setting("torch", choices=("torch", "triton", "cpu"))
     kernel_linear: bool = False
     gpu_memory_gb: int = setting(0, lo=0, hi=1024)
+    kernels_tma: bool = True
+    kernels_persistent: bool = True
+    kernels_autotune: str = setting("1", choices=("1", "0", "compile"))
+    kernels_cache_dir: str = ""
     # --- where things go and tracking -----------------------------------------
     out_dir: str = setting("", help="the run folder; default results/runs/<run id>")
     models_dir: str = ""
@@ -155,8 +163,7 @@ class RunConfig:
         for f in fields(self):
             m, v = meta(type(self), f.name), getattr(self, f.name)
             if m["choices"] and v not in m["choices"]:
-                bad(f.name, f"unknown {f.name.replace('_', ' ')}; choose one of "
-                    f"{', '.join(m['choices'])} (--{f.name.replace('_', '-')})")
+                type(self).check_choices(self, (f.name,))
             lo, hi = m["range"]
             if (lo is not None and v < lo) or (hi is not None and v > hi):
                 bad(f.name, f"must be in [{lo}, {hi}]" if hi is not None else f"must be >= {lo}")
@@ -182,13 +189,18 @@ class RunConfig:
 
     @classmethod
     def check_choices(cls, obj, names) -> None:
-        """The choice check of validate() for a few fields of any object with them (the
-        pruner checks its own settings this way)."""
+        """The choice check of validate() for a few fields of any object that has them (the
+        pruner and the data loaders check theirs this way)."""
         for name in names:
             allowed = meta(cls, name)["choices"]
             if getattr(obj, name) not in allowed:
-                raise ValueError(f"{name}={getattr(obj, name)!r}: choose one of "
-                                 f"{', '.join(allowed)} (--{name.replace('_', '-')})")
+                # a choice a model declares is set by its own symbol (CONFIG_RESNET18_DATASET)
+                mine = (cls is not RunConfig and name in cls.__dict__.get("__annotations__", {})
+                        and cls.__dataclass_fields__[name].metadata)
+                sym = f", CONFIG_{cls().model.upper()}_{name.upper()}" if mine else ""
+                raise ConfigError(f"{name}={getattr(obj, name)!r}: unknown "
+                                  f"{name.replace('_', ' ')}; choose one of {', '.join(allowed)} "
+                                  f"(--{name.replace('_', '-')}{sym})")
 
     # ---------------------------------------------------------------------------
     def to_dict(self) -> dict:

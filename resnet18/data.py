@@ -5,15 +5,11 @@ both ResNets share; see docs/data.md.
 import torch
 
 from lib import vision
-from lib.runconfig import ConfigError
-
-DATASETS = ("cifar10", "cifar100", "digits")
+from resnet18.config import Config
 
 
 def num_classes(cfg) -> int:
-    if cfg.dataset not in DATASETS:
-        raise ConfigError(f"dataset={cfg.dataset!r} is not a ResNet-18 data set; choose one of "
-                          f"{', '.join(DATASETS)} (CONFIG_RESNET18_DATASET, --dataset)")
+    Config.check_choices(cfg, ("dataset",))
     return vision.NUM_CLASSES[cfg.dataset]
 
 

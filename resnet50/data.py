@@ -6,16 +6,13 @@ docs/data.md.
 import torch
 
 from lib import vision
-from lib.runconfig import ConfigError
+from resnet50.config import Config
 
-DATASETS = ("imagenet", "cifar100", "cifar10", "digits")
 SYMBOL = "CONFIG_RESNET50_DATASET"
 
 
 def check(cfg) -> None:
-    if cfg.dataset not in DATASETS:
-        raise ConfigError(f"dataset={cfg.dataset!r} is not a ResNet-50 data set; choose one of "
-                          f"{', '.join(DATASETS)} ({SYMBOL}, --dataset)")
+    Config.check_choices(cfg, ("dataset",))
 
 
 def num_classes(cfg) -> int:
