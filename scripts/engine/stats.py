@@ -53,7 +53,8 @@ def compare(values: dict, base: dict) -> dict:
         d = np.asarray([values[s] - base[s] for s in common], dtype=float)
         n, sd = len(d), float(d.std(ddof=1))
         half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-        p = float(stats.ttest_rel([values[s] for s in common], [base[s] for s in common]).pvalue)
+        p = (float(stats.ttest_rel([values[s] for s in common], [base[s] for s in common]).pvalue)
+             if sd > 0 else float(d.mean() == 0))    # no spread: the difference is exact
         out.update(diff=float(d.mean()), diff_low=float(d.mean()) - half,
                    diff_high=float(d.mean()) + half, p_value=p,
                    test=f"paired t ({n} seeds)")
@@ -62,7 +63,8 @@ def compare(values: dict, base: dict) -> dict:
         se = math.sqrt(va + vb)
         df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se else 1.0
         half = float(stats.t.ppf(0.975, df)) * se
-        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+        p = (float(stats.ttest_ind(a, b, equal_var=False).pvalue) if se > 0
+             else float(out["diff"] == 0))
         out.update(diff_low=out["diff"] - half, diff_high=out["diff"] + half, p_value=p,
                    test=f"Welch t ({len(a)} vs {len(b)} runs)")
     return out
