@@ -34,6 +34,9 @@ NON_SEMANTIC = ("data_dir", "data_download", "out_dir", "models_dir", "trackio_p
                 "num_workers", "monitor_interval", "log_interval", "gpu_memory_gb", "compile_mode",
                 "id_seed", "kernels_tma", "kernels_persistent", "kernels_autotune",
                 "kernels_cache_dir")
+# Semantic fields added after run ids were first published: in the hash only when set away
+# from their default, so the runs that existed before them keep their ids.
+LATER = ("data_on_gpu",)
 # The kernels/ switches (environment variables, read at call time) and their fields
 KERNEL_SWITCHES = {"KERNELS_TMA": "kernels_tma", "KERNELS_PERSISTENT": "kernels_persistent",
                    "KERNELS_AUTOTUNE": "kernels_autotune", "KERNELS_CACHE_DIR": "kernels_cache_dir"}
@@ -136,6 +139,8 @@ class RunConfig:
     compile_mode: str = setting("default", choices=COMPILE_MODES)
     gpus: int = setting(1, lo=1, hi=64)
     num_workers: int = setting(0, lo=0, hi=64)
+    data_on_gpu: bool = setting(False, help="crop, flip and normalise image batches on the "
+                                "device (lib/gpu_data.py; the ResNets' CONFIG_*_DATA_ON_GPU)")
     kernel_backend: str = setting("torch", choices=("torch", "triton", "cpu"))
     kernel_linear: bool = False
     gpu_memory_gb: int = setting(0, lo=0, hi=1024)
@@ -207,7 +212,13 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def semantic_dict(self) -> dict:
-        return {k: v for k, v in self.to_dict().items() if k not in NON_SEMANTIC}
+        """What a run computes: every field but NON_SEMANTIC, and the LATER fields only where
+        they differ from their default (so adding a setting keeps every existing run id)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in NON_SEMANTIC}
+        for name in LATER:
+            if d.get(name) == type(self).__dataclass_fields__[name].default:
+                d.pop(name, None)
+        return d
 
     def config_hash(self) -> str:
         blob = json.dumps(self.semantic_dict(), sort_keys=True).encode()

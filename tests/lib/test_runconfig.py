@@ -72,3 +72,12 @@ def test_a_sparsity_without_a_method_and_a_method_without_a_sparsity_are_errors(
         RunConfig(pruning_method="magnitude").validate()
     assert "--target-sparsity" in str(e.value) and "CONFIG_MATRIX_SPARSITY_" in str(e.value)
     RunConfig(pruning_method="magnitude", target_sparsity=0.7).validate()
+
+
+def test_a_later_setting_enters_the_hash_only_when_set():
+    """data_on_gpu came after run ids were published: off, it leaves every id as it was."""
+    from lib.runconfig import LATER
+    base = RunConfig(model="lenet5")
+    assert "data_on_gpu" in LATER and "data_on_gpu" not in base.semantic_dict()
+    on = RunConfig(model="lenet5", data_on_gpu=True)
+    assert on.semantic_dict()["data_on_gpu"] is True and on.run_id() != base.run_id()
