@@ -1120,7 +1120,7 @@ def triton_matmul(a, b, bias=None, activation=None):
     """The Triton path of kernels.matmul: a [..., M, K] @ b [K, N] (+ bias [N]), activation."""
     _check_matmul(a, b)
     a, b, bias = autocast_inputs(a, b, bias)
-    return ops.matmul(a, b, bias, activation, "triton", __name__)
+    return ops.matmul(a, b, bias, activation, "triton")
 
 
 def triton_linear(x, weight, bias=None):
@@ -1136,7 +1136,7 @@ def triton_linear(x, weight, bias=None):
         as_is = weight_as_is(x.numel() // max(1, x.shape[-1]), weight.shape[0],
                              weight.shape[1], weight.dtype, weight.device, copy_cached=cache)
         w_kn = None if as_is else weight_kn(param, weight.dtype, cache=cache)
-    return ops.linear(x, weight, bias, w_kn, "triton", __name__)
+    return ops.linear(x, weight, bias, w_kn, "triton")
 
 
 def _check_matmul(a, b):
@@ -1218,11 +1218,11 @@ def cpu_matmul(a, b, bias=None, activation=None):
         raise ValueError(f"matmul: a {tuple(a.shape)} @ b {tuple(b.shape)}: b must be 2-D "
                          "[K, N] with K = a's last dimension")
     a, b, bias = autocast_inputs(a, b, bias)
-    return ops.matmul(a, b, bias, activation, "cpu", __name__)
+    return ops.matmul(a, b, bias, activation, "cpu")
 
 
 def cpu_linear(x, weight, bias=None):
     """The cpu path of kernels.linear: F.linear."""
     _check_linear(x, weight)
     x, weight, bias = autocast_inputs(x, weight, bias)
-    return ops.linear(x, weight, bias, None, "cpu", __name__)
+    return ops.linear(x, weight, bias, None, "cpu")

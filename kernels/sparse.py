@@ -296,15 +296,14 @@ def _check(x, weight, block_size):
 def triton_block_sparse_linear(x, weight, block_size, bias=None):
     _check(x, weight, block_size)
     x, weight, bias = autocast_inputs(x, weight, bias)
-    return ops.block_sparse_linear(x, weight, bias, tile_for(block_size), "triton",
-                                   __name__)
+    return ops.block_sparse_linear(x, weight, bias, tile_for(block_size), "triton")
 
 
 def cpu_block_sparse_linear(x, weight, block_size, bias=None):
     _check(x, weight, block_size)
     x, weight, bias = autocast_inputs(x, weight, bias)
     tile = block_size * max(1, -(-CPU_MIN_TILE // block_size))
-    return ops.block_sparse_linear(x, weight, bias, tile, "cpu", __name__)
+    return ops.block_sparse_linear(x, weight, bias, tile, "cpu")
 
 
 # --- 2:4 semi-structured --------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The verifier catches wrong kernels (mutation testing) and invalid plans.
 
 Mutants are the production modules with one deliberate source edit each, loaded as separate
-modules, so the test exercises the real kernels' code, not look-alikes. Each must fail the
+modules and swapped in where the ops look their module up (ops.FAMILIES), so the test
+exercises the real kernels' code, not look-alikes. Each must fail the
 small grid by a numeric mismatch (or NaN from an unwritten, poisoned element). Invalid plans
 must fail validation with a KernelPlanError naming stage, shape, error and the plan's knobs.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import _common, verify
+from kernels import _common, ops, verify
 from kernels import reference as ref
 from kernels._common import KernelPlanError
 
@@ -75,9 +76,10 @@ def load_variant(module: str, edits, tag: str, tmp_path: Path):
 
 
 @pytest.mark.parametrize("name", sorted(MUTANTS))
-def test_mutant_is_caught_by_a_numeric_mismatch(name, tmp_path, triton_device):
+def test_mutant_is_caught_by_a_numeric_mismatch(name, tmp_path, triton_device, monkeypatch):
     module, fn, op, edits = MUTANTS[name]
     mutant = load_variant(module, edits, name, tmp_path)
+    monkeypatch.setitem(ops.FAMILIES, module, mutant)
     results = verify.verify([op], impls={op: getattr(mutant, fn)}, grid="small",
                             device=triton_device, seed=11, stop_on_first=True)
     assert verify.caught(results), f"mutant {name} passed the verifier"
@@ -87,10 +89,13 @@ def test_mutant_is_caught_by_a_numeric_mismatch(name, tmp_path, triton_device):
 
 
 @pytest.mark.parametrize("module, fn, op", sorted({m[:3] for m in MUTANTS.values()}))
-def test_unmutated_copy_passes_the_mutants_grid(module, fn, op, tmp_path, triton_device):
-    """Control: the loader changes nothing, and the unmutated code passes the very grid,
-    dtypes and seed the mutants are checked on, so a mutant is caught by its mutation."""
+def test_unmutated_copy_passes_the_mutants_grid(module, fn, op, tmp_path, triton_device,
+                                                monkeypatch):
+    """Control: the loader and the swap change nothing, and the unmutated code passes the
+    very grid, dtypes and seed the mutants are checked on, so a mutant is caught by its
+    mutation."""
     mod = load_variant(module, [], f"identity_{module}", tmp_path)
+    monkeypatch.setitem(ops.FAMILIES, module, mod)
     results = verify.verify([op], impls={op: getattr(mod, fn)}, grid="small",
                             device=triton_device, seed=11)
     assert not verify.caught(results), verify.format_failures(results)
