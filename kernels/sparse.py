@@ -223,7 +223,7 @@ def launch(x: torch.Tensor, b: torch.Tensor, count: torch.Tensor, cols: torch.Te
     return y
 
 
-_LAUNCHES: dict = {}   # as in matmul.py: repeated calls skip plan search and validation
+_LAUNCHES: dict = {}   # as in matmul/launcher.py: repeated calls skip plan search, validation
 
 
 # --- the ops' bodies (kernels/ops.py: knlp_kernels::block_sparse_linear and its backward) --
