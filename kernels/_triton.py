@@ -33,7 +33,7 @@ if HAS_TRITON:
     def tile_ids(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
         """(pid_m, pid_n) of tile_id in grouped launch order (tutorial 03): GROUP_M tile-rows
         sweep the tile-columns together, so they share B tiles in L2. Shared by the matmul
-        kernels (matmul.py, matmul_tma.py)."""
+        kernels (kernels/matmul/)."""
         num_pid_in_group = GROUP_M * num_pid_n
         first_pid_m = (tile_id // num_pid_in_group) * GROUP_M
         group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)

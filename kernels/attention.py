@@ -499,7 +499,7 @@ def triton_attention(q, k, v, causal=True, scale=None):
         raise ValueError(f"attention: head dim {D} > {MAX_HEAD_DIM} is not supported by the "
                          "Triton kernel; use kernel_backend 'torch'")
     _check_keys(B * H * Tq, Tk)
-    return ops.attention(q, k, v, bool(causal), _scale(scale, D), "triton", __name__)
+    return ops.attention(q, k, v, bool(causal), _scale(scale, D), "triton")
 
 
 def _check_keys(rows, Tk):
@@ -596,5 +596,4 @@ def cpu_attention(q, k, v, causal=True, scale=None, block=CPU_BLOCK):
     B, H, Tq, Tk, D = check_inputs(q, k, v)
     if Tk == 0:
         raise ValueError("attention: T_k = 0 keys: softmax over an empty set is undefined")
-    return ops.attention(q, k, v, bool(causal), _scale(scale, D), "cpu", __name__,
-                         int(block))
+    return ops.attention(q, k, v, bool(causal), _scale(scale, D), "cpu", int(block))

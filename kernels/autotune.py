@@ -62,10 +62,9 @@ def mode() -> str:
 def bucket(n: int) -> int:
     """Shape bucket of a dimension that varies between calls (tokens): n rounded up to its
     top three bits, four buckets an octave (512, 640, 768, 896, 1024, 1280, ...), so a plan
-    tuned at one size serves sizes up to 25% larger. It was the next power of two until
-    2026-12-02: then GPT-2's weight gradients of its [2304, 768] and [3072, 768] Linears
-    (M = out features) shared the plan tuned at 2304, which at 3072 runs 144 tiles on 132
-    SMs in two waves: 174 us, where the best plan at 3072 takes 155 (H200)."""
+    tuned at one size serves sizes up to 25% larger. Not the next power of two: GPT-2's
+    dW of its [2304, 768] and [3072, 768] weights (M = out features) would share the plan
+    tuned at 2304, which at 3072 runs two waves (174 us vs 155 for 3072's own plan)."""
     n = int(n)
     if n <= 4:
         return max(1, n)
@@ -90,9 +89,8 @@ def median_ms(fn, warmup_ms: int = 10, rep_ms: int = 40) -> float:
 def graph_median_ms(fn, calls: int = 10, rounds: int = 12) -> float:
     """Median GPU time of one call of fn: `calls` calls captured in one CUDA graph, its replay
     timed with CUDA events `rounds` times. Timing calls one by one also times the host that
-    launches them whenever the host is slower than the kernel: on one H100 lease every small
-    matmul took 0.11 ms per call from Python, so the tuner ranked plans of a 12 us GEMM by host
-    noise (and picked a plan 1.5x slower than the one an earlier lease had chosen)."""
+    launches them whenever the host is slower than the kernel (a slow host's 0.11 ms per
+    call from Python ranked the plans of a 12 us GEMM by host noise)."""
     fn()                                   # compiles (never inside a capture)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())

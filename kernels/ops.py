@@ -25,11 +25,11 @@ its autograd formula sums it with traced torch ops (need_bias is False for it).
 
 Each op's fake (register_fake) allocates exactly as the real op does (shape, dtype and
 strides; tests/kernels/test_ops.py checks them with torch.library.opcheck). The bodies are
-the kernel modules' functions; this module holds only the op definitions.
+the kernel modules' functions, found through FAMILIES; this module holds only the op
+definitions.
 """
 # no `from __future__ import annotations`: torch.library reads these annotations as types
 import importlib
-import sys
 from typing import Optional
 
 import torch
@@ -38,18 +38,22 @@ NAMESPACE = "knlp_kernels"
 ROUTES = ("triton", "cpu")
 
 
+# op family -> the module whose functions its ops run, or that module's name (imported on
+# first use: these modules import this one). Tests swap a family for a mutant copy with
+# monkeypatch.setitem(ops.FAMILIES, "attention", mutant).
+FAMILIES: dict = {"matmul": f"{__package__}.matmul", "attention": f"{__package__}.attention",
+                  "sparse": f"{__package__}.sparse"}
+
+
+def _impl(family: str):
+    """The module that runs `family`'s ops (FAMILIES)."""
+    mod = FAMILIES[family]
+    return importlib.import_module(mod) if isinstance(mod, str) else mod
+
+
 def _mod(name: str):
-    """kernels.matmul / kernels.attention / kernels.sparse (they import this module)."""
+    """kernels.attention's own helpers for the fakes (shapes only, never swapped)."""
     return importlib.import_module(f"{__package__}.{name}")
-
-
-def _impl(impl: str):
-    """The module whose functions an op runs: the caller's __name__ (kernels.matmul, ...;
-    tests/kernels/test_verify.py's mutants pass their own, so the mutated code is what runs)."""
-    mod = sys.modules.get(impl)
-    if mod is None or not impl.startswith(f"{__package__}."):
-        raise ValueError(f"{NAMESPACE}: impl {impl!r} is not an imported kernels module")
-    return mod
 
 
 def _check_route(route: str) -> None:
@@ -71,10 +75,10 @@ def needs_grad(*tensors) -> bool:
 
 # --- matmul / linear ----------------------------------------------------------------------
 def _matmul_body(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor],
-            activation: Optional[str], store_preact: bool,
-            route: str, impl: str) -> tuple[torch.Tensor, torch.Tensor]:
+                 activation: Optional[str], store_preact: bool,
+                 route: str) -> tuple[torch.Tensor, torch.Tensor]:
     _check_route(route)
-    c, z = _impl(impl).matmul_forward(route, a, b, bias, activation, store_preact)
+    c, z = _impl("matmul").matmul_forward(route, a, b, bias, activation, store_preact)
     return c, (z if z is not None else _none(a))
 
 
@@ -82,23 +86,23 @@ _matmul = torch.library.custom_op(f"{NAMESPACE}::matmul", _matmul_body, mutates_
 
 
 @_matmul.register_fake
-def _(a, b, bias, activation, store_preact, route, impl):
+def _(a, b, bias, activation, store_preact, route):
     shape = (*a.shape[:-1], b.shape[1])
     z = a.new_empty(shape) if store_preact and activation == "gelu" else _none(a)
     return a.new_empty(shape), z
 
 
 def _linear_body(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-            weight_kn: Optional[torch.Tensor], route: str, impl: str) -> torch.Tensor:
+                 weight_kn: Optional[torch.Tensor], route: str) -> torch.Tensor:
     _check_route(route)
-    return _impl(impl).linear_forward(route, x, weight, bias, weight_kn)
+    return _impl("matmul").linear_forward(route, x, weight, bias, weight_kn)
 
 
 _linear = torch.library.custom_op(f"{NAMESPACE}::linear", _linear_body, mutates_args=())
 
 
 @_linear.register_fake
-def _(x, weight, bias, weight_kn, route, impl):
+def _(x, weight, bias, weight_kn, route):
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
@@ -106,17 +110,16 @@ def _(x, weight, bias, weight_kn, route, impl):
 def _matmul_backward(grad: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                      saved: Optional[torch.Tensor], activation: Optional[str],
                      weight_layout: bool, need_a: bool, need_b: bool, need_bias: bool,
-                     route: str, impl: str
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     route: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _check_route(route)
-    da, db, dbias = _impl(impl).matmul_backward(route, grad, a, b, saved, activation,
-                                                   weight_layout, need_a, need_b, need_bias)
+    da, db, dbias = _impl("matmul").matmul_backward(route, grad, a, b, saved, activation,
+                                                     weight_layout, need_a, need_b, need_bias)
     return (da if da is not None else _none(a), db if db is not None else _none(a),
             dbias if dbias is not None else _none(a))
 
 
 @_matmul_backward.register_fake
-def _(grad, a, b, saved, activation, weight_layout, need_a, need_b, need_bias, route, impl):
+def _(grad, a, b, saved, activation, weight_layout, need_a, need_b, need_bias, route):
     n = b.shape[0] if weight_layout else b.shape[1]
     bias_dtype = torch.float32 if route == "triton" else a.dtype
     return (a.new_empty(a.shape) if need_a else _none(a),
@@ -129,11 +132,11 @@ def _bias_grad(dbias, need, dtype):
 
 
 def _matmul_setup(ctx, inputs, output):
-    a, b, bias, activation, store_preact, route, impl = inputs
+    a, b, bias, activation, store_preact, route = inputs
     out, z = output
     saved = z if activation == "gelu" else (out if activation == "relu" else None)
     ctx.save_for_backward(a, b, saved)
-    ctx.activation, ctx.route, ctx.impl = activation, route, impl
+    ctx.activation, ctx.route = activation, route
     ctx.bias_dtype = bias.dtype if bias is not None else None
 
 
@@ -144,16 +147,15 @@ def _matmul_grad(ctx, grad, _grad_preact):
         raise RuntimeError("knlp_kernels::matmul: gelu's backward needs the pre-activation, "
                            "which the forward did not store (store_preact=False)")
     da, db, dbias = torch.ops.knlp_kernels.matmul_backward(
-        grad, a, b, saved, ctx.activation, False, need[0], need[1], need[2], ctx.route,
-        ctx.impl)
+        grad, a, b, saved, ctx.activation, False, need[0], need[1], need[2], ctx.route)
     return (da if need[0] else None, db if need[1] else None,
-            _bias_grad(dbias, need[2], ctx.bias_dtype), None, None, None, None)
+            _bias_grad(dbias, need[2], ctx.bias_dtype), None, None, None)
 
 
 def _linear_setup(ctx, inputs, output):
-    x, weight, bias, _weight_kn, route, impl = inputs
+    x, weight, bias, _weight_kn, route = inputs
     ctx.save_for_backward(x, weight)
-    ctx.route, ctx.impl = route, impl
+    ctx.route = route
     ctx.bias_dtype = bias.dtype if bias is not None else None
 
 
@@ -161,13 +163,13 @@ def _linear_grad(ctx, grad):
     x, weight = ctx.saved_tensors
     need = ctx.needs_input_grad
     dx, dw, _ = torch.ops.knlp_kernels.matmul_backward(
-        grad, x, weight, None, None, True, need[0], need[1], False, ctx.route, ctx.impl)
+        grad, x, weight, None, None, True, need[0], need[1], False, ctx.route)
     # The bias gradient as traced torch ops, not inside the opaque op: under torch.compile
     # inductor writes the reduction itself and may fuse it with grad's producer. Inside the
-    # op it was ATen's sum, 7.7 ms of a 150 ms GPT-2 step on the H100 (profile, 2026-11-23).
+    # op it was ATen's sum, 7.7 ms of a 150 ms GPT-2 step on the H100.
     dbias = grad.reshape(-1, grad.shape[-1]).sum(0, dtype=torch.float32) if need[2] else None
     return (dx if need[0] else None, dw if need[1] else None,
-            _bias_grad(dbias, need[2], ctx.bias_dtype), None, None, None)
+            _bias_grad(dbias, need[2], ctx.bias_dtype), None, None)
 
 
 _matmul.register_autograd(_matmul_grad, setup_context=_matmul_setup)
@@ -175,20 +177,21 @@ _linear.register_autograd(_linear_grad, setup_context=_linear_setup)
 
 
 # --- attention ----------------------------------------------------------------------------
-def _attention_body(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float,
-               route: str, block: int, impl: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _attention_body(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                    scale: float, route: str, block: int) -> tuple[torch.Tensor, torch.Tensor]:
     _check_route(route)
-    attn = _impl(impl)
+    attn = _impl("attention")
     if route == "triton":
         return attn.forward(q, k, v, causal, scale)
     return attn.cpu_forward(q, k, v, causal, scale, block)
 
 
-_attention = torch.library.custom_op(f"{NAMESPACE}::attention", _attention_body, mutates_args=())
+_attention = torch.library.custom_op(f"{NAMESPACE}::attention", _attention_body,
+                                     mutates_args=())
 
 
 @_attention.register_fake
-def _(q, k, v, causal, scale, route, block, impl):
+def _(q, k, v, causal, scale, route, block):
     B, H, Tq, _ = q.shape
     if route == "triton":   # O like q (after _unit_last), LSE [B*H, T_q] fp32 (log2 domain)
         return torch.empty_like(_mod("attention")._unit_last(q)), \
@@ -200,17 +203,17 @@ def _(q, k, v, causal, scale, route, block, impl):
 @torch.library.custom_op(f"{NAMESPACE}::attention_backward", mutates_args=())
 def _attention_backward(grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                         out: torch.Tensor, lse: torch.Tensor, causal: bool, scale: float,
-                        route: str, block: int, impl: str
+                        route: str, block: int
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _check_route(route)
-    attn = _impl(impl)
+    attn = _impl("attention")
     if route == "triton":
         return attn.backward(q, k, v, out, lse, grad, causal, scale)
     return attn.cpu_backward(grad, q, k, v, out, lse, causal, scale, block)
 
 
 @_attention_backward.register_fake
-def _(grad, q, k, v, out, lse, causal, scale, route, block, impl):
+def _(grad, q, k, v, out, lse, causal, scale, route, block):
     attn = _mod("attention")
     if route == "triton":
         return tuple(torch.empty_like(attn._unit_last(t)) for t in (q, k, v))
@@ -219,51 +222,53 @@ def _(grad, q, k, v, out, lse, causal, scale, route, block, impl):
 
 
 def _attention_setup(ctx, inputs, output):
-    q, k, v, causal, scale, route, block, impl = inputs
+    q, k, v, causal, scale, route, block = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse)
-    ctx.causal, ctx.scale, ctx.route, ctx.block, ctx.impl = causal, scale, route, block, impl
+    ctx.causal, ctx.scale, ctx.route, ctx.block = causal, scale, route, block
 
 
 def _attention_grad(ctx, grad, _grad_lse):
     q, k, v, out, lse = ctx.saved_tensors
     dq, dk, dv = torch.ops.knlp_kernels.attention_backward(
-        grad, q, k, v, out, lse, ctx.causal, ctx.scale, ctx.route, ctx.block, ctx.impl)
-    return dq, dk, dv, None, None, None, None, None
+        grad, q, k, v, out, lse, ctx.causal, ctx.scale, ctx.route, ctx.block)
+    return dq, dk, dv, None, None, None, None
 
 
 _attention.register_autograd(_attention_grad, setup_context=_attention_setup)
 
 
 # --- block-sparse linear ------------------------------------------------------------------
-def _block_sparse_linear_body(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                         tile: int, route: str, impl: str) -> torch.Tensor:
+def _block_sparse_linear_body(x: torch.Tensor, weight: torch.Tensor,
+                              bias: Optional[torch.Tensor], tile: int,
+                              route: str) -> torch.Tensor:
     _check_route(route)
-    return _impl(impl).block_sparse_forward(route, x, weight, bias, tile)
+    return _impl("sparse").block_sparse_forward(route, x, weight, bias, tile)
 
 
-_block_sparse_linear = torch.library.custom_op(f"{NAMESPACE}::block_sparse_linear", _block_sparse_linear_body, mutates_args=())
+_block_sparse_linear = torch.library.custom_op(f"{NAMESPACE}::block_sparse_linear",
+                                               _block_sparse_linear_body, mutates_args=())
 
 
 @_block_sparse_linear.register_fake
-def _(x, weight, bias, tile, route, impl):
+def _(x, weight, bias, tile, route):
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
 @torch.library.custom_op(f"{NAMESPACE}::block_sparse_linear_backward", mutates_args=())
 def _block_sparse_linear_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                                   tile: int, need_x: bool, need_w: bool, need_bias: bool,
-                                  route: str, impl: str
+                                  route: str
                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _check_route(route)
-    dx, dw, dbias = _impl(impl).block_sparse_backward(route, grad, x, weight, tile,
-                                                         need_x, need_w, need_bias)
+    dx, dw, dbias = _impl("sparse").block_sparse_backward(route, grad, x, weight, tile,
+                                                           need_x, need_w, need_bias)
     return (dx if dx is not None else _none(x), dw if dw is not None else _none(x),
             dbias if dbias is not None else _none(x))
 
 
 @_block_sparse_linear_backward.register_fake
-def _(grad, x, weight, tile, need_x, need_w, need_bias, route, impl):
+def _(grad, x, weight, tile, need_x, need_w, need_bias, route):
     bias_dtype = torch.float32 if route == "triton" else x.dtype
     return (x.new_empty(x.shape) if need_x else _none(x),
             x.new_empty(weight.shape) if need_w else _none(x),
@@ -271,9 +276,9 @@ def _(grad, x, weight, tile, need_x, need_w, need_bias, route, impl):
 
 
 def _block_sparse_setup(ctx, inputs, output):
-    x, weight, bias, tile, route, impl = inputs
+    x, weight, bias, tile, route = inputs
     ctx.save_for_backward(x, weight)
-    ctx.tile, ctx.route, ctx.impl = tile, route, impl
+    ctx.tile, ctx.route = tile, route
     ctx.bias_dtype = bias.dtype if bias is not None else None
 
 
@@ -281,9 +286,9 @@ def _block_sparse_grad(ctx, grad):
     x, weight = ctx.saved_tensors
     need = ctx.needs_input_grad
     dx, dw, dbias = torch.ops.knlp_kernels.block_sparse_linear_backward(
-        grad, x, weight, ctx.tile, need[0], need[1], need[2], ctx.route, ctx.impl)
+        grad, x, weight, ctx.tile, need[0], need[1], need[2], ctx.route)
     return (dx if need[0] else None, dw if need[1] else None,
-            _bias_grad(dbias, need[2], ctx.bias_dtype), None, None, None)
+            _bias_grad(dbias, need[2], ctx.bias_dtype), None, None)
 
 
 _block_sparse_linear.register_autograd(_block_sparse_grad, setup_context=_block_sparse_setup)
@@ -297,32 +302,32 @@ def _direct(*tensors) -> bool:
     return not needs_grad(*tensors) and not torch.compiler.is_compiling()
 
 
-def matmul(a, b, bias, activation, route, impl):
+def matmul(a, b, bias, activation, route):
     """act(a @ b + bias) through knlp_kernels::matmul; gelu's pre-activation is stored only
     when autograd records the call."""
     if _direct(a, b, bias):
-        return _matmul_body(a, b, bias, activation, False, route, impl)[0]
+        return _matmul_body(a, b, bias, activation, False, route)[0]
     store = activation == "gelu" and needs_grad(a, b, bias)
-    return torch.ops.knlp_kernels.matmul(a, b, bias, activation, store, route, impl)[0]
+    return torch.ops.knlp_kernels.matmul(a, b, bias, activation, store, route)[0]
 
 
-def linear(x, weight, bias, weight_kn, route, impl):
+def linear(x, weight, bias, weight_kn, route):
     if _direct(x, weight, bias):
-        return _linear_body(x, weight, bias, weight_kn, route, impl)
-    return torch.ops.knlp_kernels.linear(x, weight, bias, weight_kn, route, impl)
+        return _linear_body(x, weight, bias, weight_kn, route)
+    return torch.ops.knlp_kernels.linear(x, weight, bias, weight_kn, route)
 
 
-def attention(q, k, v, causal, scale, route, impl, block=0):
+def attention(q, k, v, causal, scale, route, block=0):
     """O in q's dtype (the cpu route computes in fp32 for 16-bit inputs: the cast back is a
     traced op, and its backward casts dO to fp32 as the cpu path always did)."""
     if _direct(q, k, v):
-        out, _lse = _attention_body(q, k, v, causal, scale, route, block, impl)
+        out, _lse = _attention_body(q, k, v, causal, scale, route, block)
     else:
-        out, _lse = torch.ops.knlp_kernels.attention(q, k, v, causal, scale, route, block, impl)
+        out, _lse = torch.ops.knlp_kernels.attention(q, k, v, causal, scale, route, block)
     return out.to(q.dtype)
 
 
-def block_sparse_linear(x, weight, bias, tile, route, impl):
+def block_sparse_linear(x, weight, bias, tile, route):
     if _direct(x, weight, bias):
-        return _block_sparse_linear_body(x, weight, bias, tile, route, impl)
-    return torch.ops.knlp_kernels.block_sparse_linear(x, weight, bias, tile, route, impl)
+        return _block_sparse_linear_body(x, weight, bias, tile, route)
+    return torch.ops.knlp_kernels.block_sparse_linear(x, weight, bias, tile, route)

@@ -223,7 +223,7 @@ def launch(x: torch.Tensor, b: torch.Tensor, count: torch.Tensor, cols: torch.Te
     return y
 
 
-_LAUNCHES: dict = {}   # as in matmul.py: repeated calls skip plan search and validation
+_LAUNCHES: dict = {}   # as in matmul/launcher.py: repeated calls skip plan search, validation
 
 
 # --- the ops' bodies (kernels/ops.py: knlp_kernels::block_sparse_linear and its backward) --
@@ -296,15 +296,14 @@ def _check(x, weight, block_size):
 def triton_block_sparse_linear(x, weight, block_size, bias=None):
     _check(x, weight, block_size)
     x, weight, bias = autocast_inputs(x, weight, bias)
-    return ops.block_sparse_linear(x, weight, bias, tile_for(block_size), "triton",
-                                   __name__)
+    return ops.block_sparse_linear(x, weight, bias, tile_for(block_size), "triton")
 
 
 def cpu_block_sparse_linear(x, weight, block_size, bias=None):
     _check(x, weight, block_size)
     x, weight, bias = autocast_inputs(x, weight, bias)
     tile = block_size * max(1, -(-CPU_MIN_TILE // block_size))
-    return ops.block_sparse_linear(x, weight, bias, tile, "cpu", __name__)
+    return ops.block_sparse_linear(x, weight, bias, tile, "cpu")
 
 
 # --- 2:4 semi-structured --------------------------------------------------------------------

@@ -91,11 +91,12 @@ def compile_report(fn, signature: dict, constexprs: dict, unit_strides, num_warp
 
 
 def matmul_report(plan: dict, wide: bool = False, arch: int = 90) -> dict:
-    """The tiled matmul kernel (kernels/matmul.py) for one plan, bf16, no epilogue (a
-    backward product); with `wide`, the wide split-K kernel (WIDE=1, SPLIT_K=2) instead."""
-    import importlib
+    """The tiled matmul kernel (kernels/matmul/tiled.py) for one plan, bf16, no epilogue (a
+    backward product); with `wide`, the wide split-K kernel (WIDE=1, SPLIT_K=2,
+    kernels/matmul/split_k.py) instead."""
     from triton.backends.compiler import GPUTarget
-    mm = importlib.import_module("kernels.matmul")
+
+    from kernels.matmul import split_k, tiled
     la, lb = plan["layout"]
     sizes = ("M", "N", "K", "stride_am", "stride_ak", "stride_bk", "stride_bn")
     consts = dict(EVEN_K=True, DOT_PRECISION="tf32", BLOCK_M=plan["BLOCK_M"],
@@ -104,12 +105,12 @@ def matmul_report(plan: dict, wide: bool = False, arch: int = 90) -> dict:
     units = ("stride_ak" if la == "r" else "stride_am", "stride_bn" if lb == "r" else
              "stride_bk")
     if wide:
-        fn = mm._matmul_split_k_wide_kernel
+        fn = split_k._matmul_split_k_wide_kernel
         signature = {"a_ptr": "*bf16", "b_ptr": "*bf16", "ws_ptr": "*fp32",
                      **{n: "i32" for n in sizes + ("stride_ws", "stride_wm")}}
         consts["SPLIT_K"] = 2
     else:
-        fn = mm._matmul_kernel
+        fn = tiled._matmul_kernel
         signature = {"a_ptr": "*bf16", "b_ptr": "*bf16", "c_ptr": "*bf16", "bias_ptr": "*bf16",
                      "z_ptr": "*bf16", **{n: "i32" for n in sizes + ("stride_cm", "stride_cn")}}
         consts.update(HAS_BIAS=False, ACTIVATION=0, STORE_PREACT=False)

@@ -26,7 +26,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export KERNELS_CACHE_DIR="$OUT/autotune"
 # the persistent and TMA plans join the tuning by default (KERNELS_PERSISTENT / KERNELS_TMA
-# set to 0 leave them out; docs/kernels.md); stream-K only with KERNELS_STREAM_K=1
+# set to 0 leave them out; docs/kernels.md); stream-K is experimental, never tuned in
 PY=${PYTHON:-python3}
 SHARDS=${SHARDS:-4}
 BUDGET=${BENCH_BUDGET:-200}      # seconds of benchmark cases (each case ends the budget check)

@@ -74,3 +74,26 @@ def test_cpu_attention_memory_is_linear_in_T():
     naive = verify.attention_peak_mb("reference", 4096)
     assert blocked < 100, f"blocked attention used {blocked:.0f} MiB at T=8192"
     assert naive > 160, f"reference used only {naive:.0f} MiB at T=4096"
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("tq, tk", [(5, 40), (3, 20), (20, 20)])
+def test_backward_gives_query_rows_past_t_q_no_weight(tq, tk, causal, triton_device):
+    """T_q shorter than the dK/dV kernel's query tile (BLOCK_M = 32): rows >= T_q must add
+    nothing to dK, dV (they load q = dO = 0, LSE = Delta = 0). q, k, v and dO are views of
+    buffers whose rows past T are NaN, so a load that reached past them would show."""
+    g = torch.Generator().manual_seed(8)
+
+    def view(t):   # [1, 2, t, 16] of a [1, 2, t + 7, 16] buffer, NaN past row t
+        buf = torch.randn(1, 2, t + 7, 16, generator=g)
+        buf[:, :, t:] = float("nan")
+        return buf.to(triton_device)[:, :, :t]
+    q, k, v, do = view(tq), view(tk), view(tk), view(tq)
+    o, lse = attn().forward(q, k, v, causal)
+    plan = {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_D": 16, "num_warps": 4, "num_stages": 1}
+    dq, dk, dv = attn().backward(q, k, v, o, lse, do, causal,
+                                 configs={"dkdv": plan, "dq": plan})
+    q6, k6, v6 = (t.double().requires_grad_() for t in (q, k, v))
+    ref.attention(q6, k6, v6, causal=causal).backward(do.double())
+    for got, want in ((dq, q6.grad), (dk, k6.grad), (dv, v6.grad)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)

@@ -93,9 +93,9 @@ def test_persistent_matmul_plan_on_the_gpu(shape):
 @pytest.mark.parametrize("shape", [(257, 4099, 1001), (768, 16384, 768), (3, 8192, 5)])
 @pytest.mark.parametrize("tile", [(128, 128, 64, 8, 4), (64, 64, 64, 4, 4)])
 def test_stream_k_plan_on_the_gpu(shape, tile):
-    """The stream-K kernel (a tuning candidate with KERNELS_STREAM_K=1), forced, with all
-    programs resident and spinning on each other's flags: against float64, NaN-poisoned,
-    and identical bits on a second call."""
+    """The stream-K kernel (kernels/experimental/stream_k.py: never tuned in), forced, with
+    all programs resident and spinning on each other's flags: against float64,
+    NaN-poisoned, and identical bits on a second call."""
     bm, bn, bk, w, s = tile
     plan = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, "num_warps": w,
             "num_stages": s, "STREAM_K": 1}
@@ -147,18 +147,18 @@ def test_tuner_times_the_gpu_not_the_host():
 
 def test_linear_backward_through_a_tma_plan_in_a_fresh_process():
     """A fresh process whose first CUDA work in autograd's backward thread is a TMA plan's
-    product (as with a warm autotune cache): it needs matmul_tma.bind_context, without which
-    the descriptor fill failed with "invalid device context" (H200, 2026-12-01)."""
+    product (as with a warm autotune cache): it needs kernels.matmul.tma.bind_context,
+    without which the descriptor fill fails with "invalid device context"."""
     script = """
 import importlib
 import torch, kernels
-mm = importlib.import_module("kernels.matmul")
+launcher = importlib.import_module("kernels.matmul.launcher")
 if torch.cuda.get_device_capability()[0] < 9:
     print("SKIP"); raise SystemExit
 tma = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 8,
        "num_stages": 4, "TMA": 1}
 plain = {k: v for k, v in tma.items() if k != "TMA"}
-mm.candidate_plans = lambda M, N, K, dtype, device, layout=None: \
+launcher.candidate_plans = lambda M, N, K, dtype, device, layout=None: \
     [tma if layout == "rr" else plain]   # TMA reads row-major operands: dX's and y's
 kernels.set_backend("triton")
 x = torch.randn(2048, 768, device="cuda", dtype=torch.bfloat16, requires_grad=True)

@@ -17,6 +17,10 @@ def mm():
     return importlib.import_module("kernels.matmul")
 
 
+def launcher():
+    return importlib.import_module("kernels.matmul.launcher")
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.label())
 def test_triton_matches_reference(case, triton_device):
     impl = mm().triton_matmul if case.op == "matmul" else mm().triton_linear
@@ -158,21 +162,22 @@ def test_split_k_is_bit_reproducible_through_the_launch_cache(triton_device, mon
     """The ordered reduction gives identical bits on every call: the first call (plan pick,
     validation, compile) and two from the launch cache, whose entry launches both kernels."""
     plan = split_k_plan(4)
-    monkeypatch.setattr(mm(), "candidate_plans", lambda *args: [plan])
-    monkeypatch.setattr(mm(), "_LAUNCHES", {})
+    monkeypatch.setattr(launcher(), "candidate_plans", lambda *args: [plan])
+    monkeypatch.setattr(launcher(), "_LAUNCHES", {})
+    split_k = importlib.import_module("kernels.matmul.split_k")
     reduces = []
-    real_reduce = mm()._split_k_reduce_kernel
+    real_reduce = split_k._split_k_reduce_kernel
 
     class CountingReduce:   # kernel[grid](...) with a count of the launches
         def __getitem__(self, grid):
             launch = real_reduce[grid]
             return lambda *args, **kw: (reduces.append(grid), launch(*args, **kw))
 
-    monkeypatch.setattr(mm(), "_split_k_reduce_kernel", CountingReduce())
+    monkeypatch.setattr(split_k, "_split_k_reduce_kernel", CountingReduce())
     a, b, bias = split_k_inputs((37, 75, 29), torch.bfloat16, triton_device)
     with kernels.poisoned():
         runs = [mm().launch(a, b, bias, "gelu", store_preact=True) for _ in range(3)]
-    assert len(mm()._LAUNCHES) == 1 and len(reduces) == 3
+    assert len(launcher()._LAUNCHES) == 1 and len(reduces) == 3
     for c, z in runs[1:]:
         assert torch.equal(c, runs[0][0]) and torch.equal(z, runs[0][1])
     pre = a.double() @ b.double() + bias.double()
@@ -183,8 +188,8 @@ def test_split_k_is_bit_reproducible_through_the_launch_cache(triton_device, mon
 def test_split_k_forward_and_gradients_of_linear(dtype, triton_device, monkeypatch):
     """Every product of a Linear's forward and backward (dX, and dW with the tokens as K)
     through a split-K plan, against float64 autograd, gradients NaN-poisoned."""
-    monkeypatch.setattr(mm(), "candidate_plans", lambda *args: [split_k_plan(2)])
-    monkeypatch.setattr(mm(), "_LAUNCHES", {})
+    monkeypatch.setattr(launcher(), "candidate_plans", lambda *args: [split_k_plan(2)])
+    monkeypatch.setattr(launcher(), "_LAUNCHES", {})
     case = verify.Case("linear", (37, 75, 29), dtype, bias=True)
     results = verify.run_case(case, mm().triton_linear, triton_device, seed=3)
     assert [r.stage for r in results] == ["forward", "grad:a", "grad:b", "grad:bias"]
@@ -218,8 +223,8 @@ def test_wide_split_k_plan_matches_reference(shape, split_k, bias_on, activation
 def test_wide_split_k_trains_a_linear_and_is_bit_reproducible(triton_device, monkeypatch):
     """Every product of a Linear's forward and backward through a wide plan (dW's A is
     column-major: dZ^T), against float64 autograd; a second call gives the same bits."""
-    monkeypatch.setattr(mm(), "candidate_plans", lambda *args: [wide_plan(2)])
-    monkeypatch.setattr(mm(), "_LAUNCHES", {})
+    monkeypatch.setattr(launcher(), "candidate_plans", lambda *args: [wide_plan(2)])
+    monkeypatch.setattr(launcher(), "_LAUNCHES", {})
     case = verify.Case("linear", (100, 75, 70), torch.bfloat16, bias=True)
     results = verify.run_case(case, mm().triton_linear, triton_device, seed=3)
     assert [r.stage for r in results] == ["forward", "grad:a", "grad:b", "grad:bias"]
@@ -316,67 +321,12 @@ def test_deep_pipeline_plans_only_for_few_tile_products():
     assert deep(256, 1000, 2048, dtype=torch.float32) == []
 
 
-# --- stream-K (opt-in: KERNELS_STREAM_K=1) -----------------------------------------------
-# (M, K, N) with 16x16x16 tiles on the interpreter's 4 "SMs" (4 or 12 programs): 37x75x29
-# cuts tiles between programs, with a shifted last row tile; 16x160x16 is one tile of 10 K
-# blocks, so its head adds up to 9 tails; 5x20x33 has 6 K blocks in all, fewer than 12
-# programs (the launcher caps them: an empty program would leave a head waiting); 40x300x50
-# ends K in a partial block.
-STREAM_K_SHAPES = [(37, 75, 29), (16, 160, 16), (5, 20, 33), (40, 300, 50)]
-
-
-def stream_k_plan(per_sm):
-    return {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2, "num_warps": 4,
-            "num_stages": 2, "STREAM_K": per_sm}
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("per_sm", [1, 3])
-@pytest.mark.parametrize("shape", STREAM_K_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_stream_k_plan_matches_reference(shape, per_sm, dtype, triton_device):
-    check_forced_plan(stream_k_plan(per_sm), shape, True, "gelu", dtype, triton_device,
-                      SPLIT_K_RTOL[dtype])
-
-
-def test_stream_k_is_bit_reproducible_and_trains_a_linear(triton_device, monkeypatch):
-    """Heads add their tails in unit order: identical bits call after call (the first call
-    and two from the launch cache); and a Linear's forward, dX and dW (tokens as K) through
-    stream-K against float64 autograd."""
-    monkeypatch.setattr(mm(), "candidate_plans", lambda *args: [stream_k_plan(2)])
-    monkeypatch.setattr(mm(), "_LAUNCHES", {})
-    a, b, bias = split_k_inputs((16, 160, 16), torch.bfloat16, triton_device)
-    runs = [mm().launch(a, b, bias)[0] for _ in range(3)]
-    assert len(mm()._LAUNCHES) == 1
-    assert all(torch.equal(c, runs[0]) for c in runs[1:])
-    case = verify.Case("linear", (37, 75, 29), torch.float32, bias=True)
-    results = verify.run_case(case, mm().triton_linear, triton_device, seed=3)
-    assert [r.stage for r in results] == ["forward", "grad:a", "grad:b", "grad:bias"]
-    assert all(r.ok for r in results), verify.format_failures(results)
-
-
-def test_stream_k_is_offered_only_when_asked_and_waves_are_part_empty(monkeypatch):
-    """KERNELS_STREAM_K=1 on a 132-SM GPU: GPT-2's dW of a [3072, 768] weight (144 tiles of
-    128x128: two waves, the second 12 tiles) gets stream-K candidates, each filling < 90% of
-    its waves; GPT-2's forward 16384x768x2304 (2304 tiles, 97% fill) none. Unset: none."""
-    plans = lambda *shape: [p for p in mm().gpu_plans(*shape, torch.bfloat16, sms=132)
-                            if "STREAM_K" in p]
-    dw = (3072, 768, 16384)   # M, N, K
-    assert plans(*dw) == []
-    monkeypatch.setenv("KERNELS_STREAM_K", "1")
-    offered = plans(*dw)
-    assert offered and all(mm().wave_fill(mm()._tiles(3072, 768, p["BLOCK_M"], p["BLOCK_N"]),
-                                          132) < 0.9 for p in offered)
-    assert {(p["BLOCK_M"], p["BLOCK_N"]) for p in offered} >= {(128, 128), (128, 256)}
-    assert plans(16384, 2304, 768) == []
-    assert mm().wave_fill(144, 132) == pytest.approx(144 / 264)
-
-
-# --- divisibility hints (matmul._divisibility, _aligned) -----------------------------------
+# --- divisibility hints (launcher._divisibility, tiled._aligned) --------------------------
 def test_divisibility_names_the_largest_power_of_two_up_to_16():
     """DIV is what every value the loads step along contiguous memory by shares: resnet50's
     fc as a Linear (N = 1000, B's row stride 1000) gets 8; all multiples of 16 get 16; an odd
     N gets 1; a column-major A brings M (and its column stride) in."""
-    div = mm()._divisibility
+    div = launcher()._divisibility
     x = torch.empty(256, 2048)
     assert div(x, torch.empty(2048, 1000), "r", "r", 256, 1000) == 8
     assert div(x, torch.empty(2048, 1024), "r", "r", 256, 1024) == 16
@@ -410,7 +360,7 @@ def test_kernels_with_divisibility_hints_match_reference(shape, layout, expected
     a = _operand(m, k, layout[0], torch.float32, triton_device, g)
     b = _operand(k, n, layout[1], torch.float32, triton_device, g)
     bias = torch.randn(n, generator=g).to(triton_device)
-    assert mm()._divisibility(a, b, layout[0], layout[1], m, n) == expected_div
+    assert launcher()._divisibility(a, b, layout[0], layout[1], m, n) == expected_div
     plan = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 2, "num_warps": 4,
             "num_stages": 2, **{"plain": {}, "persistent": {"PERSISTENT": 1},
                                 "split_k": {"SPLIT_K": 2},

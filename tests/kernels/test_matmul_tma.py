@@ -1,4 +1,4 @@
-"""The TMA matmul plans (kernels/matmul_tma.py, plan knob TMA=1): forced plans against the
+"""The TMA matmul plans (kernels/matmul/tma.py, plan knob TMA=1): forced plans against the
 float64 reference in the interpreter (descriptor loads zero-fill and stores clip at the
 edges), the launch cache's per-call descriptors and fallback, and which problems the tuner
 offers TMA plans (unless KERNELS_TMA=0, operands with 16-byte aligned rows, row- or
@@ -19,7 +19,12 @@ def mm():
 
 
 def tma():
-    return importlib.import_module("kernels.matmul_tma")
+    return importlib.import_module("kernels.matmul.tma")
+
+
+def sub(name):
+    """A module of the kernels.matmul package (launcher, plans, weights, autograd)."""
+    return importlib.import_module(f"kernels.matmul.{name}")
 
 
 @pytest.fixture
@@ -35,7 +40,7 @@ def tma_device(triton_device):
 
 
 def spy_launches(monkeypatch, kernel_name):
-    """The grids of every launch of matmul_tma's `kernel_name`, recorded as it runs."""
+    """The grids of every launch of tma.py's `kernel_name`, recorded as it runs."""
     grids = []
     real = getattr(tma(), kernel_name)
 
@@ -99,7 +104,7 @@ def test_tma_plan_reads_column_major_operands(layout, dtype, tma_device, tma_lau
     a, b, bias = inputs((40, 72, 24), dtype, tma_device)
     a = column_major(a) if layout[0] == "c" else a
     b = column_major(b) if layout[1] == "c" else b
-    assert mm()._layout(a)[1] + mm()._layout(b)[1] == layout
+    assert sub("launcher")._layout(a)[1] + sub("launcher")._layout(b)[1] == layout
     with kernels.poisoned():
         c, z = mm().launch(a, b, bias, "gelu", store_preact=True, config=tma_plan())
     assert len(tma_launches) == 1
@@ -112,8 +117,8 @@ def test_tma_plan_reads_column_major_operands(layout, dtype, tma_device, tma_lau
 def test_launch_cache_builds_descriptors_per_call(tma_device, tma_launches, monkeypatch):
     """Through the launch cache (a TMA plan picked, then two cached calls): each call reads
     its own tensors (descriptors hold data pointers: a stale one would reuse old data)."""
-    monkeypatch.setattr(mm(), "candidate_plans", lambda *args: [tma_plan()])
-    monkeypatch.setattr(mm(), "_LAUNCHES", {})
+    monkeypatch.setattr(sub("launcher"), "candidate_plans", lambda *args: [tma_plan()])
+    monkeypatch.setattr(sub("launcher"), "_LAUNCHES", {})
     for seed in (1, 2, 3):
         a, b, bias = inputs((37, 72, 40), torch.float32, tma_device, seed=seed)
         with kernels.poisoned():
@@ -121,14 +126,14 @@ def test_launch_cache_builds_descriptors_per_call(tma_device, tma_launches, monk
         pre = a.double() @ b.double() + bias.double()
         torch.testing.assert_close(c.double(), ref.activate(pre, "gelu"), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(z.double(), pre, rtol=1e-5, atol=1e-5)
-    assert len(mm()._LAUNCHES) == 1 and len(tma_launches) == 3
+    assert len(sub("launcher")._LAUNCHES) == 1 and len(tma_launches) == 3
 
 
 @pytest.mark.parametrize("view", ["row stride 73", "base offset 4 bytes",
                                   "column-major B, column stride 73"])
 def test_misaligned_view_runs_the_plain_kernel(view, tma_device, tma_launches):
     """A view whose shape passes the plan check but whose memory breaks TMA's 16-byte rule
-    (for a column-major operand: its transpose's) runs matmul.py's kernel with the same
+    (for a column-major operand: its transpose's) runs the tiled kernel with the same
     tiles, correctly."""
     g = torch.Generator().manual_seed(3)
     wide = torch.randn(37, 73, generator=g).to(tma_device)
@@ -137,7 +142,7 @@ def test_misaligned_view_runs_the_plain_kernel(view, tma_device, tma_launches):
     if view.startswith("column-major"):
         a = a.contiguous()
         b = (torch.randn(40, 73, generator=g) / 8).to(tma_device)[:, :72].t()
-        assert mm()._layout(b)[1] == "c" and b.stride(1) == 73
+        assert sub("launcher")._layout(b)[1] == "c" and b.stride(1) == 73
     with kernels.poisoned():
         c, _ = mm().launch(a, b, config=tma_plan())
     assert tma_launches == []
@@ -223,10 +228,10 @@ def test_few_tile_products_get_the_small_tma_tiles(monkeypatch):
                        p["num_stages"])
     square = lambda plans: [p for p in _tmas(plans) if not p.get("WIDE_M")]
     small = square(mm().gpu_plans(256, 1000, 2048, torch.bfloat16, sms=132, layout="rr"))
-    assert small and {knobs(p) for p in small} <= set(mm()._TMA_SMALL_TILES_16BIT)
+    assert small and {knobs(p) for p in small} <= set(sub("plans")._TMA_SMALL_TILES_16BIT)
     assert (64, 128, 128, 4, 4) in {knobs(p) for p in small}
     large = square(mm().gpu_plans(*GPT2, torch.bfloat16, sms=132, layout="rr"))
-    assert large and {knobs(p) for p in large} <= set(mm()._TMA_TILES_16BIT)
+    assert large and {knobs(p) for p in large} <= set(sub("plans")._TMA_TILES_16BIT)
     assert min(p["BLOCK_M"] * p["BLOCK_N"] for p in large) >= 128 * 128
 
 
@@ -276,17 +281,18 @@ def test_linear_forward_reads_the_weight_as_is_or_a_copy(as_is, tma_device, tma_
     copy; elsewhere by the copy. Output and all three gradients equal float64 F.linear's
     (the backward's dW reads a column-major dZ^T through TMA too)."""
     asked = []   # weight_as_is's copy_cached: False under autograd (a copy each call)
-    monkeypatch.setattr(mm(), "weight_as_is", lambda *args, copy_cached: (
+    autograd, launcher = sub("autograd"), sub("launcher")
+    monkeypatch.setattr(autograd, "weight_as_is", lambda *args, copy_cached: (
         asked.append(copy_cached), as_is)[1])
-    monkeypatch.setattr(mm(), "candidate_plans", lambda *args: [tma_plan()])
-    monkeypatch.setattr(mm(), "_LAUNCHES", {})
+    monkeypatch.setattr(launcher, "candidate_plans", lambda *args: [tma_plan()])
+    monkeypatch.setattr(launcher, "_LAUNCHES", {})
     copies, layouts = [], []
-    real_copy, real_launch = mm().weight_kn, mm().launch
-    monkeypatch.setattr(mm(), "weight_kn", lambda *a, **k: (copies.append(1),
-                                                             real_copy(*a, **k))[1])
-    monkeypatch.setattr(mm(), "launch", lambda a, b, *rest, **kw: (
-        layouts.append(mm()._layout(a)[1] + mm()._layout(b)[1]), real_launch(a, b, *rest,
-                                                                             **kw))[1])
+    real_copy, real_launch = autograd.weight_kn, autograd.launch
+    monkeypatch.setattr(autograd, "weight_kn", lambda *a, **k: (copies.append(1),
+                                                                 real_copy(*a, **k))[1])
+    monkeypatch.setattr(autograd, "launch", lambda a, b, *rest, **kw: (
+        layouts.append(launcher._layout(a)[1] + launcher._layout(b)[1]),
+        real_launch(a, b, *rest, **kw))[1])
     kernels.set_backend("triton")
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 20, 24, generator=g).to(tma_device).requires_grad_()
@@ -313,23 +319,24 @@ def test_weight_as_is_only_where_the_tuner_has_tma_plans_for_it(monkeypatch):
     a CPU device or with tuning off (the untuned default is a plain plan, which reads the
     weight as is slower than the copy)."""
     asked, offered = [], [[tma_plan()]]
-    monkeypatch.setattr(mm(), "num_sms", lambda device: 132)
-    monkeypatch.setattr(mm(), "_AS_IS", {})
-    monkeypatch.setattr(mm(), "tma_plans", lambda M, N, K, dtype, sms, device, layout: (
+    weights = sub("weights")
+    monkeypatch.setattr(weights, "num_sms", lambda device: 132)
+    monkeypatch.setattr(weights, "_AS_IS", {})
+    monkeypatch.setattr(weights, "tma_plans", lambda M, N, K, dtype, sms, device, layout: (
         asked.append(layout), offered[0])[1])
     cuda = torch.device("cuda", 0)
     monkeypatch.setenv("KERNELS_AUTOTUNE", "1")
-    assert mm().weight_as_is(256, 1000, 2048, torch.bfloat16, cuda)
-    assert mm().weight_as_is(256, 1000, 2048, torch.bfloat16, cuda) and asked == ["rc"]
-    assert not mm().weight_as_is(16384, 3072, 768, torch.bfloat16, cuda, copy_cached=True)
-    assert mm().weight_as_is(16384, 3072, 768, torch.bfloat16, cuda, copy_cached=False)
-    assert mm().weight_as_is(256, 1000, 2048, torch.bfloat16, cuda, copy_cached=True)
+    assert weights.weight_as_is(256, 1000, 2048, torch.bfloat16, cuda)
+    assert weights.weight_as_is(256, 1000, 2048, torch.bfloat16, cuda) and asked == ["rc"]
+    assert not weights.weight_as_is(16384, 3072, 768, torch.bfloat16, cuda, copy_cached=True)
+    assert weights.weight_as_is(16384, 3072, 768, torch.bfloat16, cuda, copy_cached=False)
+    assert weights.weight_as_is(256, 1000, 2048, torch.bfloat16, cuda, copy_cached=True)
     offered[0] = []
-    assert not mm().weight_as_is(256, 1000, 2056, torch.bfloat16, cuda)
+    assert not weights.weight_as_is(256, 1000, 2056, torch.bfloat16, cuda)
     offered[0] = [tma_plan()]
-    assert not mm().weight_as_is(256, 1000, 2048, torch.bfloat16, torch.device("cpu"))
+    assert not weights.weight_as_is(256, 1000, 2048, torch.bfloat16, torch.device("cpu"))
     monkeypatch.setenv("KERNELS_AUTOTUNE", "0")
-    assert not mm().weight_as_is(256, 1000, 2048, torch.bfloat16, cuda)
+    assert not weights.weight_as_is(256, 1000, 2048, torch.bfloat16, cuda)
 
 
 # --- tall tiles (WIDE_M=1: 3/2 BLOCK_M rows x BLOCK_N as two dots, one program per tile) ----
@@ -382,8 +389,8 @@ def test_tall_plan_trains_a_linear(tma_device, tall_launches, monkeypatch):
     launch cache (forward x @ W^T, dX = dY @ W, dW = dY^T @ x with A column-major), against
     float64 autograd."""
     from kernels import verify
-    monkeypatch.setattr(mm(), "candidate_plans", lambda *args: [tall_plan()])
-    monkeypatch.setattr(mm(), "_LAUNCHES", {})
+    monkeypatch.setattr(sub("launcher"), "candidate_plans", lambda *args: [tall_plan()])
+    monkeypatch.setattr(sub("launcher"), "_LAUNCHES", {})
     case = verify.Case("linear", (100, 72, 40), torch.bfloat16, bias=True)
     results = verify.run_case(case, mm().triton_linear, tma_device, seed=3)
     assert [r.stage for r in results] == ["forward", "grad:a", "grad:b", "grad:bias"]

@@ -6,6 +6,8 @@ GPT-2 with every Linear and the attention through the kernels compiles to one fo
 one backward graph (no graph break); compiled (aot_eager) and eager give the same loss and
 gradients. The triton route runs in Triton's interpreter on CPU (conftest.py).
 """
+import importlib
+
 import pytest
 import torch
 from torch._dynamo.backends.common import aot_autograd
@@ -14,8 +16,6 @@ from functorch.compile import make_boxed_func
 
 import kernels
 from kernels import reference as ref
-
-IMPL = {"matmul": "kernels.matmul", "attention": "kernels.attention", "sparse": "kernels.sparse"}
 
 
 @pytest.fixture(params=["cpu", "triton"])
@@ -50,33 +50,32 @@ def test_opcheck_matmul(route, activation):
     a = _rand(2, 5, 24)[:, :, :20]              # a strided view: K = 20 of 24 columns
     b, bias = _rand(20, 13), _rand(13)
     op = torch.ops.knlp_kernels
-    _opcheck(op.matmul.default, (a, b, bias, activation, activation == "gelu", route,
-                                 IMPL["matmul"]))
-    out, z = op.matmul(a, b, bias, activation, True, route, IMPL["matmul"])
+    _opcheck(op.matmul.default, (a, b, bias, activation, activation == "gelu", route))
+    out, z = op.matmul(a, b, bias, activation, True, route)
     saved = z if activation == "gelu" else (out if activation == "relu" else None)
     grad = _rand(2, 5, 13, grad=False)
     for need in [(True, True, True), (False, True, False)]:
         _opcheck(op.matmul_backward.default,
                  (grad, a.detach(), b.detach(), None if saved is None else saved.detach(),
-                  activation, False, *need, route, IMPL["matmul"]))
+                  activation, False, *need, route))
 
 
 def test_opcheck_linear(route):
     x, w, bias = _rand(3, 4, 24), _rand(13, 24), _rand(13)
     w_kn = w.detach().t().contiguous() if route == "triton" else None
     op = torch.ops.knlp_kernels
-    _opcheck(op.linear.default, (x, w, bias, w_kn, route, IMPL["matmul"]))
-    _opcheck(op.linear.default, (x[0], w, None, w_kn, route, IMPL["matmul"]))
+    _opcheck(op.linear.default, (x, w, bias, w_kn, route))
+    _opcheck(op.linear.default, (x[0], w, None, w_kn, route))
     _opcheck(op.matmul_backward.default,
              (_rand(3, 4, 13, grad=False), x.detach(), w.detach(), None, None, True,
-              True, True, True, route, IMPL["matmul"]))
+              True, True, True, route))
 
 
 @pytest.mark.parametrize("causal", [True, False])
 def test_opcheck_attention(route, causal):
     q, k, v = _gpt2_layout()
     block = 4 if route == "cpu" else 0            # several key blocks on the cpu path
-    args = (causal, 0.25, route, block, IMPL["attention"])
+    args = (causal, 0.25, route, block)
     op = torch.ops.knlp_kernels
     _opcheck(op.attention.default, (q, k, v, *args))
     out, lse = op.attention(q, k, v, *args)
@@ -90,7 +89,7 @@ def test_opcheck_attention_bf16(route):
     bf16 (the fakes must say so)."""
     q, k, v = (t.detach().to(torch.bfloat16).requires_grad_() for t in _gpt2_layout(T=5))
     _opcheck(torch.ops.knlp_kernels.attention.default,
-             (q, k, v, True, 0.25, route, 0 if route == "triton" else 256, IMPL["attention"]))
+             (q, k, v, True, 0.25, route, 0 if route == "triton" else 256))
 
 
 @pytest.mark.parametrize("sparsity", [0.3, 0.8])   # the cpu path's dense and tiled branches
@@ -101,19 +100,36 @@ def test_opcheck_block_sparse_linear(route, sparsity):
     x = _rand(3, 96, 5).transpose(1, 2)          # x [3, 5, 96], not contiguous
     bias = _rand(64)
     op = torch.ops.knlp_kernels
-    _opcheck(op.block_sparse_linear.default, (x, w, bias, 32, route, IMPL["sparse"]))
+    _opcheck(op.block_sparse_linear.default, (x, w, bias, 32, route))
     _opcheck(op.block_sparse_linear_backward.default,
              (_rand(3, 5, 64, grad=False), x.detach(), w.detach(), 32, True, True, True,
-              route, IMPL["sparse"]))
+              route))
 
 
-def test_route_and_impl_are_checked():
+def test_route_is_checked():
     kernels.set_backend("cpu")
     x, w = torch.randn(2, 8), torch.randn(4, 8)
     with pytest.raises(ValueError, match="route 'torch'"):
-        torch.ops.knlp_kernels.linear(x, w, None, None, "torch", IMPL["matmul"])
-    with pytest.raises(ValueError, match="impl 'os'"):
-        torch.ops.knlp_kernels.linear(x, w, None, None, "cpu", "os")
+        torch.ops.knlp_kernels.linear(x, w, None, None, "torch")
+
+
+def test_ops_run_the_family_the_registry_names(route, monkeypatch):
+    """The schemas name no implementation: each op runs ops.FAMILIES[family]'s functions,
+    so swapping the registry entry (as the mutation tests do) swaps what runs, through the
+    op and its fake alike."""
+    from kernels import ops
+    real = importlib.import_module("kernels.matmul")
+    calls = []
+
+    class Spy:
+        def linear_forward(self, *args):
+            calls.append(args[0])
+            return real.linear_forward(*args)
+
+    monkeypatch.setitem(ops.FAMILIES, "matmul", Spy())
+    x, w = _rand(3, 8), _rand(4, 8)
+    torch.testing.assert_close(kernels.linear(x, w), x @ w.t(), rtol=1e-5, atol=1e-5)
+    assert calls == [route]
 
 
 def test_inference_records_no_autograd(route):

@@ -1,9 +1,11 @@
 """The verifier catches wrong kernels (mutation testing) and invalid plans.
 
-Mutants are the production modules with one deliberate source edit each, loaded as separate
-modules, so the test exercises the real kernels' code, not look-alikes. Each must fail the
-small grid by a numeric mismatch (or NaN from an unwritten, poisoned element). Invalid plans
-must fail validation with a KernelPlanError naming stage, shape, error and the plan's knobs.
+Mutants are the production files with one deliberate source edit each, loaded as separate
+modules and swapped in where the code looks its implementations up (ops.FAMILIES for an op
+module, the matmul launcher's KERNELS for a plan family), so the test exercises the real
+kernels' code, not look-alikes. Each must fail the small grid by a numeric mismatch (or NaN
+from an unwritten, poisoned element). Invalid plans must fail validation with a
+KernelPlanError naming stage, shape, error and the plan's knobs.
 """
 import importlib
 import importlib.util
@@ -14,56 +16,68 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels import _common, verify
+from kernels import _common, ops, verify
 from kernels import reference as ref
 from kernels._common import KernelPlanError
 
 
 KERNELS_DIR = Path(importlib.import_module("kernels").__file__).parent
 
-# name: (module, public function, op, [(original line, mutated line), ...])
+# name: (file under kernels/, op, [(original line, mutated line), ...])
 MUTANTS = {
     "uniform_attention_weights": (
-        "attention", "triton_attention", "attention",
+        "attention.py", "attention",
         [("qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale",
           "qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * 0.0")]),
     "missing_softmax_scale": (
-        "attention", "triton_attention", "attention",
+        "attention.py", "attention",
         [("args = (q, k, v, o, lse, sm_scale * LOG2E,", "args = (q, k, v, o, lse, LOG2E,")]),
     "no_causal_mask": (
-        "attention", "triton_attention", "attention",
+        "attention.py", "attention",
         [("keep = keep & (offs_m[:, None] >= cols[None, :])", "keep = keep")]),
     "off_by_one_store_edge": (
-        "matmul", "triton_matmul", "matmul",
+        "matmul/tiled.py", "matmul",
         [("c_mask = (offs_cm[:, None] < M) & (offs_cn[None, :] < N)",
           "c_mask = (offs_cm[:, None] < M - 1) & (offs_cn[None, :] < N)")]),
     "off_by_one_k_edge": (
-        "matmul", "triton_matmul", "matmul",
+        "matmul/tiled.py", "matmul",
         [("mask=offs_k[None, :] < K - k * BLOCK_K,",
           "mask=offs_k[None, :] < K - k * BLOCK_K - 1,"),
          ("mask=offs_k[:, None] < K - k * BLOCK_K,",
           "mask=offs_k[:, None] < K - k * BLOCK_K - 1,")]),
     "bf16_accumulator": (
-        "matmul", "triton_matmul", "matmul",
+        "matmul/tiled.py", "matmul",
         [("acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)",
           "acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)"
           ".to(tl.bfloat16).to(tl.float32)")]),
     "block_sparse_skips_last_tile": (
-        "sparse", "triton_block_sparse_linear", "block_sparse_linear",
+        "sparse.py", "block_sparse_linear",
         [("for i in range(0, count):", "for i in range(0, count - 1):")]),
 }
+# the triton route's entry point of each op: the public function, unmutated; what runs
+# beneath it is looked up, so the mutant swapped in is what runs
+ENTRY = {"matmul": ("kernels.matmul", "triton_matmul"),
+         "attention": ("kernels.attention", "triton_attention"),
+         "block_sparse_linear": ("kernels.sparse", "triton_block_sparse_linear")}
 
 
-def load_variant(module: str, edits, tag: str, tmp_path: Path):
-    """A copy of kernels/<module>.py with `edits` applied, imported as kernels._mutant_<tag>."""
-    source = (KERNELS_DIR / f"{module}.py").read_text()
+def entry(op):
+    module, fn = ENTRY[op]
+    return getattr(importlib.import_module(module), fn)
+
+
+def load_variant(path: str, edits, tag: str, tmp_path: Path):
+    """A copy of kernels/<path> with `edits` applied, imported as a sibling module
+    (kernels._mutant_<tag>, kernels.matmul._mutant_<tag>, ...), so its relative imports
+    resolve as the original's do."""
+    source = (KERNELS_DIR / path).read_text()
     for old, new in edits:
-        assert old in source, f"mutation anchor not found in kernels/{module}.py: {old!r}"
+        assert old in source, f"mutation anchor not found in kernels/{path}: {old!r}"
         source = source.replace(old, new)
-    path = tmp_path / f"_mutant_{tag}.py"
-    path.write_text(source)
-    name = f"kernels._mutant_{tag}"
-    spec = importlib.util.spec_from_file_location(name, path)
+    file = tmp_path / f"_mutant_{tag}.py"
+    file.write_text(source)
+    name = ".".join(["kernels", *Path(path).parent.parts, f"_mutant_{tag}"])
+    spec = importlib.util.spec_from_file_location(name, file)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     try:
@@ -74,11 +88,25 @@ def load_variant(module: str, edits, tag: str, tmp_path: Path):
     return mod
 
 
+def swap_in(monkeypatch, path: str, mutant) -> None:
+    """Make the code of kernels/<path> run as `mutant` for this test: a matmul plan family
+    (matmul/tiled.py, matmul/split_k.py, matmul/tma.py, experimental/stream_k.py) through
+    the launcher's KERNELS, with an empty launch cache; an op module (attention.py,
+    sparse.py) through ops.FAMILIES."""
+    stem = Path(path).stem
+    if "/" in path:
+        launcher = importlib.import_module("kernels.matmul.launcher")
+        monkeypatch.setitem(launcher.KERNELS, stem, mutant)
+        monkeypatch.setattr(launcher, "_LAUNCHES", {})
+    else:
+        monkeypatch.setitem(ops.FAMILIES, stem, mutant)
+
+
 @pytest.mark.parametrize("name", sorted(MUTANTS))
-def test_mutant_is_caught_by_a_numeric_mismatch(name, tmp_path, triton_device):
-    module, fn, op, edits = MUTANTS[name]
-    mutant = load_variant(module, edits, name, tmp_path)
-    results = verify.verify([op], impls={op: getattr(mutant, fn)}, grid="small",
+def test_mutant_is_caught_by_a_numeric_mismatch(name, tmp_path, triton_device, monkeypatch):
+    path, op, edits = MUTANTS[name]
+    swap_in(monkeypatch, path, load_variant(path, edits, name, tmp_path))
+    results = verify.verify([op], impls={op: entry(op)}, grid="small",
                             device=triton_device, seed=11, stop_on_first=True)
     assert verify.caught(results), f"mutant {name} passed the verifier"
     first = next(r for r in results if not r.ok)
@@ -86,12 +114,15 @@ def test_mutant_is_caught_by_a_numeric_mismatch(name, tmp_path, triton_device):
     assert first.error is None and (first.err > first.tol or math.isinf(first.err))
 
 
-@pytest.mark.parametrize("module, fn, op", sorted({m[:3] for m in MUTANTS.values()}))
-def test_unmutated_copy_passes_the_mutants_grid(module, fn, op, tmp_path, triton_device):
-    """Control: the loader changes nothing, and the unmutated code passes the very grid,
-    dtypes and seed the mutants are checked on, so a mutant is caught by its mutation."""
-    mod = load_variant(module, [], f"identity_{module}", tmp_path)
-    results = verify.verify([op], impls={op: getattr(mod, fn)}, grid="small",
+@pytest.mark.parametrize("path, op", sorted({m[:2] for m in MUTANTS.values()}))
+def test_unmutated_copy_passes_the_mutants_grid(path, op, tmp_path, triton_device,
+                                                monkeypatch):
+    """Control: the loader and the swap change nothing, and the unmutated code passes the
+    very grid, dtypes and seed the mutants are checked on, so a mutant is caught by its
+    mutation."""
+    tag = "identity_" + path.replace("/", "_").removesuffix(".py")
+    swap_in(monkeypatch, path, load_variant(path, [], tag, tmp_path))
+    results = verify.verify([op], impls={op: entry(op)}, grid="small",
                             device=triton_device, seed=11)
     assert not verify.caught(results), verify.format_failures(results)
 
@@ -183,7 +214,7 @@ WIDE_MUTANTS = {
 }
 
 
-# Mutants of the stream-K kernel (opt-in, so also run with a forced plan): a head that adds
+# Mutants of the stream-K kernel (experimental, so run with a forced plan): a head that adds
 # no tail's partial sum, a tail that hands over zeros.
 STREAM_K_MUTANTS = {
     "stream_k_head_skips_tails": [("while src_start < (tile + 1) * iters:",
@@ -194,11 +225,16 @@ STREAM_K_MUTANTS = {
 }
 
 
+def launch():
+    return importlib.import_module("kernels.matmul.launcher").launch
+
+
 @pytest.mark.parametrize("name", sorted(STREAM_K_MUTANTS))
-def test_stream_k_mutant_is_caught(name, tmp_path, triton_device):
-    mutant = load_variant("matmul", STREAM_K_MUTANTS[name], name, tmp_path)
+def test_stream_k_mutant_is_caught(name, tmp_path, triton_device, monkeypatch):
+    path = "experimental/stream_k.py"
+    swap_in(monkeypatch, path, load_variant(path, STREAM_K_MUTANTS[name], name, tmp_path))
     plan = matmul_plan(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, STREAM_K=1)
-    impl = lambda a, b, bias, act: mutant.launch(a, b, bias, act, config=plan)[0]  # noqa: E731
+    impl = lambda a, b, bias, act: launch()(a, b, bias, act, config=plan)[0]  # noqa: E731
     # 37x75x29: 6 tiles of 5 K blocks over 4 programs, so tiles are cut between programs
     results = verify.run_case(verify.Case("matmul", (37, 75, 29), torch.float32, bias=True),
                               impl, triton_device, seed=15, backward=False)
@@ -207,10 +243,11 @@ def test_stream_k_mutant_is_caught(name, tmp_path, triton_device):
 
 
 @pytest.mark.parametrize("name", sorted(SPLIT_K_MUTANTS))
-def test_split_k_mutant_is_caught(name, tmp_path, triton_device):
-    mutant = load_variant("matmul", SPLIT_K_MUTANTS[name], name, tmp_path)
+def test_split_k_mutant_is_caught(name, tmp_path, triton_device, monkeypatch):
+    path = "matmul/split_k.py"
+    swap_in(monkeypatch, path, load_variant(path, SPLIT_K_MUTANTS[name], name, tmp_path))
     plan = matmul_plan(BLOCK_M=16, BLOCK_K=16, SPLIT_K=4)
-    impl = lambda a, b, bias, act: mutant.launch(a, b, bias, act, config=plan)[0]  # noqa: E731
+    impl = lambda a, b, bias, act: launch()(a, b, bias, act, config=plan)[0]  # noqa: E731
     # K = 75: 5 blocks of 16 in 4 splits (1+1+1+2); K = 20: 2 blocks, two splits empty
     results = [r for shape in [(37, 75, 29), (5, 20, 33)]
                for r in verify.run_case(verify.Case("matmul", shape, torch.float32, bias=True,
@@ -221,10 +258,11 @@ def test_split_k_mutant_is_caught(name, tmp_path, triton_device):
 
 
 @pytest.mark.parametrize("name", sorted(WIDE_MUTANTS))
-def test_wide_split_k_mutant_is_caught(name, tmp_path, triton_device):
-    mutant = load_variant("matmul", WIDE_MUTANTS[name], name, tmp_path)
+def test_wide_split_k_mutant_is_caught(name, tmp_path, triton_device, monkeypatch):
+    path = "matmul/split_k.py"
+    swap_in(monkeypatch, path, load_variant(path, WIDE_MUTANTS[name], name, tmp_path))
     plan = matmul_plan(BLOCK_K=16, SPLIT_K=2, WIDE=1)   # 48x48 tiles as 32 + 16 a side
-    impl = lambda a, b, bias, act: mutant.launch(a, b, bias, act, config=plan)[0]  # noqa: E731
+    impl = lambda a, b, bias, act: launch()(a, b, bias, act, config=plan)[0]  # noqa: E731
     # 100 x 70: two tile-rows and -columns, the last of each shifted; K = 75 ends mid-block
     results = verify.run_case(verify.Case("matmul", (100, 75, 70), torch.float32, bias=True),
                               impl, triton_device, seed=16, backward=False)
@@ -232,8 +270,8 @@ def test_wide_split_k_mutant_is_caught(name, tmp_path, triton_device):
     assert all(r.stage == "forward" and r.error is None for r in results)
 
 
-# Mutants of the tall TMA kernel (matmul_tma.py, forced WIDE_M=1 plan; matmul.py runs the
-# mutated module): the second dot's product dropped, its rows loaded from the first dot's.
+# Mutants of the tall TMA kernel (matmul/tma.py, forced WIDE_M=1 plan): the second dot's
+# product dropped, its rows loaded from the first dot's.
 TALL_MUTANTS = {
     "tall_drops_the_hi_product": [("        _tma_epilogue(acc_hi, bias, ch_desc",
                                    "        _tma_epilogue(acc_hi * 0, bias, ch_desc")],
@@ -245,14 +283,13 @@ TALL_MUTANTS = {
 @pytest.mark.parametrize("name", sorted(TALL_MUTANTS) + ["control"])
 def test_tall_tma_mutant_is_caught(name, tmp_path, triton_device, monkeypatch):
     """Each mutant fails the case; the unmutated copy ("control") passes it."""
-    from kernels import matmul_tma
-    if not matmul_tma.HAS_TMA:
+    from kernels.matmul import tma
+    if not tma.HAS_TMA:
         pytest.skip("this triton has no tensor descriptors")
-    mutant = load_variant("matmul_tma", TALL_MUTANTS.get(name, []), name, tmp_path)
-    mm = importlib.import_module("kernels.matmul")
-    monkeypatch.setattr(mm, "matmul_tma", mutant)
+    path = "matmul/tma.py"
+    swap_in(monkeypatch, path, load_variant(path, TALL_MUTANTS.get(name, []), name, tmp_path))
     plan = matmul_plan(BLOCK_N=16, BLOCK_K=16, GROUP_M=1, TMA=1, WIDE_M=1)   # 48x16 tiles
-    impl = lambda a, b, bias, act: mm.launch(a, b, bias, act, config=plan)[0]  # noqa: E731
+    impl = lambda a, b, bias, act: launch()(a, b, bias, act, config=plan)[0]  # noqa: E731
     # 100 x 40: three tile-rows (the last ends in its first dot), three tile-columns
     results = verify.run_case(verify.Case("matmul", (100, 72, 40), torch.float32, bias=True),
                               impl, triton_device, seed=17, backward=False)

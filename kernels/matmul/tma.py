@@ -1,25 +1,23 @@
 """Persistent matmul C = act(A @ B + bias) with TMA tensor-descriptor loads and stores, for
-Hopper (sm_90+): extra autotune candidates of kernels/matmul.py (plan knob TMA=1), offered
-unless KERNELS_TMA=0 (opt-in until 2026-12-02). Compiled, verified and timed on the H100
-and H200 with triton 3.6: the tuner picks them at GPT-2's forward shapes, 4096^3, resnet50's
-fc and some dW products.
+Hopper (sm_90+): plan knob TMA=1, in the autotune grid unless KERNELS_TMA=0 (plans.tma_plans).
+The tuner picks it at GPT-2's forward shapes, 4096^3, resnet50's fc and some dW products.
 
 Layout follows Triton's tutorial 09 (matmul_kernel_tma_persistent): one program per SM
-walks the output tiles in the grouped order of matmul.py (GROUP_M tile-rows share B tiles
+walks the output tiles in the grouped order of tiled.py (GROUP_M tile-rows share B tiles
 in L2), the tile loop flattened with the K loop so the pipeline runs across tiles; A [M, K]
-and B [K, N] (both row-major) are read through tensor descriptors, which the TMA unit copies
-to shared memory without address arithmetic in the registers. fp32 accumulation and the
-epilogue of matmul.py (bias, relu, exact-erf gelu, optional pre-activation Z); C and Z are
-written through descriptors. Edges need no masks or wrapping: a descriptor load zero-fills
-rows/cols past the tensor (so a partial last K block adds zeros) and a store clips them.
+and B [K, N] are read through tensor descriptors, which the TMA unit copies to shared
+memory without address arithmetic in the registers. fp32 accumulation and the epilogue of
+tiled.py (bias, relu, exact-erf gelu, optional pre-activation Z); C and Z are written
+through descriptors. Edges need no masks or wrapping: a descriptor load zero-fills rows/cols
+past the tensor (so a partial last K block adds zeros) and a store clips them. Tall plans
+(WIDE_M=1) run one program per tile of 3/2 BLOCK_M rows x BLOCK_N, as two dots.
 
-Why host-side descriptors (triton.tools.tensor_descriptor.TensorDescriptor, built in Python
-per call and passed as kernel arguments) and not device-side tl.make_tensor_descriptor: both
-exist in triton 3.6 and 3.8, but the device-side one needs a global-memory scratch allocator
-set process-wide with triton.set_allocator (it would change state every other kernel in the
-process sees), while the host-side one needs nothing global; tutorial 09 uses the host-side
-one for its persistent TMA kernel in both versions, and the 3.8 interpreter runs it (its
-descriptor loads and stores are masked pointer accesses), so the tests exercise the kernel.
+Host-side descriptors (triton.tools.tensor_descriptor.TensorDescriptor, built per call and
+passed as kernel arguments), not device-side tl.make_tensor_descriptor: the device-side one
+needs a global-memory scratch allocator set process-wide with triton.set_allocator (state
+every other kernel in the process sees); the host-side one needs nothing global, and the
+interpreter runs it (its descriptor loads and stores are masked pointer accesses), so the
+tests exercise the kernel.
 
 TMA's rules: base pointer and every stride but the last 16-byte aligned, the last dimension
 contiguous, box sides <= 256. A column-major operand (the backward's dB = A^T @ dZ reads A
@@ -30,8 +28,8 @@ either major order), as tutorial 09 does for its [N, K] B. Hence tma_problem_err
 operand's contiguous dimension, and C's N, a multiple of 8 elements for 16-bit, 4 for fp32;
 capability >= 9) for the plan choice, and, since the launch cache is keyed by shape and
 layout, not by pointer, a per-call check of the actual tensors: a view that breaks the rule
-(a column slice, a row stride not a multiple of 16 bytes) runs the plain tiled kernel of
-matmul.py with the same tiles instead.
+(a column slice, a row stride not a multiple of 16 bytes) runs the tiled kernel with the
+same tiles instead.
 """
 from __future__ import annotations
 
@@ -40,8 +38,8 @@ import threading
 
 import torch
 
-from ._common import ELEMENT_BYTES
-from ._triton import HAS_TRITON, VERSION, tl, triton
+from .._common import ELEMENT_BYTES, launch_knobs
+from .._triton import HAS_TRITON, VERSION, tl, triton
 
 try:   # triton >= 3.3 (3.6 on the GPU machine, 3.8 here); older or broken: no TMA plans
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -56,8 +54,8 @@ TMA_MAX_BOX = 256   # a TMA box (block) side holds at most 256 elements
 def tma_problem_error(M: int, N: int, K: int, dtype: torch.dtype, layout: str,
                       device: torch.device | None) -> str | None:
     """Why the TMA kernel cannot run a problem [M, K] @ [K, N] of this dtype and operand
-    layout (matmul._layout: "r" row-major, "c" column-major, A then B) on this device, or
-    None if it can. device None: an H100 (as matmul.gpu_plans assumes); a CPU device: the
+    layout (launcher._layout: "r" row-major, "c" column-major, A then B) on this device, or
+    None if it can. device None: an H100 (as plans.gpu_plans assumes); a CPU device: the
     interpreter, which runs descriptors whatever the machine."""
     if not HAS_TMA:
         return (f"triton {VERSION} has no triton.tools.tensor_descriptor (TMA needs triton "
@@ -99,7 +97,7 @@ def descriptors_fit(*tensors: torch.Tensor) -> bool:
 
 # --- kernel -------------------------------------------------------------------------------
 if HAS_TMA:
-    from ._triton import apply_activation, tile_ids
+    from .._triton import apply_activation, tile_ids
 
     @triton.jit
     def _matmul_tma_kernel(a_desc, b_desc, c_desc, z_desc, bias_ptr,
@@ -216,10 +214,10 @@ def bind_context(device: torch.device) -> None:
     """Make `device`'s primary CUDA context current on the calling thread (once per thread).
     Filling a descriptor (cuTensorMapEncodeTiled, in Triton's launcher) needs a current
     context, and autograd's backward thread can have none: torch skips cudaSetDevice there
-    when the index already matches, and Triton launches through the driver API. On the H200
-    (2026-12-01) a Linear's backward through a TMA plan taken from a warm autotune cache
-    failed with "Failed to create tensor map descriptor: invalid device context". Driver
-    calls only: legal while a CUDA graph is being captured."""
+    when the index already matches, and Triton launches through the driver API (without
+    this, a Linear's backward through a TMA plan from a warm autotune cache fails with
+    "Failed to create tensor map descriptor: invalid device context"). Driver calls only:
+    legal while a CUDA graph is being captured."""
     idx = device.index if device.index is not None else torch.cuda.current_device()
     if getattr(_BOUND, "index", None) == idx:
         return
@@ -235,24 +233,25 @@ def bind_context(device: torch.device) -> None:
     _BOUND.index = idx
 
 
-def tma_entry(tiles: int, sms: int, const: dict, fallback):
-    """A TMA plan's launch-cache entry for matmul.py: a function with the plain kernel's call
-    signature (pointers and strides) that builds the descriptors from the tensors it is
-    given (descriptors hold data pointers, so they are made per call) and launches one
-    program per SM, or with WIDE_M=1 one program per wide tile (`tiles`: of the plan's
-    tile_shape). `const`: the constexprs and launch options (BLOCK_*, GROUP_M, epilogue,
-    DOT_PRECISION, A_T and B_T for column-major operands, num_warps, num_stages, WIDE_M);
-    `fallback`: the (kernel, const) entry of the plain kernel, for tensors that break TMA's
-    alignment rules."""
-    const = dict(const)
-    wide = const.pop("WIDE_M", 0)
-    bm, bn, bk = const["BLOCK_M"], const["BLOCK_N"], const["BLOCK_K"]
+def entry(plan: dict, p, fallback):
+    """A TMA plan's launch-cache entry: a function with the tiled kernel's call signature
+    (pointers and strides) that builds the descriptors from the tensors it is given
+    (descriptors hold data pointers, so they are made per call) and launches one program
+    per SM, or with WIDE_M=1 one program per tall tile. `p`: the launcher's Problem;
+    `fallback`: the (kernel, const) entry of the tiled kernel with the same BLOCK_M x
+    BLOCK_N, for tensors that break TMA's alignment rules."""
+    meta, opts = launch_knobs(plan)
+    wide = meta.get("WIDE_M", 0)
+    meta = {k: meta[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")}   # the tiles'
+    bm, bn, bk = plan["BLOCK_M"], plan["BLOCK_N"], plan["BLOCK_K"]
+    tiles = -(-p.M // (bm * 3 // 2 if wide else bm)) * -(-p.N // bn)
+    a_t, b_t = p.layout[0] == "c", p.layout[1] == "c"
+    const = dict(**p.epilogue, DOT_PRECISION=p.precision, A_T=a_t, B_T=b_t, **meta, **opts)
     if wide:
         kernel = _matmul_tma_wide_m_kernel[(tiles,)]
     else:
-        kernel = _matmul_tma_kernel[(min(sms, tiles),)]
-        const["NUM_SMS"] = sms
-    a_t, b_t = const["A_T"], const["B_T"]
+        kernel = _matmul_tma_kernel[(min(p.sms, tiles),)]
+        const["NUM_SMS"] = p.sms
     plain, plain_const = fallback
 
     def a_desc(a, rows):
@@ -270,7 +269,7 @@ def tma_entry(tiles: int, sms: int, const: dict, fallback):
         if a.is_cuda:   # the interpreter's descriptors need no context
             bind_context(a.device)
         b_desc = TensorDescriptor.from_tensor(_row_major(b), [bn, bk] if b_t else [bk, bn])
-        # no Z (STORE_PREACT off): matmul.launch passes C in its place; reuse C's descriptors
+        # no Z (STORE_PREACT off): launcher.launch passes C in its place; reuse C's descriptors
         heights = (bm, bm // 2) if wide else (bm,)
         a_descs = [a_desc(a, h) for h in heights]
         c_descs = [c_desc(c, h) for h in heights]
