@@ -128,6 +128,11 @@ GRIDS = {
         "all_dtypes_first": 2,
         "matmul_variants": ((False, None), (True, "gelu")),
     },
+    "short": {   # GPU: sequences and head dims below one tile, every dtype, causal and not
+        "attention": [(2, 2, t, t, d) for t in (1, 2, 3, 7, 16, 31) for d in (16, 32, 64, 128)]
+                     + [(1, 2, 3, 40, 64), (1, 2, 40, 3, 64), (1, 1, 5, 130, 128), (3, 1, 2, 9, 40)],
+        "dtypes": ("fp32", "bf16", "fp16"),
+    },
 }
 MATMUL_VARIANTS = ((False, None), (True, "gelu"), (True, "relu"))   # (bias, activation)
 

@@ -11,6 +11,7 @@ import torch
 import kernels
 from kernels import autotune
 from kernels import reference as ref
+from kernels import verify
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -176,3 +177,14 @@ print("ERR", err)
         pytest.skip("TMA needs compute capability 9.0+")
     assert out.returncode == 0, out.stderr[-3000:]
     assert float(out.stdout.split("ERR")[1]) < 1e-2
+
+
+@pytest.mark.parametrize("case", verify.cases("attention", "short"), ids=lambda c: c.label())
+def test_attention_shorter_than_a_tile_on_the_gpu(case):
+    """Issue 20: the backward returned garbage (relative error ~1e24 in fp32) for sequences
+    shorter than one tile on the GPU. Every short T and head dim, each dtype, causal or not,
+    forward and all three gradients against float64."""
+    kernels.set_backend("triton")
+    results = verify.run_case(case, importlib.import_module("kernels.attention").triton_attention,
+                              "cuda", seed=5)
+    assert all(r.ok for r in results), verify.format_failures(results)
