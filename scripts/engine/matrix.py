@@ -28,7 +28,7 @@ import time
 
 from lib import fsio, runrecord
 from lib.runconfig import ConfigError, config_class
-from scripts.engine import plan as planner, report, run_main
+from scripts.engine import plan as planner, progress, report, run_main
 from scripts.engine.executor import Job, LocalExecutor, die_with_parent
 
 from lib.paths import MATRICES, REPO, RESULTS
@@ -118,6 +118,20 @@ def describe_result(rid: str) -> str:
             f"{s.get('wall_time_s', 0):.1f}s")
 
 
+def settle(job, rc: int) -> int:
+    """Record how a run's process ended (a crash before the trainer could say so is
+    failed), print its result line; 1 if it did not finish."""
+    st = runrecord.read_status(report.run_dir(job.run_id)).get("status")
+    if rc != 0 and st not in ("failed", "interrupted"):
+        runrecord.write_status(report.run_dir(job.run_id), "failed",
+                               reason=f"process exited with code {rc}; see output.log")
+    elif rc == 0 and st != "done":
+        runrecord.write_status(report.run_dir(job.run_id), "failed",
+                               reason="process exited without finishing; see output.log")
+    say(f"       {'done ' if rc == 0 else 'FAIL '} {job.run_id}  {describe_result(job.run_id)}")
+    return int(rc != 0 or st != "done")
+
+
 def execute(cfgs: list, jobs: int) -> int:
     """Run cfgs (already written to their run folders); return how many failed."""
     cuda = any(c.device == "cuda" for c in cfgs)
@@ -133,27 +147,24 @@ def execute(cfgs: list, jobs: int) -> int:
     ex = LocalExecutor(jobs, list(range(ngpu)))
     queue, failed, n, started = list(cfgs), 0, len(cfgs), 0
     say(f"running {n} run(s), {jobs} at a time" + (f" on {ngpu} GPU(s)" if cuda else " on the CPU"))
+    display = progress.Display(cfgs, jobs, report.run_dir)
     try:
-        while queue or ex.running:
-            while queue and ex.free_slots() > 0 and (not cuda or len(ex.free_gpus) >= queue[0].gpus):
-                cfg = queue.pop(0)
-                started += 1
-                rid = cfg.run_id()
-                say(f"[{started:>3}/{n}] start {rid}")
-                ex.submit(Job(run_id=rid, script=os.path.join(REPO, cfg.model, "train.py"),
-                              args=["--config", os.path.join(cfg.out_dir, "config.json")],
-                              log_path=os.path.join(cfg.out_dir, "output.log"),
-                              gpus=cfg.gpus if cuda else 0))
-            for job, rc in ex.wait_any():
-                st = runrecord.read_status(report.run_dir(job.run_id)).get("status")
-                if rc != 0 and st not in ("failed", "interrupted"):
-                    runrecord.write_status(report.run_dir(job.run_id), "failed",
-                                           reason=f"process exited with code {rc}; see output.log")
-                elif rc == 0 and st != "done":
-                    runrecord.write_status(report.run_dir(job.run_id), "failed",
-                                           reason="process exited without finishing; see output.log")
-                failed += rc != 0 or st != "done"
-                say(f"       {'done ' if rc == 0 else 'FAIL '} {job.run_id}  {describe_result(job.run_id)}")
+        with display:
+            while queue or ex.running:
+                while queue and ex.free_slots() > 0 and (not cuda or len(ex.free_gpus) >= queue[0].gpus):
+                    cfg = queue.pop(0)
+                    started += 1
+                    rid = cfg.run_id()
+                    say(f"[{started:>3}/{n}] start {rid}")
+                    ex.submit(Job(run_id=rid, script=os.path.join(REPO, cfg.model, "train.py"),
+                                  args=["--config", os.path.join(cfg.out_dir, "config.json")],
+                                  log_path=os.path.join(cfg.out_dir, "output.log"),
+                                  gpus=cfg.gpus if cuda else 0))
+                    display.started(rid)
+                for job, rc in ex.wait_any(timeout=1.0):
+                    failed += settle(job, rc)
+                    display.finished(job.run_id)
+                display.tick()
     except KeyboardInterrupt:
         say("interrupted: stopping runs (they checkpoint and can be resumed with `make continue`)")
         ex.stop_all()
@@ -323,10 +334,10 @@ def cmd_status(args) -> int:
     doc = fsio.read_json(os.path.join(mdir, "plan.json"))
     rows = report.collect(doc["runs"], args.baseline)
     say(f"matrix {doc['name']} ({os.path.relpath(mdir, REPO)})")
+    now = time.time()
     for r in rows:
         st = runrecord.read_status(report.run_dir(r["run_id"]))
-        prog = f"step {st.get('step', 0)}/{st.get('total_steps', '?')}" if st.get("step") is not None else ""
-        say(f"  {r['status']:<12} {r['run_id']:<55} {prog}")
+        say(f"  {r['status']:<12} {r['run_id']:<55} {progress.detail(st, now)}".rstrip())
     return 0
 
 
