@@ -49,8 +49,9 @@ class Executor:
     def free_slots(self) -> int:
         raise NotImplementedError
 
-    def wait_any(self) -> list:
-        """Block until at least one job ends; return [(job, returncode), ...]."""
+    def wait_any(self, timeout: float | None = None) -> list:
+        """Block until at least one job ends (or `timeout` seconds pass: then []); return
+        [(job, returncode), ...]."""
         raise NotImplementedError
 
     def stop_all(self) -> None:
@@ -89,7 +90,8 @@ class LocalExecutor(Executor):
                                 preexec_fn=_die_with_parent, start_new_session=False)
         self.running[proc] = (job, gpus, log)
 
-    def wait_any(self) -> list:
+    def wait_any(self, timeout: float | None = None) -> list:
+        t0 = time.time()
         while True:
             done = [(p, p.poll()) for p in list(self.running)]
             done = [(p, rc) for p, rc in done if rc is not None]
@@ -101,6 +103,8 @@ class LocalExecutor(Executor):
                     self.free_gpus = sorted(self.free_gpus + gpus)
                     out.append((job, rc))
                 return out
+            if timeout is not None and time.time() - t0 >= timeout:
+                return []
             time.sleep(0.2)
 
     def stop_all(self) -> None:

@@ -4,7 +4,7 @@
 KCONFIG_ENV := srctree=$(CURDIR) KCONFIG_CONFIG=.config
 
 menuconfig: $(STAMP)
-	$(Q)$(KCONFIG_ENV) $(VENV)/bin/menuconfig Kconfig
+	$(Q)$(KCONFIG_ENV) $(PY) -m scripts.engine.menuconfig Kconfig
 
 oldconfig: $(STAMP)
 	$(Q)$(KCONFIG_ENV) $(VENV)/bin/oldconfig Kconfig

@@ -28,10 +28,10 @@ import time
 
 from lib import fsio, runrecord
 from lib.runconfig import ConfigError, config_class
-from scripts.engine import plan as planner, report, run_main
+from scripts.engine import plan as planner, progress, report, run_main
 from scripts.engine.executor import Job, LocalExecutor, die_with_parent
 
-from lib.paths import MATRICES, REPO, RESULTS
+from lib.paths import MATRICES, REPO, RESULTS, RUNS
 
 LATEST = os.path.join(MATRICES, "LATEST")
 
@@ -118,6 +118,20 @@ def describe_result(rid: str) -> str:
             f"{s.get('wall_time_s', 0):.1f}s")
 
 
+def settle(job, rc: int) -> int:
+    """Record how a run's process ended (a crash before the trainer could say so is
+    failed), print its result line; 1 if it did not finish."""
+    st = runrecord.read_status(report.run_dir(job.run_id)).get("status")
+    if rc != 0 and st not in ("failed", "interrupted"):
+        runrecord.write_status(report.run_dir(job.run_id), "failed",
+                               reason=f"process exited with code {rc}; see output.log")
+    elif rc == 0 and st != "done":
+        runrecord.write_status(report.run_dir(job.run_id), "failed",
+                               reason="process exited without finishing; see output.log")
+    say(f"       {'done ' if rc == 0 else 'FAIL '} {job.run_id}  {describe_result(job.run_id)}")
+    return int(rc != 0 or st != "done")
+
+
 def capacity(cfgs: list) -> tuple[bool, int, int]:
     """(on GPUs?, GPUs visible, GPUs per run); an error when the machine cannot run cfgs,
     raised before anything is recorded."""
@@ -140,27 +154,24 @@ def execute(cfgs: list, jobs: int) -> int:
     ex = LocalExecutor(jobs, list(range(ngpu)))
     queue, failed, n, started = list(cfgs), 0, len(cfgs), 0
     say(f"running {n} run(s), {jobs} at a time" + (f" on {ngpu} GPU(s)" if cuda else " on the CPU"))
+    display = progress.Display(cfgs, jobs, report.run_dir)
     try:
-        while queue or ex.running:
-            while queue and ex.free_slots() > 0 and (not cuda or len(ex.free_gpus) >= queue[0].gpus):
-                cfg = queue.pop(0)
-                started += 1
-                rid = cfg.run_id()
-                say(f"[{started:>3}/{n}] start {rid}")
-                ex.submit(Job(run_id=rid, script=os.path.join(REPO, cfg.model, "train.py"),
-                              args=["--config", os.path.join(cfg.out_dir, "config.json")],
-                              log_path=os.path.join(cfg.out_dir, "output.log"),
-                              gpus=cfg.gpus if cuda else 0))
-            for job, rc in ex.wait_any():
-                st = runrecord.read_status(report.run_dir(job.run_id)).get("status")
-                if rc != 0 and st not in ("failed", "interrupted"):
-                    runrecord.write_status(report.run_dir(job.run_id), "failed",
-                                           reason=f"process exited with code {rc}; see output.log")
-                elif rc == 0 and st != "done":
-                    runrecord.write_status(report.run_dir(job.run_id), "failed",
-                                           reason="process exited without finishing; see output.log")
-                failed += rc != 0 or st != "done"
-                say(f"       {'done ' if rc == 0 else 'FAIL '} {job.run_id}  {describe_result(job.run_id)}")
+        with display:
+            while queue or ex.running:
+                while queue and ex.free_slots() > 0 and (not cuda or len(ex.free_gpus) >= queue[0].gpus):
+                    cfg = queue.pop(0)
+                    started += 1
+                    rid = cfg.run_id()
+                    say(f"[{started:>3}/{n}] start {rid}")
+                    ex.submit(Job(run_id=rid, script=os.path.join(REPO, cfg.model, "train.py"),
+                                  args=["--config", os.path.join(cfg.out_dir, "config.json")],
+                                  log_path=os.path.join(cfg.out_dir, "output.log"),
+                                  gpus=cfg.gpus if cuda else 0))
+                    display.started(rid)
+                for job, rc in ex.wait_any(timeout=1.0):
+                    failed += settle(job, rc)
+                    display.finished(job.run_id)
+                display.tick()
     except KeyboardInterrupt:
         say("interrupted: stopping runs (they checkpoint and can be resumed with `make continue`)")
         ex.stop_all()
@@ -296,17 +307,83 @@ def cmd_dry_run(args) -> int:
                         "est_peak_mb": 0, "gpu_mb": 0, "status": "FAIL",
                         "reason": f"{model}/train.py --dry-run crashed: {err}"} for pth in paths[:1]]
             rows += got
+    history = finished_step_times()
+    for r in rows:
+        r["est_s"], r["basis"] = estimate(r, history)
     w = max([len(r["run_id"]) for r in rows] + [3])
-    say(f"{'run':<{w}}  {'params':>12}  {'est. peak':>10}  {'GPU mem':>8}  result")
+    say(f"{'run':<{w}}  {'params':>12}  {'est. peak':>10}  {'GPU mem':>8}  {'est. time':>9}  result")
     for r in rows:
         gpu = f"{r['gpu_mb']/1024:.0f} GiB" if r.get("gpu_mb") else "cpu"
+        status = "WARN" if r["status"] == "OK" and r.get("warnings") else r["status"]
+        eta = f"{progress.fmt_time(r['est_s'])} {r['basis']}" if r["est_s"] is not None else "?"
         say(f"{r['run_id']:<{w}}  {r['params']:>12,}  {r['est_peak_mb']:>7.0f} MB  {gpu:>8}  "
-            f"{r['status']}{'  ' + r['reason'] if r['reason'] else ''}")
+            f"{eta:>9}  {status}{'  ' + r['reason'] if r['reason'] else ''}")
     bad = [r for r in rows if r["status"] != "OK"]
-    say(f"dry-run: {len(rows) - len(bad)}/{len(rows)} OK in {time.time() - t0:.1f}s")
+    warned = [r for r in rows if r["status"] == "OK" and r.get("warnings")]
+    jobs = p.jobs or 1
+    known = [r["est_s"] for r in rows if r["est_s"] is not None]
+    if known:
+        total = sum(known) / jobs
+        basis = sorted({r["basis"] for r in rows if r["est_s"] is not None})
+        why = []
+        if "runs" in basis:
+            why.append("'runs': seconds per step of earlier finished runs of the same model, "
+                       "device and batch in results/runs")
+        if "cpu" in basis:
+            why.append("'cpu': the second CPU dry-run step, scaled to the batch and the planned "
+                       "steps" + ("; CPU-BASED ESTIMATE for a GPU preset (device=cuda): the "
+                                  "GPU run will be far faster" if any(
+                                      r["device"] == "cuda" and r["basis"] == "cpu" for r in rows) else ""))
+        unknown = len(rows) - len(known)
+        say(f"estimated wall time: {progress.fmt_time(total)} for the matrix at JOBS={jobs}"
+            + (f" ({unknown} run(s) without an estimate)" if unknown else ""))
+        for line in why:
+            say(f"  {line}")
+    say(f"dry-run: {len(rows) - len(bad)}/{len(rows)} OK in {time.time() - t0:.1f}s"
+        + (f", {len(warned)} with warnings" if warned else ""))
+    by_msg: dict = {}
+    for r in warned:
+        for wmsg in r["warnings"]:
+            by_msg.setdefault(wmsg, []).append(r["run_id"])
+    for wmsg, ids in by_msg.items():      # what the real run needs and this machine lacks
+        which = ids[0] if len(ids) == 1 else (f"all {len(ids)} runs" if len(ids) == len(rows)
+                                              else f"{len(ids)} runs: {', '.join(ids[:3])}"
+                                                   + (", ..." if len(ids) > 3 else ""))
+        say(f"WARN {wmsg} ({which})")
     for r in bad:
         say(f"FAIL {r['run_id']}: {r['reason']}")
     return 1 if bad else 0
+
+
+def finished_step_times() -> dict:
+    """(model, device, gpus, batch_size) -> [seconds per step] of the finished runs on disk."""
+    out: dict = {}
+    if not os.path.isdir(RUNS):
+        return out
+    for rid in os.listdir(RUNS):
+        d = os.path.join(RUNS, rid)
+        if runrecord.read_status(d).get("status") != "done":
+            continue
+        s = fsio.read_json(os.path.join(d, "summary.json"), {}) or {}
+        c = fsio.read_json(os.path.join(d, "config.json"), {}) or {}
+        if s.get("wall_time_s") and s.get("steps") and c.get("model"):
+            key = (c["model"], c.get("device"), c.get("gpus", 1), c.get("batch_size"))
+            out.setdefault(key, []).append(float(s["wall_time_s"]) / int(s["steps"]))
+    return out
+
+
+def estimate(row: dict, history: dict) -> tuple:
+    """(seconds, basis) for one dry-run row: earlier runs of the same shape, else the CPU
+    dry-run step scaled; (None, "") without a planned step count."""
+    steps = row.get("planned_steps")
+    if not steps:
+        return None, ""
+    times = history.get((row.get("model"), row.get("device"), row.get("gpus", 1), row.get("batch_size")))
+    if times:
+        return sorted(times)[len(times) // 2] * steps, "runs"
+    if row.get("cpu_est_s") is not None:
+        return row["cpu_est_s"], "cpu"
+    return None, ""
 
 
 def all_matrices() -> list:
@@ -338,10 +415,10 @@ def cmd_status(args) -> int:
     doc = fsio.read_json(os.path.join(mdir, "plan.json"))
     rows = report.collect(doc["runs"], args.baseline)
     say(f"matrix {doc['name']} ({os.path.relpath(mdir, REPO)})")
+    now = time.time()
     for r in rows:
         st = runrecord.read_status(report.run_dir(r["run_id"]))
-        prog = f"step {st.get('step', 0)}/{st.get('total_steps', '?')}" if st.get("step") is not None else ""
-        say(f"  {r['status']:<12} {r['run_id']:<55} {prog}")
+        say(f"  {r['status']:<12} {r['run_id']:<55} {progress.detail(st, now)}".rstrip())
     return 0
 
 

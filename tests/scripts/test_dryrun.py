@@ -1,7 +1,10 @@
 """make dry-run: a table for every planned run, non-zero exit naming any run that fails."""
+import json
 import os
+import re
 
 from conftest import PY, REPO, run_cmd, write_config
+from scripts.engine import progress
 
 MATRIX = os.path.join(REPO, "scripts", "engine", "matrix.py")
 
@@ -22,3 +25,47 @@ def test_dry_run_flags_a_preset_that_does_not_fit(tmp_path, results):
     assert p.returncode != 0
     assert "FAIL lenet5_adamw_none_s0-" in p.stdout
     assert "preset has 1 GiB" in p.stdout and "lower batch_size" in p.stdout
+
+
+def test_a_gpu_preset_on_this_cpu_machine_warns_of_the_missing_gpu(tmp_path, results):
+    cfg = write_config(tmp_path / ".config", open(f"{REPO}/defconfigs/lenet5-h100").read())
+    p = run_cmd([PY, MATRIX, "dry-run", "--config", cfg], env_extra={"CUDA_VISIBLE_DEVICES": ""})
+    assert p.returncode == 0, p.stdout + p.stderr        # a warning, not a failure
+    table = [ln for ln in p.stdout.splitlines() if ln.startswith("lenet5_")]
+    assert table and all(ln.endswith("WARN") for ln in table), p.stdout
+    assert re.search(r"^WARN gpu: the preset runs on 1 GPU\(s\) \(device=cuda, CONFIG_GPUS=1\) "
+                     r"but 0 are visible on this machine \(all \d+ runs\)", p.stdout, re.M), p.stdout
+    assert "CPU-BASED ESTIMATE for a GPU preset" in p.stdout
+    assert "data:" not in p.stdout, "MNIST with CONFIG_DATA_DOWNLOAD=y: the run fetches it"
+
+
+def test_a_missing_data_set_is_a_warning_naming_its_folder(tmp_path, results):
+    cfg = write_config(tmp_path / ".config", f'CONFIG_LENET5_DATASET_MNIST=y\n'
+                                             f'CONFIG_DATA_DIR="{tmp_path / "data"}"\n')
+    p = run_cmd([PY, MATRIX, "dry-run", "--config", cfg])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"WARN data: mnist is not on disk ({tmp_path / 'data' / 'MNIST'} missing)" in p.stdout
+    assert "CONFIG_DATA_DOWNLOAD=y" in p.stdout
+
+
+def test_the_default_matrix_gets_a_wall_time_per_run_and_in_all(tmp_path, results):
+    cfg = write_config(tmp_path / ".config", open(f"{REPO}/defconfigs/default").read())
+    p = run_cmd([PY, MATRIX, "dry-run", "--config", cfg])
+    assert p.returncode == 0, p.stdout + p.stderr
+    table = [ln for ln in p.stdout.splitlines() if ln.startswith("lenet5_")]
+    assert len(table) == 13 and all(re.search(r"\s\d+(m\d\ds|s) cpu  OK$", ln) for ln in table), p.stdout
+    assert re.search(r"^estimated wall time: \S+ for the matrix at JOBS=1$", p.stdout, re.M)
+    assert "WARN" not in p.stdout
+
+    # earlier finished runs of the same model, device and batch give the estimate instead
+    from lenet5.config import Config
+    run = results / "runs" / "lenet5_earlier"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text(json.dumps({"status": "done"}))
+    (run / "summary.json").write_text(json.dumps({"wall_time_s": 90.0, "steps": 45}))
+    (run / "config.json").write_text(json.dumps({"model": "lenet5", "device": "cpu", "gpus": 1,
+                                                 "batch_size": Config().batch_size}))
+    p = run_cmd([PY, MATRIX, "dry-run", "--config", cfg])
+    steps = Config().epochs * (1437 // Config().batch_size)           # 2 s a step
+    assert f"{progress.fmt_time(steps * 2)} runs  OK" in p.stdout, p.stdout
+    assert "'runs': seconds per step of earlier finished runs" in p.stdout

@@ -72,3 +72,14 @@ time.sleep(60)
     else:
         os.kill(child, signal.SIGKILL)
         raise AssertionError("the job outlived its runner")
+
+
+def test_wait_any_returns_empty_after_its_timeout(tmp_path):
+    """The runner redraws progress once a second while its runs go on."""
+    script = tmp_path / "job.py"
+    script.write_text(PRINT_ENV)
+    ex = LocalExecutor(jobs=1)
+    ex.submit(Job("j", str(script), ["3.0"], str(tmp_path / "j.log")))
+    t0 = time.time()
+    assert ex.wait_any(timeout=0.5) == [] and time.time() - t0 < 2.5
+    ex.stop_all()

@@ -5,6 +5,7 @@ import csv
 import json
 import fcntl
 import os
+import re
 import signal
 import subprocess
 import time
@@ -39,9 +40,10 @@ def finished(tmp_path_factory):
     """One uninterrupted tiny matrix, shared by the tests below."""
     tmp = tmp_path_factory.mktemp("m")
     os.environ["KNLP_RESULTS"] = str(tmp / "results")
+    os.environ["KNLP_PROGRESS_INTERVAL"] = "1"        # plain progress lines, once a second
     cfg = write_config(tmp / ".config", TINY)
     p = matrix("run", cfg, "--jobs", "2")
-    del os.environ["KNLP_RESULTS"]
+    del os.environ["KNLP_RESULTS"], os.environ["KNLP_PROGRESS_INTERVAL"]
     assert p.returncode == 0, p.stdout + p.stderr
     return tmp, cfg, p
 
@@ -64,6 +66,14 @@ def test_matrix_runs_and_reports(finished):
     spans = sorted((json.load(open(f))["started"], json.load(open(f))["stopped"])
                    for f in (tmp / "results" / "runs").glob("*/status.json"))
     assert spans[1][0] < spans[0][1], "with JOBS=2 the first two runs overlap"
+
+
+def test_off_a_terminal_progress_is_plain_periodic_lines(finished):
+    """stdout is a pipe here (CI, `make | cat`): progress lines, no cursor escapes."""
+    _, _, p = finished
+    assert "\x1b" not in p.stdout and "\r" not in p.stdout
+    assert re.search(r"^  \.\. lenet5_\S+  step \d+/\d+", p.stdout, re.M), p.stdout
+    assert re.search(r"^  \.\. matrix: \d/3 done, \d running, \d queued, ETA ", p.stdout, re.M)
 
 
 def test_second_make_is_up_to_date(finished, monkeypatch):
