@@ -25,13 +25,13 @@ def test_parses_without_warnings(tmp_path):
 
 
 def test_symbols_are_upper_cased_runconfig_fields(tmp_path):
-    from lib.runconfig import KERNEL_BACKENDS, RunConfig
+    from lib.runconfig import RunConfig, meta
     kconf = load(tmp_path, hw_cpu=False)
     fields = {f.upper() for f in RunConfig.__dataclass_fields__}
     assert {"KERNEL_BACKEND", "KERNEL_LINEAR"} <= fields
     assert kconf.syms["KERNEL_BACKEND"].type == kconfiglib.STRING
     assert not kconf.syms["KERNEL_BACKEND"].nodes[0].prompt      # hidden, derived
-    for backend in KERNEL_BACKENDS:
+    for backend in meta(RunConfig, "kernel_backend")["choices"]:
         sym = kconf.syms[f"KERNEL_BACKEND_{backend.upper()}"]
         if sym.visibility:
             sym.set_value(2)
