@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lib.data import epoch_permutation
+
 
 @dataclass
 class Source:
@@ -62,11 +64,15 @@ class DeviceBatches:
         flip = (torch.rand(b, generator=g, device=self.device) < 0.5) & self.src.flip
         return corner[0], corner[1], flip
 
-    def batch(self, idx, seed: int, epoch: int, step: int):
+    def batch(self, idx, seed: int, epoch: int, step: int, part: slice = slice(None)):
+        """The augmented images of samples idx (global indices, taken mod N): the crop
+        corners and flips are drawn for the whole of idx, then `part` of it is made, so a
+        micro-batch or a rank's share gets what it would get in the whole batch."""
         idx = torch.as_tensor(idx, device=self.device) % self.n
+        top, left, flip = (t[part] for t in self.offsets(len(idx), seed, epoch, step))
+        idx = idx[part]
         x = self.x[idx]
         b, p = len(idx), self.src.pad
-        top, left, flip = self.offsets(b, seed, epoch, step)
         if p:
             x = F.pad(x.float(), (p, p, p, p), value=float(self.src.fill))
         cols = torch.where(flip[:, None], self.w - 1 - self.ar_w[None, :], self.ar_w[None, :])
@@ -78,6 +84,22 @@ class DeviceBatches:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, self.y[idx]
+
+
+    def loader(self, cfg, epoch: int, start_step: int, rank: int = 0, world: int = 1):
+        """Micro-batches (images, labels) of steps [start_step, steps of the epoch), in the
+        order and split of lib/data.StepBatchSampler: step s takes perm[s*B:(s+1)*B] of the
+        epoch's permutation, rank r its share, each accumulation micro-step a slice of that.
+        The augmentation of step s is drawn for the whole global batch, so 1 GPU and N GPUs
+        with the same global batch see the same images."""
+        bsz, accum = cfg.batch_size, cfg.grad_accum
+        micro = bsz // (world * accum)
+        perm = epoch_permutation(self.n, cfg.seed, epoch).to(self.device)
+        for s in range(start_step, self.n // bsz):
+            idx = perm[s * bsz:(s + 1) * bsz]
+            for a in range(accum):
+                lo = (rank * accum + a) * micro
+                yield self.batch(idx, cfg.seed, epoch, s, slice(lo, lo + micro))
 
 
 def reference_batch(src: Source, idx, top, left, flip):

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from lib import digits
+from lib import digits, gpu_data
 from lib.runconfig import ConfigError
 
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
@@ -115,3 +115,20 @@ def imagefolder(data_dir: str, image_size: int, num_classes: int, symbol: str):
                           f"two folders hold the same classes and set the class count "
                           f"({symbol.replace('_DATASET', '_NUM_CLASSES')}, --num-classes)")
     return train, test
+
+
+def device_source(dataset: str, train) -> gpu_data.Source:
+    """The training split as a lib/gpu_data.Source, for CONFIG_<MODEL>_DATA_ON_GPU: CIFAR's
+    uint8 arrays with the standard pipeline's crop, flip and normalisation, or the digits'
+    tensors with their crop."""
+    if isinstance(train, CroppedTensors):
+        return gpu_data.Source(train.x, train.y, scale=1.0, pad=train.pad, fill=train.fill,
+                               flip=train.flip)
+    if dataset in CIFAR and hasattr(train, "data"):
+        _, _, mean, std = CIFAR[dataset]
+        images = torch.from_numpy(train.data).permute(0, 3, 1, 2).contiguous()
+        return gpu_data.Source(images, torch.as_tensor(train.targets), scale=1.0 / 255,
+                               mean=mean, std=std, pad=4, fill=0.0, flip=True)
+    raise ConfigError(f"data_on_gpu: the {dataset} training set is not held in memory (an "
+                      f"image folder is decoded per file); turn CONFIG_<MODEL>_DATA_ON_GPU off "
+                      f"(--no-data-on-gpu) for it")

@@ -51,3 +51,48 @@ def test_float_images_and_channels_last():
     x, _ = dev.batch(torch.arange(8), 1, 0, 0)
     assert x.is_contiguous(memory_format=torch.channels_last)
     assert x.min() >= -1.0 and x.max() <= 1.0      # padding shows the fill value, nothing else
+
+
+def test_loader_splits_like_the_sampler_and_does_not_depend_on_the_split():
+    from types import SimpleNamespace
+    from lib import data
+    dev = gpu_data.DeviceBatches(source(n=64), "cpu")
+    one = SimpleNamespace(batch_size=16, grad_accum=1, seed=2)
+    four = SimpleNamespace(batch_size=16, grad_accum=2, seed=2)
+    whole = list(dev.loader(one, epoch=1, start_step=0))
+    assert len(whole) == 4
+    # the sampler's order: step s's labels are the labels of perm[s*16:(s+1)*16]
+    perm = data.epoch_permutation(64, 2, 1)
+    assert whole[2][1].tolist() == (perm[32:48] % 10).tolist()
+    # two ranks x two micro-steps of 4 reassemble the same images as one process
+    parts = [list(dev.loader(four, 1, 0, rank=r, world=2)) for r in (0, 1)]
+    step0 = torch.cat([parts[0][0][0], parts[0][1][0], parts[1][0][0], parts[1][1][0]])
+    assert torch.equal(step0, whole[0][0])
+    # resuming at step 3 gives step 3 as an uninterrupted epoch does
+    assert torch.equal(next(dev.loader(one, 1, 3))[0], whole[3][0])
+
+
+def test_device_source_of_the_cifar_pipeline_matches_torchvision():
+    """A CIFAR-shaped torchvision dataset: the device batch for given corners and flips is
+    what RandomCrop(32, 4) + flip + ToTensor + Normalize make of the same image."""
+    import numpy as np
+    from torchvision import transforms
+    from lib import vision
+
+    class FakeCifar:
+        data = np.random.default_rng(0).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+        targets = list(range(10))
+    src = vision.device_source("cifar10", FakeCifar())
+    dev = gpu_data.DeviceBatches(src, "cpu")
+    idx = torch.arange(10)
+    x, y = dev.batch(idx, 1, 0, 0)
+    top, left, flip = dev.offsets(10, 1, 0, 0)
+    _, _, mean, std = vision.CIFAR["cifar10"]
+    norm = transforms.Normalize(mean, std)
+    for i in range(10):
+        img = transforms.functional.to_tensor(FakeCifar.data[i])
+        img = transforms.functional.pad(img, 4)[:, top[i]:top[i] + 32, left[i]:left[i] + 32]
+        if flip[i]:
+            img = transforms.functional.hflip(img)
+        torch.testing.assert_close(x[i], norm(img), rtol=0, atol=1e-5)
+    assert y.tolist() == list(range(10))
