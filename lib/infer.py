@@ -130,16 +130,17 @@ def speed(run: LoadedRun, task, batch, seconds: float) -> list[str]:
     b = cfg.pruning_block_size
     rows = []
     sparse_loaded = uses_sparse_kernel(model)
+    plain = not cfg.kernel_linear and cfg.kernel_backend == "torch"
     if sparse_loaded:
         what = f"block-sparse kernels.Linear, {kernels.get_backend()} backend, {b}x{b} blocks"
-    elif cfg.kernel_linear or cfg.kernel_backend != "torch":
+    elif not plain:
         what = f"kernels/ {kernels.get_backend()} backend, dense matmuls"
     else:
         what = "torch, dense matmuls"
     loaded = forward_rate(model, x, units, cfg, dev, seconds)
     rows.append((f"loaded model ({what})", loaded))
     dense = loaded
-    if what != "torch, dense matmuls":
+    if not plain:
         with kernel_backend("torch"):
             dense = forward_rate(dense_copy(model), x, units, cfg, dev, seconds)
         rows.append(("dense copy (torch, dense matmuls)", dense))
@@ -163,6 +164,8 @@ def speed(run: LoadedRun, task, batch, seconds: float) -> list[str]:
         lines.append(f"  no sparse kernel in the loaded model (the run trained without "
                      f"kernel_linear); the block-sparse path would run {ratio:.2f}x "
                      f"({'faster' if ratio > 1 else 'not faster'})")
+    elif cfg.pruning_method == "none":
+        lines.append("  a dense run (pruning_method none): no sparse path to compare")
     else:
         why = ("no block-sparse kernel on this device" if b > 0 else
                "unstructured pruning (pruning_block_size=0): no kernel here skips single zeros")
@@ -245,9 +248,10 @@ def parser(infer: InferSpec | None) -> argparse.ArgumentParser:
 def report(run: LoadedRun, infer: InferSpec, args) -> None:
     cfg, task, summary = run.cfg, infer.spec.task, run.summary
     status = run.status.get("status", "unknown")
-    steps = run.status.get("step"), run.status.get("total_steps")
+    step, total = run.status.get("step"), run.status.get("total_steps")
+    at = f", step {step}/{total}" if step is not None else ""
     where = "model.pt" if run.step is None else f"checkpoint of step {run.step}"
-    print(f"run {run.run_id} ({status}, step {steps[0]}/{steps[1]}): {where} from {run.source}")
+    print(f"run {run.run_id} ({status}{at}): {where} from {run.source}")
     for note in run.notes:
         print(f"note: {note}")
     sp = run.sparsity
