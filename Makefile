@@ -20,6 +20,7 @@ include scripts/venv.Makefile
 include scripts/engine/kconfig.Makefile
 include scripts/engine/matrix.Makefile
 include scripts/test.Makefile
+include lib/infer.Makefile
 
 help:
 	@echo "knlp: optimizer and pruning experiment matrix (Kconfig -> .config -> runs -> results/)"
@@ -42,6 +43,11 @@ help:
 	@echo "  dashboard         - serve trackio's dashboard on http://127.0.0.1:7860"
 	@echo "  autotune          - warm the kernel autotuning cache for the configured models"
 	@echo "  bench-kernels     - benchmark kernels against torch (JSON + Markdown report)"
+	@echo ""
+	@echo "Using a run (docs/inference.md):"
+	@echo "  infer RUN=<id>    - eval metric, sparsity, forward speed dense vs pruned; GPT-2:"
+	@echo "                      text after PROMPT=\"...\" (TOKENS=, TEMPERATURE=, TOP_K=, SAMPLE_SEED=)"
+	@echo "  export RUN=<id>   - pruned weights + masks + config in one .safetensors (OUT=)"
 	@echo ""
 	@echo "Maintenance:"
 	@echo "  venv              - create .venv and install requirements.txt"

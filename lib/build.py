@@ -34,16 +34,23 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_training(spec, cfg: RunConfig, total_steps: int, device):
-    """Model, optimizer and pruner, in that order (the pruner reads the optimizer's state).
-    spec: the model's lib.trainer.ModelSpec."""
+def build_model(spec, cfg: RunConfig, device):
+    """The run's model alone, built as training builds it (seeded initialisation, the kernel
+    backend and kernels.Linear where the run uses them): training and inference (lib/infer.py)
+    run the same modules. spec: the model's lib.trainer.ModelSpec."""
     set_seed(cfg.seed)
     model = spec.build_model(cfg)
     if cfg.kernel_backend != "torch" or cfg.kernel_linear:
         kernels.set_backend(cfg.kernel_backend)
         if cfg.kernel_linear:  # same parameters and state_dict; forward goes to kernels.linear
             kernels.swap_linear(model, sparse_block_size=cfg.pruning_block_size)
-    model = model.to(device)
+    return model.to(device)
+
+
+def build_training(spec, cfg: RunConfig, total_steps: int, device):
+    """Model, optimizer and pruner, in that order (the pruner reads the optimizer's state).
+    spec: the model's lib.trainer.ModelSpec."""
+    model = build_model(spec, cfg, device)
     optimizer = optim.build_optimizer(model, cfg)
     pruner = pruning.build_pruner(model, optimizer, cfg, total_steps)
     return model, optimizer, pruner
