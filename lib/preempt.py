@@ -22,6 +22,11 @@ DEFAULT_SIGNALS = ("USR1", "USR2")
 _caught: list = []
 
 
+class Preempted(Exception):
+    """Raised by the loop once the checkpoint and the `preempted` status are written; the
+    entry point turns it into EXIT_PREEMPTED."""
+
+
 def _handler(signum, frame) -> None:
     _caught.append(signal.Signals(signum).name)
 

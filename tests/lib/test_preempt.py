@@ -43,3 +43,7 @@ def test_slurm_facts():
                                "SLURM_ARRAY_TASK_ID": "2", "SLURMD_NODENAME": "n1"})
     assert got == {"slurm_job_id": "12", "slurm_array_job_id": "10", "slurm_array_task_id": "2",
                    "slurm_node": "n1", "slurm_restart_count": "0"}
+
+
+def test_preempted_is_an_exception_the_entry_point_maps_to_the_exit_code():
+    assert issubclass(preempt.Preempted, Exception) and preempt.EXIT_PREEMPTED == 85
