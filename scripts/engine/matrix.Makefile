@@ -6,13 +6,17 @@ $(error SEED= and SEEDS= both given; SEED=n is SEEDS=n, give one)
 endif
 MATRIX_ARGS := $(if $(JOBS),--jobs $(JOBS)) $(if $(TIME),--time $(TIME)) \
 	$(if $(MODELS),--models $(MODELS)) $(if $(BASELINE),--baseline $(BASELINE)) \
-	$(if $(SEEDS)$(SEED),--seeds "$(SEEDS)$(SEED)") $(if $(filter 1 y yes,$(FORCE)),--force)
+	$(if $(SEEDS)$(SEED),--seeds "$(SEEDS)$(SEED)") $(if $(filter 1 y yes,$(FORCE)),--force) \
+	$(if $(filter 1 y yes,$(DETACH)),--detach) $(if $(RUN),--run $(RUN))
 
 all: $(STAMP) .config
 	$(Q)$(PY) -m scripts.engine.matrix run $(MATRIX_ARGS)
 
 continue: $(STAMP)
 	$(Q)$(PY) -m scripts.engine.matrix continue $(MATRIX_ARGS)
+
+cancel: $(STAMP)
+	$(Q)$(PY) -m scripts.engine.matrix cancel $(MATRIX_ARGS)
 
 dry-run: $(STAMP) .config
 	$(Q)$(PY) -m scripts.engine.matrix dry-run $(MATRIX_ARGS)
@@ -33,7 +37,7 @@ dashboard: $(STAMP)
 clean-results:
 	$(Q)rm -rf results/runs results/matrices results/trackio results/.lock
 
-.PHONY: all continue dry-run status update-graphs archive dashboard clean-results
+.PHONY: all continue cancel dry-run status update-graphs archive dashboard clean-results
 
 # Kernels (docs/kernels.md): warm the autotuning cache; benchmark against torch.
 BENCH_OUT ?= results/kernels/bench-$(shell date +%F)

@@ -6,6 +6,7 @@
   python -m scripts.engine.matrix update-graphs       # every matrix, from files on disk
   python -m scripts.engine.matrix archive             # copy the latest matrix's key results
   python -m scripts.engine.matrix status              # where the latest matrix stands
+  python -m scripts.engine.matrix cancel [--run ID]   # stop its runs (all, or by id prefix)
 
 Layout (docs/architecture.md):
   results/runs/<run_id>/            one folder per run, shared by all matrices (make semantics)
@@ -20,16 +21,14 @@ import fcntl
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 
 from lib import fsio, runrecord
 from lib.runconfig import ConfigError, config_class
-from scripts.engine import plan as planner, progress, report, run_main
-from scripts.engine.executor import Job, LocalExecutor, die_with_parent
+from scripts.engine import dryrun, executor as executors, plan as planner, progress, report, run_main
+from scripts.engine.executor import Handles, Job, State, die_with_parent
 
 from lib.paths import MATRICES, REPO, RESULTS, RUNS
 
@@ -99,15 +98,6 @@ def latest_matrix() -> str:
 # -----------------------------------------------------------------------------
 # executing
 
-def gpu_count() -> int:
-    try:
-        out = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
-                             capture_output=True, text=True, timeout=120).stdout.strip()
-        return int(out or 0)
-    except (OSError, ValueError, subprocess.SubprocessError):
-        return 0
-
-
 def describe_result(rid: str) -> str:
     st = runrecord.read_status(report.run_dir(rid))
     s = fsio.read_json(os.path.join(report.run_dir(rid), "summary.json"), {}) or {}
@@ -118,66 +108,104 @@ def describe_result(rid: str) -> str:
             f"{s.get('wall_time_s', 0):.1f}s")
 
 
-def settle(job, rc: int) -> int:
-    """Record how a run's process ended (a crash before the trainer could say so is
-    failed), print its result line; 1 if it did not finish."""
-    st = runrecord.read_status(report.run_dir(job.run_id)).get("status")
-    if rc != 0 and st not in ("failed", "interrupted"):
-        runrecord.write_status(report.run_dir(job.run_id), "failed",
-                               reason=f"process exited with code {rc}; see output.log")
-    elif rc == 0 and st != "done":
-        runrecord.write_status(report.run_dir(job.run_id), "failed",
-                               reason="process exited without finishing; see output.log")
-    say(f"       {'done ' if rc == 0 else 'FAIL '} {job.run_id}  {describe_result(job.run_id)}")
-    return int(rc != 0 or st != "done")
+def settle(h: dict, st: State, cancelled: bool = False) -> int:
+    """Record how a run's job ended (a crash before the trainer could say so is failed; a
+    job cancelled or vanished without a word is interrupted), print its result line; 1 if
+    it did not finish."""
+    d = report.run_dir(h["run_id"])
+    status = runrecord.read_status(d).get("status")
+    rc, final = st.rc, ("done", "failed", "interrupted")
+    if st.state == "vanished" or (cancelled and status != "done"):
+        if status not in final:
+            runrecord.write_status(d, "interrupted", reason=f"cancelled ({h['kind']} {h['id']}); "
+                                   "`make continue` resumes it")
+    elif rc is not None and rc != 0 and status not in ("failed", "interrupted"):
+        runrecord.write_status(d, "failed", reason=f"process exited with code {rc}; see output.log")
+    elif rc == 0 and status != "done":
+        runrecord.write_status(d, "failed", reason="process exited without finishing; see output.log")
+    elif rc is None and status not in final:
+        why = ("preempted and not requeued (past CONFIG_SLURM_MAX_REQUEUES, or the site cancels "
+               "on preemption); `make continue` resumes it" if status == "preempted" else
+               f"{h['kind']} job {h['id']} ended without a final status; see output.log")
+        runrecord.write_status(d, "failed", reason=why)
+    now = runrecord.read_status(d).get("status")
+    bad = (rc not in (0, None)) or now != "done"
+    label = "done " if not bad else ("cancel" if now == "interrupted" and cancelled else "FAIL ")
+    say(f"       {label} {h['run_id']}  {describe_result(h['run_id'])}")
+    return int(bad)
 
 
-def capacity(cfgs: list) -> tuple[bool, int, int]:
-    """(on GPUs?, GPUs visible, GPUs per run); an error when the machine cannot run cfgs,
-    raised before anything is recorded."""
-    cuda = any(c.device == "cuda" for c in cfgs)
-    ngpu = gpu_count() if cuda else 0
-    if cuda and ngpu == 0:
-        raise ConfigError("the plan runs on GPUs (device=cuda) but none is visible; use a CPU "
-                          "defconfig (make defconfig-lenet5) or run on a GPU machine")
-    per_run = max((c.gpus for c in cfgs), default=1) if cuda else 0
-    if cuda and per_run > ngpu:
-        raise ConfigError(f"a run asks for {per_run} GPUs (CONFIG_GPUS) but {ngpu} are visible")
-    return cuda, ngpu, per_run
+def job_for(cfg, ex) -> Job:
+    return Job(run_id=cfg.run_id(), script=os.path.join(REPO, cfg.model, "train.py"),
+               args=["--config", os.path.join(cfg.out_dir, "config.json")],
+               log_path=os.path.join(cfg.out_dir, "output.log"),
+               gpus=cfg.gpus if cfg.device == "cuda" else 0)
 
 
-def execute(cfgs: list, jobs: int) -> int:
-    """Run cfgs (already written to their run folders); return how many failed."""
-    cuda, ngpu, per_run = capacity(cfgs)
-    if not jobs:
-        jobs = max(1, ngpu // per_run) if cuda else 1
-    ex = LocalExecutor(jobs, list(range(ngpu)))
-    queue, failed, n, started = list(cfgs), 0, len(cfgs), 0
-    say(f"running {n} run(s), {jobs} at a time" + (f" on {ngpu} GPU(s)" if cuda else " on the CPU"))
+def live_handles(ex, mdir: str) -> dict:
+    """run id -> handle of the recorded jobs of mdir that are still pending or running."""
+    book = {r: h for r, h in Handles(mdir).latest().items() if h.get("id")}
+    states = ex.states(list(book.values())) if book else {}
+    return {r: h for r, h in book.items()
+            if states.get(h["id"], State("ended")).state in ("pending", "running")}
+
+
+def execute(cfgs: list, jobs: int, ex=None, mdir: str = "", detach: bool = False) -> int:
+    """Run cfgs (already written to their run folders) through the executor, adopting the
+    ones mdir's handles show still live; return how many failed."""
+    ex = ex or executors.LocalExecutor()
+    jobs = ex.capacity(cfgs, jobs)
+    ex.bind(mdir)
+    book = Handles(mdir)
+    recorded = book.latest()
+    live: dict = {}                                # handle id -> handle
+    queue = []
+    for cfg in cfgs:
+        h = recorded.get(cfg.run_id())
+        if h and h.get("id") and ex.attach(h):
+            live[h["id"]] = h
+        else:
+            queue.append(cfg)
+    n, started, failed = len(cfgs), len(live), 0
+    say(f"running {n} run(s), {jobs} at a time{getattr(ex, 'where', '')}")
     display = progress.Display(cfgs, jobs, report.run_dir)
     try:
         with display:
-            while queue or ex.running:
-                while queue and ex.free_slots() > 0 and (not cuda or len(ex.free_gpus) >= queue[0].gpus):
-                    cfg = queue.pop(0)
-                    started += 1
-                    rid = cfg.run_id()
-                    say(f"[{started:>3}/{n}] start {rid}")
-                    ex.submit(Job(run_id=rid, script=os.path.join(REPO, cfg.model, "train.py"),
-                                  args=["--config", os.path.join(cfg.out_dir, "config.json")],
-                                  log_path=os.path.join(cfg.out_dir, "output.log"),
-                                  gpus=cfg.gpus if cuda else 0))
-                    display.started(rid)
-                for job, rc in ex.wait_any(timeout=1.0):
-                    failed += settle(job, rc)
-                    display.finished(job.run_id)
+            for h in live.values():
+                say(f"       adopt {h['run_id']}  ({ex.kind} {h['id']}, still live)")
+                display.started(h["run_id"])
+            while queue or live:
+                k = ex.slots([job_for(c, ex) for c in queue]) if queue else 0
+                if k:
+                    batch, queue = queue[:k], queue[k:]
+                    for h in ex.submit_all([job_for(c, ex) for c in batch]):
+                        started += 1
+                        book.record(h)
+                        live[h["id"]] = h
+                        say(f"[{started:>3}/{n}] start {h['run_id']}"
+                            + (f"  ({ex.kind} {h['id']})" if ex.kind != "local" else ""))
+                        display.started(h["run_id"])
+                    if detach and not queue:
+                        say(f"submitted; `make status` shows where the runs stand, `make continue`"
+                            f" waits for them, `make cancel` stops them")
+                        return 0
+                for hid, st in ex.poll(timeout=1.0).items():
+                    if hid in live and st.state in ("ended", "vanished"):
+                        h = live.pop(hid)
+                        cancelled = bool(Handles(mdir).latest().get(h["run_id"], {}).get("cancelled")) \
+                            if mdir else False
+                        failed += settle(h, st, cancelled)
+                        display.finished(h["run_id"])
                 display.tick()
     except KeyboardInterrupt:
-        say("interrupted: stopping runs (they checkpoint and can be resumed with `make continue`)")
+        if ex.kind == "local":
+            say("interrupted: stopping runs (they checkpoint and can be resumed with `make continue`)")
+        else:
+            say(f"interrupted: the {ex.kind} jobs go on; `make continue` re-attaches, "
+                f"`make cancel` stops them")
         ex.stop_all()
         raise
     return failed
-
 
 def prepare(cfgs: list, force: bool) -> tuple[list, list]:
     """Split into (pending, up_to_date); write each pending run's config.json."""
@@ -241,17 +269,22 @@ def cmd_run(args) -> int:
     p = planner.plan(args.config, plan_overrides(args))
     if args.baseline:
         report.find_baseline(args.baseline)      # fail before anything runs
-    capacity(p.runs)                             # ... or is recorded as the latest matrix
+    ex = executors.make(p.executor)
+    ex.capacity(p.runs, args.jobs or p.jobs)     # ... or is recorded as the latest matrix
+    detach = wants_detach(args, p.executor, ex)
     lock = Lock()                                # noqa: F841  (held until exit)
     for what, why in p.skipped:
         say(f"skip {what}: {why}")
     records = [run_record(c) for c in p.runs]
     mdir = matrix_dir_for(p.name, records)
+    if args.force and live_handles(ex, mdir):
+        raise ConfigError(f"FORCE=1 while {len(live_handles(ex, mdir))} run(s) of this matrix are "
+                          f"still live ({ex.kind}); `make cancel` them first or wait")
     os.makedirs(mdir, exist_ok=True)
     shutil.copyfile(args.config, os.path.join(mdir, "config"))
     fsio.atomic_write_json(os.path.join(mdir, "plan.json"),
                            {"name": p.name, "hw": p.hw, "jobs": p.jobs, "runs": records,
-                            "skipped": [list(s) for s in p.skipped]})
+                            "skipped": [list(s) for s in p.skipped], "executor": p.executor})
     fsio.atomic_write_text(LATEST, os.path.basename(mdir) + "\n")
     pending, fresh = prepare(p.runs, args.force)
     fsio.append_jsonl(os.path.join(mdir, "invocations.jsonl"),
@@ -262,14 +295,24 @@ def cmd_run(args) -> int:
             f"({os.path.relpath(mdir, REPO)}); FORCE=1 re-runs them")
         return 0
     say(f"matrix {p.name}: {len(pending)} to run, {len(fresh)} up to date -> {os.path.relpath(mdir, REPO)}")
-    failed = execute(pending, args.jobs or p.jobs)
-    return finish(mdir, args.baseline, failed)
+    failed = execute(pending, args.jobs or p.jobs, ex, mdir, detach)
+    return 0 if detach else finish(mdir, args.baseline, failed)
+
+
+def wants_detach(args, settings: dict, ex) -> bool:
+    detach = bool(args.detach or settings.get("detach"))
+    if detach and not ex.detach_ok:
+        raise ConfigError(f"DETACH=1 needs a scheduler: the {ex.kind} executor's runs end with "
+                          f"`make`; select CONFIG_EXECUTOR_SLURM or drop DETACH")
+    return detach
 
 
 def cmd_continue(args) -> int:
     mdir = latest_matrix()
     lock = Lock()                                # noqa: F841
     doc = fsio.read_json(os.path.join(mdir, "plan.json"))
+    ex = executors.make(doc.get("executor"))
+    detach = wants_detach(args, {}, ex)
     cfgs = [record_to_cfg(r) for r in doc["runs"]]
     pending, fresh = prepare(cfgs, force=False)
     fsio.append_jsonl(os.path.join(mdir, "invocations.jsonl"),
@@ -277,113 +320,35 @@ def cmd_continue(args) -> int:
                        "pending": len(pending)})
     say(f"continuing {os.path.relpath(mdir, REPO)}: {len(pending)} to run or resume, "
         f"{len(fresh)} done")
-    failed = execute(pending, args.jobs or doc.get("jobs", 0)) if pending else 0
-    return finish(mdir, args.baseline, failed)
+    failed = execute(pending, args.jobs or doc.get("jobs", 0), ex, mdir, detach) if pending else 0
+    return 0 if detach and pending else finish(mdir, args.baseline, failed)
 
 
-def cmd_dry_run(args) -> int:
-    t0 = time.time()
-    p = planner.plan(args.config, plan_overrides(args))
-    for what, why in p.skipped:
-        say(f"skip {what}: {why}")
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="dryrun-") as tmp:
-        by_model = {}
-        for i, cfg in enumerate(p.runs):
-            path = os.path.join(tmp, f"{i:04d}.json")
-            fsio.atomic_write_json(path, cfg.to_dict())
-            by_model.setdefault(cfg.model, []).append(path)
-        for model, paths in by_model.items():
-            out = os.path.join(tmp, f"{model}-report.json")
-            argv = [sys.executable, os.path.join(REPO, model, "train.py"), "--dry-run",
-                    "--dry-run-report", out]
-            for path in paths:
-                argv += ["--config", path]
-            proc = subprocess.run(argv, capture_output=True, text=True)
-            got = fsio.read_json(out)
-            if got is None:
-                err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                got = [{"run_id": fsio.read_json(pth)["model"] + " (all runs)", "params": 0,
-                        "est_peak_mb": 0, "gpu_mb": 0, "status": "FAIL",
-                        "reason": f"{model}/train.py --dry-run crashed: {err}"} for pth in paths[:1]]
-            rows += got
-    history = finished_step_times()
-    for r in rows:
-        r["est_s"], r["basis"] = estimate(r, history)
-    w = max([len(r["run_id"]) for r in rows] + [3])
-    say(f"{'run':<{w}}  {'params':>12}  {'est. peak':>10}  {'GPU mem':>8}  {'est. time':>9}  result")
-    for r in rows:
-        gpu = f"{r['gpu_mb']/1024:.0f} GiB" if r.get("gpu_mb") else "cpu"
-        status = "WARN" if r["status"] == "OK" and r.get("warnings") else r["status"]
-        eta = f"{progress.fmt_time(r['est_s'])} {r['basis']}" if r["est_s"] is not None else "?"
-        say(f"{r['run_id']:<{w}}  {r['params']:>12,}  {r['est_peak_mb']:>7.0f} MB  {gpu:>8}  "
-            f"{eta:>9}  {status}{'  ' + r['reason'] if r['reason'] else ''}")
-    bad = [r for r in rows if r["status"] != "OK"]
-    warned = [r for r in rows if r["status"] == "OK" and r.get("warnings")]
-    jobs = p.jobs or 1
-    known = [r["est_s"] for r in rows if r["est_s"] is not None]
-    if known:
-        total = sum(known) / jobs
-        basis = sorted({r["basis"] for r in rows if r["est_s"] is not None})
-        why = []
-        if "runs" in basis:
-            why.append("'runs': seconds per step of earlier finished runs of the same model, "
-                       "device and batch in results/runs")
-        if "cpu" in basis:
-            why.append("'cpu': the second CPU dry-run step, scaled to the batch and the planned "
-                       "steps" + ("; CPU-BASED ESTIMATE for a GPU preset (device=cuda): the "
-                                  "GPU run will be far faster" if any(
-                                      r["device"] == "cuda" and r["basis"] == "cpu" for r in rows) else ""))
-        unknown = len(rows) - len(known)
-        say(f"estimated wall time: {progress.fmt_time(total)} for the matrix at JOBS={jobs}"
-            + (f" ({unknown} run(s) without an estimate)" if unknown else ""))
-        for line in why:
-            say(f"  {line}")
-    say(f"dry-run: {len(rows) - len(bad)}/{len(rows)} OK in {time.time() - t0:.1f}s"
-        + (f", {len(warned)} with warnings" if warned else ""))
-    by_msg: dict = {}
-    for r in warned:
-        for wmsg in r["warnings"]:
-            by_msg.setdefault(wmsg, []).append(r["run_id"])
-    for wmsg, ids in by_msg.items():      # what the real run needs and this machine lacks
-        which = ids[0] if len(ids) == 1 else (f"all {len(ids)} runs" if len(ids) == len(rows)
-                                              else f"{len(ids)} runs: {', '.join(ids[:3])}"
-                                                   + (", ..." if len(ids) > 3 else ""))
-        say(f"WARN {wmsg} ({which})")
-    for r in bad:
-        say(f"FAIL {r['run_id']}: {r['reason']}")
-    return 1 if bad else 0
-
-
-def finished_step_times() -> dict:
-    """(model, device, gpus, batch_size) -> [seconds per step] of the finished runs on disk."""
-    out: dict = {}
-    if not os.path.isdir(RUNS):
-        return out
-    for rid in os.listdir(RUNS):
-        d = os.path.join(RUNS, rid)
-        if runrecord.read_status(d).get("status") != "done":
-            continue
-        s = fsio.read_json(os.path.join(d, "summary.json"), {}) or {}
-        c = fsio.read_json(os.path.join(d, "config.json"), {}) or {}
-        if s.get("wall_time_s") and s.get("steps") and c.get("model"):
-            key = (c["model"], c.get("device"), c.get("gpus", 1), c.get("batch_size"))
-            out.setdefault(key, []).append(float(s["wall_time_s"]) / int(s["steps"]))
-    return out
-
-
-def estimate(row: dict, history: dict) -> tuple:
-    """(seconds, basis) for one dry-run row: earlier runs of the same shape, else the CPU
-    dry-run step scaled; (None, "") without a planned step count."""
-    steps = row.get("planned_steps")
-    if not steps:
-        return None, ""
-    times = history.get((row.get("model"), row.get("device"), row.get("gpus", 1), row.get("batch_size")))
-    if times:
-        return sorted(times)[len(times) // 2] * steps, "runs"
-    if row.get("cpu_est_s") is not None:
-        return row["cpu_est_s"], "cpu"
-    return None, ""
+def cmd_cancel(args) -> int:
+    """Stop runs of the latest matrix (all, or RUN=<id prefix>) from any terminal: they end
+    `interrupted` and `make continue` resumes them."""
+    mdir = latest_matrix()
+    doc = fsio.read_json(os.path.join(mdir, "plan.json"))
+    ex = executors.make(doc.get("executor"))
+    live = {r: h for r, h in live_handles(ex, mdir).items() if r.startswith(args.run or "")}
+    if not live:
+        say(f"nothing to cancel: no live run{' matching ' + args.run if args.run else ''} in "
+            f"{os.path.relpath(mdir, REPO)}")
+        return 0 if not args.run else 1
+    book = Handles(mdir)
+    for rid, h in live.items():
+        book.record({"run_id": rid, "cancelled": True})
+        ex.cancel(h)
+        say(f"cancel {rid}  ({ex.kind} {h['id']})")
+    deadline = time.time() + 60                  # the trainers checkpoint and say `interrupted`
+    while time.time() < deadline and live_handles(ex, mdir).keys() & live.keys():
+        time.sleep(0.5)
+    for rid in live:
+        d = report.run_dir(rid)
+        if runrecord.read_status(d).get("status") not in ("done", "failed", "interrupted"):
+            runrecord.write_status(d, "interrupted", reason="cancelled (make cancel); "
+                                   "`make continue` resumes it")
+    return 0
 
 
 def all_matrices() -> list:
@@ -414,27 +379,35 @@ def cmd_status(args) -> int:
     mdir = latest_matrix()
     doc = fsio.read_json(os.path.join(mdir, "plan.json"))
     rows = report.collect(doc["runs"], args.baseline)
-    say(f"matrix {doc['name']} ({os.path.relpath(mdir, REPO)})")
+    ex = executors.make(doc.get("executor"))
+    book = {r: h for r, h in Handles(mdir).latest().items() if h.get("id")}
+    states = ex.states(list(book.values())) if book else {}
+    say(f"matrix {doc['name']} ({os.path.relpath(mdir, REPO)}, {ex.kind} executor)")
     now = time.time()
     for r in rows:
         st = runrecord.read_status(report.run_dir(r["run_id"]))
-        say(f"  {r['status']:<12} {r['run_id']:<55} {progress.detail(st, now)}".rstrip())
+        h = book.get(r["run_id"])
+        s = states.get(h["id"]) if h else None
+        where = f"{h['id']} {s.label()}" if s and s.state in ("pending", "running") else ""
+        say(f"  {r['status']:<12} {r['run_id']:<55} {progress.detail(st, now)}"
+            f"{'  [' + where + ']' if where else ''}".rstrip())
     return 0
 
 
 # which make variable each command reads; any other given is refused by name, not ignored
-USES = {"run": {"jobs", "time", "models", "baseline", "seeds", "force"},
-        "continue": {"jobs", "baseline"},
+USES = {"run": {"jobs", "time", "models", "baseline", "seeds", "force", "detach"},
+        "continue": {"jobs", "baseline", "detach"}, "cancel": {"run"},
         "dry-run": {"time", "models", "seeds"},
         "update-graphs": {"baseline"}, "archive": {"baseline"}, "status": {"baseline"}}
 VARIABLES = {"jobs": "JOBS", "time": "TIME", "models": "MODELS", "baseline": "BASELINE",
-             "seeds": "SEEDS/SEED", "force": "FORCE"}
+             "seeds": "SEEDS/SEED", "force": "FORCE", "detach": "DETACH", "run": "RUN"}
 
 
 def refuse_ignored(args) -> None:
     given = [k for k, v in (("jobs", args.jobs), ("time", args.time), ("models", args.models),
                             ("baseline", args.baseline), ("seeds", args.seeds),
-                            ("force", args.force)) if v not in (None, "", 0, False)]
+                            ("force", args.force), ("detach", args.detach), ("run", args.run))
+             if v not in (None, "", 0, False)]
     ignored = [k for k in given if k not in USES[args.command]]
     if ignored:
         hint = (" (`make continue` resumes the recorded plan as it was; `make` re-plans)"
@@ -445,7 +418,8 @@ def refuse_ignored(args) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["run", "continue", "dry-run", "update-graphs", "archive", "status"])
+    ap.add_argument("command", choices=["run", "continue", "cancel", "dry-run", "update-graphs",
+                                        "archive", "status"])
     ap.add_argument("--config", default=os.path.join(REPO, ".config"))
     ap.add_argument("--force", action="store_true", help="re-run finished runs (FORCE=1)")
     ap.add_argument("--jobs", type=int, default=0, help="runs in parallel (JOBS=n)")
@@ -453,11 +427,14 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="", help="checkpoint root (MODELS=dir)")
     ap.add_argument("--baseline", default="", help="run id to compare against (BASELINE=id)")
     ap.add_argument("--seeds", default=None, help="seeds of every cell (SEEDS=\"1 2 3\", SEED=n)")
+    ap.add_argument("--detach", action="store_true", help="submit and return (DETACH=1)")
+    ap.add_argument("--run", default="", help="cancel: the runs whose id starts so (RUN=prefix)")
     args = ap.parse_args(argv)
     refuse_ignored(args)
     if args.command in ("run", "continue"):
         die_with_parent()
-    cmd = {"run": cmd_run, "continue": cmd_continue, "dry-run": cmd_dry_run,
+    cmd = {"run": cmd_run, "continue": cmd_continue, "cancel": cmd_cancel,
+           "dry-run": lambda a: dryrun.cmd_dry_run(a, plan_overrides(a)),
            "update-graphs": cmd_update_graphs, "archive": cmd_archive, "status": cmd_status}
     try:
         return cmd[args.command](args)

@@ -34,6 +34,24 @@ class Plan:
     skipped: list = field(default_factory=list)     # (description, reason)
     hw: str = "cpu"
     jobs: int = 0                                   # CONFIG_JOBS (0 = auto)
+    executor: dict = field(default_factory=lambda: {"kind": "local"})
+
+
+SLURM_SYMBOLS = {"partition": str, "account": str, "qos": str, "time_limit": str, "nodes": int,
+                 "cpus_per_gpu": int, "mem_per_gpu": str, "signal": str, "signal_lead": int,
+                 "max_requeues": int, "setup": str, "sbatch_args": str, "poll_interval": int,
+                 "detach": bool}
+
+
+def executor_settings(kconf) -> dict:
+    """CONFIG_EXECUTOR_* and the CONFIG_SLURM_* symbols, as plan.json keeps them."""
+    if not _set(kconf, "EXECUTOR_SLURM"):
+        return {"kind": "local"}
+    out = {"kind": "slurm"}
+    for key, typ in SLURM_SYMBOLS.items():
+        v = _set(kconf, f"SLURM_{key.upper()}")
+        out[key] = bool(v) if typ is bool else typ(v) if v not in (None, "") else typ()
+    return out
 
 
 def rejected_assignments(kconf) -> list[str]:
@@ -161,7 +179,7 @@ def plan(config_path: str, overrides: dict | None = None) -> Plan:
     kconf = load_kconfig(config_path)
     overrides = dict(overrides or {})
     p = Plan(name=_set(kconf, "MATRIX_NAME") or "custom", hw=_set(kconf, "HW_NAME") or "cpu",
-             jobs=int(_set(kconf, "JOBS") or 0))
+             jobs=int(_set(kconf, "JOBS") or 0), executor=executor_settings(kconf))
     models = [m for m in settings.models(kconf) if _set(kconf, f"MODEL_{m.upper()}")]
     optimizers = [o for o in OPTIMIZERS if _set(kconf, f"MATRIX_OPTIMIZER_{o.upper()}")]
     methods = [m for m in PRUNING_METHODS if _set(kconf, f"MATRIX_PRUNING_{m.upper()}")]

@@ -37,7 +37,7 @@ def test_every_setting_symbol_maps_to_a_field(kconf):
                 fields |= {f.upper(), f"{model.upper()}_{f.upper()}"}
                 fields |= {f"{model.upper()}_{o.upper()}_{f.upper()}" for o in
                            ("sgd", "adam", "adamw", "adamwadv", "adamwspam", "adamwprune")}
-    structural = ("MATRIX_", "MODEL_", "HW_", "EXECUTOR_", "PRECISION_", "JOBS", "MODELS_DIR")
+    structural = ("MATRIX_", "MODEL_", "HW_", "EXECUTOR_", "SLURM_", "PRECISION_", "JOBS", "MODELS_DIR")
     orphans = [s.name for s in kconf.unique_defined_syms
                if not s.choice and not s.name.startswith(structural) and s.name not in fields]
     assert not orphans, f"symbols that reach no run-config field: {orphans}"

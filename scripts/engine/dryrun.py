@@ -1,0 +1,124 @@
+"""`make dry-run`: two CPU steps per planned run, a memory check and a wall-time estimate,
+one table (docs/matrix.md)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from lib import fsio, runrecord
+from lib.paths import REPO, RUNS
+from scripts.engine import plan as planner, progress
+
+
+def say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def cmd_dry_run(args, overrides: dict) -> int:
+    t0 = time.time()
+    p = planner.plan(args.config, overrides)
+    for what, why in p.skipped:
+        say(f"skip {what}: {why}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="dryrun-") as tmp:
+        by_model = {}
+        for i, cfg in enumerate(p.runs):
+            path = os.path.join(tmp, f"{i:04d}.json")
+            fsio.atomic_write_json(path, cfg.to_dict())
+            by_model.setdefault(cfg.model, []).append(path)
+        for model, paths in by_model.items():
+            out = os.path.join(tmp, f"{model}-report.json")
+            argv = [sys.executable, os.path.join(REPO, model, "train.py"), "--dry-run",
+                    "--dry-run-report", out]
+            for path in paths:
+                argv += ["--config", path]
+            proc = subprocess.run(argv, capture_output=True, text=True)
+            got = fsio.read_json(out)
+            if got is None:
+                err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                got = [{"run_id": fsio.read_json(pth)["model"] + " (all runs)", "params": 0,
+                        "est_peak_mb": 0, "gpu_mb": 0, "status": "FAIL",
+                        "reason": f"{model}/train.py --dry-run crashed: {err}"} for pth in paths[:1]]
+            rows += got
+    history = finished_step_times()
+    for r in rows:
+        r["est_s"], r["basis"] = estimate(r, history)
+    w = max([len(r["run_id"]) for r in rows] + [3])
+    say(f"{'run':<{w}}  {'params':>12}  {'est. peak':>10}  {'GPU mem':>8}  {'est. time':>9}  result")
+    for r in rows:
+        gpu = f"{r['gpu_mb']/1024:.0f} GiB" if r.get("gpu_mb") else "cpu"
+        status = "WARN" if r["status"] == "OK" and r.get("warnings") else r["status"]
+        eta = f"{progress.fmt_time(r['est_s'])} {r['basis']}" if r["est_s"] is not None else "?"
+        say(f"{r['run_id']:<{w}}  {r['params']:>12,}  {r['est_peak_mb']:>7.0f} MB  {gpu:>8}  "
+            f"{eta:>9}  {status}{'  ' + r['reason'] if r['reason'] else ''}")
+    bad = [r for r in rows if r["status"] != "OK"]
+    warned = [r for r in rows if r["status"] == "OK" and r.get("warnings")]
+    jobs = p.jobs or 1
+    known = [r["est_s"] for r in rows if r["est_s"] is not None]
+    if known:
+        total = sum(known) / jobs
+        basis = sorted({r["basis"] for r in rows if r["est_s"] is not None})
+        why = []
+        if "runs" in basis:
+            why.append("'runs': seconds per step of earlier finished runs of the same model, "
+                       "device and batch in results/runs")
+        if "cpu" in basis:
+            why.append("'cpu': the second CPU dry-run step, scaled to the batch and the planned "
+                       "steps" + ("; CPU-BASED ESTIMATE for a GPU preset (device=cuda): the "
+                                  "GPU run will be far faster" if any(
+                                      r["device"] == "cuda" and r["basis"] == "cpu" for r in rows) else ""))
+        unknown = len(rows) - len(known)
+        say(f"estimated wall time: {progress.fmt_time(total)} for the matrix at JOBS={jobs}"
+            + (f" ({unknown} run(s) without an estimate)" if unknown else ""))
+        for line in why:
+            say(f"  {line}")
+    say(f"dry-run: {len(rows) - len(bad)}/{len(rows)} OK in {time.time() - t0:.1f}s"
+        + (f", {len(warned)} with warnings" if warned else ""))
+    by_msg: dict = {}
+    for r in warned:
+        for wmsg in r["warnings"]:
+            by_msg.setdefault(wmsg, []).append(r["run_id"])
+    for wmsg, ids in by_msg.items():      # what the real run needs and this machine lacks
+        which = ids[0] if len(ids) == 1 else (f"all {len(ids)} runs" if len(ids) == len(rows)
+                                              else f"{len(ids)} runs: {', '.join(ids[:3])}"
+                                                   + (", ..." if len(ids) > 3 else ""))
+        say(f"WARN {wmsg} ({which})")
+    for r in bad:
+        say(f"FAIL {r['run_id']}: {r['reason']}")
+    return 1 if bad else 0
+
+
+def finished_step_times() -> dict:
+    """(model, device, gpus, batch_size) -> [seconds per step] of the finished runs on disk."""
+    out: dict = {}
+    if not os.path.isdir(RUNS):
+        return out
+    for rid in os.listdir(RUNS):
+        d = os.path.join(RUNS, rid)
+        if runrecord.read_status(d).get("status") != "done":
+            continue
+        s = fsio.read_json(os.path.join(d, "summary.json"), {}) or {}
+        c = fsio.read_json(os.path.join(d, "config.json"), {}) or {}
+        if s.get("wall_time_s") and s.get("steps") and c.get("model"):
+            key = (c["model"], c.get("device"), c.get("gpus", 1), c.get("batch_size"))
+            out.setdefault(key, []).append(float(s["wall_time_s"]) / int(s["steps"]))
+    return out
+
+
+def estimate(row: dict, history: dict) -> tuple:
+    """(seconds, basis) for one dry-run row: earlier runs of the same shape, else the CPU
+    dry-run step scaled; (None, "") without a planned step count."""
+    steps = row.get("planned_steps")
+    if not steps:
+        return None, ""
+    times = history.get((row.get("model"), row.get("device"), row.get("gpus", 1), row.get("batch_size")))
+    if times:
+        return sorted(times)[len(times) // 2] * steps, "runs"
+    if row.get("cpu_est_s") is not None:
+        return row["cpu_est_s"], "cpu"
+    return None, ""
+
+

@@ -1,0 +1,134 @@
+"""A SLURM cluster on loopback for the `slurm` tests (settings: ../shared/env-facts.md):
+munged, slurmctld and two slurmd "nodes" n1 and n2 on this host, each with 2 CPUs and two
+fake GPUs (GRES backed by /dev/tty*), a private SLURM_CONF and state under a temp folder.
+Installs Debian's packages when missing (as root); every daemon it started is stopped by
+its pid."""
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
+
+
+def ensure_installed() -> str:
+    """'' when slurmctld is there (installed now if need be), else why not."""
+    if shutil.which("slurmctld") and shutil.which("slurmd") and shutil.which("sbatch"):
+        return ""
+    if os.geteuid() != 0:
+        return "SLURM is not installed and installing it needs root"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for argv in (["apt-get", "install", "-y", *PACKAGES], ["apt-get", "update"],
+                 ["apt-get", "install", "-y", *PACKAGES]):
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"{' '.join(argv)} failed: {e}"
+        if argv[1] == "install" and p.returncode == 0:
+            return ""
+    return f"apt-get install {' '.join(PACKAGES)} failed: {p.stderr.strip()[-300:]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CONF = """ClusterName=knlptest
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=cred_expire=10
+StateSaveLocation={d}/state
+SlurmdSpoolDir={d}/spool/%n
+SlurmctldPidFile={d}/slurmctld.pid
+SlurmdPidFile={d}/slurmd-%n.pid
+SlurmctldLogFile={d}/log/slurmctld.log
+SlurmdLogFile={d}/log/slurmd-%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2,batch_sched_delay=1
+ReturnToService=2
+MpiDefault=none
+JobCompType=jobcomp/filetxt
+JobCompLoc={d}/log/jobcomp.txt
+AccountingStorageType=accounting_storage/none
+MinJobAge=300
+KillWait=10
+GresTypes=gpu
+NodeName=n1 NodeHostname={host} NodeAddr=127.0.0.1 Port={n1_port} CPUs=2 RealMemory=1000 Gres=gpu:2
+NodeName=n2 NodeHostname={host} NodeAddr=127.0.0.1 Port={n2_port} CPUs=2 RealMemory=1000 Gres=gpu:2
+PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP
+"""
+GRES = """NodeName=n1 Name=gpu File=/dev/tty[1-2]
+NodeName=n2 Name=gpu File=/dev/tty[3-4]
+"""
+
+
+class Cluster:
+    def __init__(self, root: str):
+        self.d, self.procs = root, []
+        self.host = socket.gethostname().split(".")[0]
+
+    def start(self) -> None:
+        for sub in ("state", "spool", "log"):
+            os.makedirs(os.path.join(self.d, sub), exist_ok=True)
+        conf = os.path.join(self.d, "slurm.conf")
+        with open(conf, "w") as f:
+            f.write(CONF.format(host=self.host, d=self.d, ctld_port=free_port(),
+                                n1_port=free_port(), n2_port=free_port()))
+        with open(os.path.join(self.d, "gres.conf"), "w") as f:
+            f.write(GRES)
+        os.environ["SLURM_CONF"] = conf
+        self.munge()
+        log = open(os.path.join(self.d, "log", "daemons.out"), "ab")
+        self.procs.append(subprocess.Popen(["slurmctld", "-D", "-i", "-f", conf], stdout=log,
+                                           stderr=subprocess.STDOUT))
+        time.sleep(1.0)
+        for n in ("n1", "n2"):
+            self.procs.append(subprocess.Popen(["slurmd", "-D", "-N", n, "-f", conf], stdout=log,
+                                               stderr=subprocess.STDOUT))
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            p = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True)
+            states = dict(line.split() for line in p.stdout.splitlines() if line.strip())
+            if states.get("n1") == "idle" and states.get("n2") == "idle":
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"the loopback cluster did not come up: {p.stdout} {p.stderr}; see "
+                           f"{self.d}/log")
+
+    def munge(self) -> None:
+        ok = subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0
+        if ok:
+            return                      # a munged is already serving this host: share it
+        os.makedirs("/run/munge", exist_ok=True)
+        shutil.chown("/run/munge", "munge", "munge")
+        os.chmod("/run/munge", 0o755)
+        self.procs.append(subprocess.Popen(["/usr/sbin/munged", "-F"], user="munge", group="munge",
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for _ in range(50):
+            if subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("munged did not start")
+
+    def stop(self) -> None:
+        if shutil.which("scancel"):
+            subprocess.run(["scancel", "--full", "-u", "root"], capture_output=True, timeout=30)
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in reversed(self.procs):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        os.environ.pop("SLURM_CONF", None)
