@@ -12,7 +12,8 @@ memory, GPU/CPU monitoring, trackio, and the run's files:
 
 Time: the first step(s) of each process (torch.compile, CUDA graph capture, allocator
 warm-up) count as warm-up and evaluations as eval; the TIME budget counts training time
-only. All three go to the checkpoint and summary.json (warmup_s, eval_s, train_s).
+only. All three go to the checkpoint and summary.json (warmup_s, evaluation_s, train_s;
+not eval_*: those are the evaluation's metrics).
 
 status.json is rewritten at every log step while the run trains (step, total_steps, loss,
 rate, unit, elapsed_s, eta_s, last_eval): `make status` reads it.
@@ -132,8 +133,9 @@ def warmup_steps(cfg: RunConfig) -> int:
 
 
 def new_clock(saved: dict | None = None) -> dict:
-    """Seconds spent so far: warmup_s, train_s (what a TIME budget counts), eval_s, wall_s."""
-    clock = {"warmup_s": 0.0, "train_s": 0.0, "eval_s": 0.0, "wall_s": 0.0}
+    """Seconds spent so far: warmup_s, train_s (what a TIME budget counts), evaluation_s and
+    wall_s."""
+    clock = {"warmup_s": 0.0, "train_s": 0.0, "evaluation_s": 0.0, "wall_s": 0.0}
     clock.update(saved or {})
     return clock
 
@@ -172,7 +174,8 @@ class Run:
             runrecord.write_status(self.cfg.out_dir, status, **extra)
 
     def tick(self, kind: str) -> None:
-        """Charge the time since the last tick to clock[kind] (warmup_s, train_s, eval_s)."""
+        """Charge the time since the last tick to clock[kind] (warmup_s, train_s or
+        evaluation_s)."""
         now = time.time()
         self.clock[kind] += now - self._mark
         self.clock["wall_s"] = self._wall0 + now - self._proc_start
@@ -286,12 +289,13 @@ class Run:
 
     # -------------------------------------------------------------------------
     def evaluate(self, step: int) -> dict:
-        """Evaluate; the time since the last tick goes to training, this call's to eval_s."""
+        """Evaluate; the time since the last tick goes to train_s, this call's to
+        evaluation_s."""
         self.tick("train_s")
         try:
             return self._evaluate()
         finally:
-            self.tick("eval_s")
+            self.tick("evaluation_s")
 
     def mid_eval(self, step: int, **extra) -> None:
         """A mid-run evaluation: a metrics row, a log line and status.json's last_eval."""
@@ -461,7 +465,7 @@ class Run:
                    "optimizer": self.cfg.optimizer, "pruning_method": self.cfg.pruning_method,
                    "target_sparsity": self.cfg.target_sparsity, "sparsity": sp["sparsity"],
                    "steps": step, "train_loss": last_loss, "wall_time_s": wall,
-                   **{k: self.clock[k] for k in ("warmup_s", "train_s", "eval_s")},
+                   **{k: self.clock[k] for k in ("warmup_s", "train_s", "evaluation_s")},
                    "peak_memory_mb": peak_memory_mb(self.cfg.device),
                    "throughput": sorted(rates)[len(rates) // 2], "unit": self.task.unit,
                    "params": self.nparams, "primary_metric": self.task.primary,

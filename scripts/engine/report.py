@@ -144,7 +144,8 @@ def render_markdown(rows, title: str) -> str:
 
 def render_csv(rows) -> str:
     keys = [c[1] for c in COLUMNS] + ["steps_flag", "model", "train_loss", "params",
-                                      "stop_reason", "reason", "warmup_s", "train_s", "eval_s"]
+                                      "stop_reason", "reason", "warmup_s", "train_s",
+                                      "evaluation_s"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()

@@ -173,8 +173,8 @@ def test_the_budget_counts_training_time_only(tmp_path):
     assert s["steps"] > 5, "the warm-up must not spend the budget"
     assert s["warmup_s"] >= 6, "the slow first step is warm-up"
     assert 3 <= s["train_s"] < 6
-    assert s["eval_s"] > 0
-    assert s["wall_time_s"] >= s["warmup_s"] + s["train_s"] + s["eval_s"] - 1e-6
+    assert s["evaluation_s"] > 0
+    assert s["wall_time_s"] >= s["warmup_s"] + s["train_s"] + s["evaluation_s"] - 1e-6
 
 
 def test_status_json_is_live_while_the_run_trains(tmp_path):

@@ -42,7 +42,8 @@ def test_the_table_says_why_each_run_stopped(tmp_path, monkeypatch):
     assert head[:3] == ["run", "status", "stop"]
     line = {ln.split()[0]: ln for ln in text.splitlines()[2:] if ln.split()}
     assert "time budget" in line["c_budget"] and "finished" in line["a_full"]
-    assert "failed: loss is nan" in line["d_failed"] and "last good checkpoint" not in line["d_failed"], \
+    assert "failed: loss is nan" in line["d_failed"], line["d_failed"]
+    assert "last good checkpoint" not in line["d_failed"], \
         "the table's stop cell is short; the whole reason is in the CSV and under the table"
     md = report.render_markdown(rows, "Matrix t")
     assert "| stop |" in md and "| time budget |" in md
