@@ -158,6 +158,7 @@ class Pruner:
         self.cfg, self.optimizer = cfg, optimizer
         self.params = dict(params)
         self.target = cfg.target_sparsity if self.method != "none" else 0.0
+        self.total_steps = total_steps
         self.t0, self.t1 = schedule.ramp_steps(total_steps, cfg.pruning_warmup,
                                                cfg.pruning_ramp_end)
         self.sparsity = 0.0  # the level the masks were last set to
@@ -169,8 +170,11 @@ class Pruner:
         if self.method == "movement" and cfg.movement_variant == "delta":
             self.w0 = {n: p.detach().clone() for n, p in self.params.items()}
 
-    def target_at(self, step: int) -> float:
-        return schedule.sparsity_at(step, self.t0, self.t1, self.target, self.cfg.pruning_ramp)
+    def target_at(self, step: int, budget_used: float = 0.0) -> float:
+        """The scheduled sparsity after `step`; budget_used: training time over the TIME
+        budget (0 without one), which moves the schedule ahead of the steps."""
+        at = schedule.progress(step, self.total_steps, budget_used)
+        return schedule.sparsity_at(at, self.t0, self.t1, self.target, self.cfg.pruning_ramp)
 
     @torch.no_grad()
     def before_step(self, step: int) -> None:
@@ -181,15 +185,19 @@ class Pruner:
                 continue
             if self.sparsity > 0:
                 p.grad.mul_(self.masks[n])
-            if self.scores and step <= self.t1:
+            if self.scores and self.sparsity < self.target:  # until the final masks (t1)
                 scores.accumulate_movement(self.scores[n], p, p.grad)
 
     @torch.no_grad()
-    def after_step(self, step: int) -> None:
+    def after_step(self, step: int, budget_used: float = 0.0) -> None:
+        """Update the masks if the schedule says so, then zero the pruned weights. Under a
+        TIME budget, budget_used (training time / budget) must be the same on every rank."""
         if self.method == "none":
             return
-        if schedule.is_update_step(step, self.t0, self.t1, self.cfg.pruning_frequency):
-            self._update_masks(max(self.target_at(step), self.sparsity))
+        at = schedule.progress(step, self.total_steps, budget_used)
+        if self.sparsity < self.target and schedule.is_update_step(
+                step, self.t0, self.t1, self.cfg.pruning_frequency, at):
+            self._update_masks(max(self.target_at(step, budget_used), self.sparsity))
         self._apply_masks()
 
     @torch.no_grad()

@@ -10,8 +10,18 @@ memory, GPU/CPU monitoring, trackio, and the run's files:
   <out_dir>/metrics.jsonl   train/eval/system rows  <out_dir>/summary.json  final metrics
   <out_dir>/train.log       the log                 <models_dir>/ckpt_*.pt  checkpoints
 
-Test hook: KNLP_CRASH_AT=<rank>:<step> makes that rank raise at that step, so
-tests/lib/test_ddp.py can check that one dead rank ends a torchrun job instead of hanging it.
+Time: the first step(s) of each process (torch.compile, CUDA graph capture, allocator
+warm-up) count as warm-up and evaluations as eval; the TIME budget counts training time
+only. All three go to the checkpoint and summary.json (warmup_s, evaluation_s, train_s;
+not eval_*: those are the evaluation's metrics).
+
+status.json is rewritten at every log step while the run trains (step, total_steps, loss,
+rate, unit, elapsed_s, eta_s, last_eval): `make status` reads it.
+
+Test hooks: KNLP_CRASH_AT=<rank>:<step> makes that rank raise at that step, so
+tests/lib/test_ddp.py can check that one dead rank ends a torchrun job instead of hanging it;
+KNLP_SLOW_STEP=<step>:<seconds> sleeps inside that step (of this process's count), standing
+in for a slow compile or a stalled step.
 """
 from __future__ import annotations
 
@@ -115,6 +125,21 @@ def lr_at(cfg: RunConfig, step: int, total: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0))))
 
 
+def warmup_steps(cfg: RunConfig) -> int:
+    """Steps at the start of each process counted as warm-up, not training: the first call
+    compiles (torch.compile) or pays lazy initialisation; CUDA graph trees record a graph
+    only after warm-up calls, so under them the first 3."""
+    return 3 if uses_cudagraphs(cfg) else 1
+
+
+def new_clock(saved: dict | None = None) -> dict:
+    """Seconds spent so far: warmup_s, train_s (what a TIME budget counts), evaluation_s and
+    wall_s."""
+    clock = {"warmup_s": 0.0, "train_s": 0.0, "evaluation_s": 0.0, "wall_s": 0.0}
+    clock.update(saved or {})
+    return clock
+
+
 def peak_memory_mb(device: str) -> float:
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
@@ -131,6 +156,9 @@ class Run:
         self.master = self.rank == 0
         self.log_file = self.tracker = self.monitor = None
         self.saver = checkpoint.AsyncSaver()
+        self.clock, self.budget_used, self.last_eval = new_clock(), 0.0, None
+        self._mark = self._proc_start = time.time()
+        self._wall0 = 0.0
 
     def log(self, msg: str) -> None:
         if not self.master:
@@ -144,6 +172,14 @@ class Run:
     def write_status(self, status: str, **extra) -> None:
         if self.master:
             runrecord.write_status(self.cfg.out_dir, status, **extra)
+
+    def tick(self, kind: str) -> None:
+        """Charge the time since the last tick to clock[kind] (warmup_s, train_s or
+        evaluation_s)."""
+        now = time.time()
+        self.clock[kind] += now - self._mark
+        self.clock["wall_s"] = self._wall0 + now - self._proc_start
+        self._mark = now
 
     def metric(self, row: dict) -> None:
         if self.master:
@@ -211,24 +247,26 @@ class Run:
         self.nparams = nparams
 
     # -------------------------------------------------------------------------
-    def state(self, step: int, epoch: int, batch_in_epoch: int, elapsed: float) -> dict:
+    def state(self, step: int, epoch: int, batch_in_epoch: int) -> dict:
         return {"model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "pruner": self.pruner.state_dict(), "scaler": self.scaler.state_dict(),
-                "epoch": epoch, "batch_in_epoch": batch_in_epoch, "elapsed": elapsed,
-                "rng": checkpoint.rng_state(), "config": self.cfg.semantic_dict()}
+                "epoch": epoch, "batch_in_epoch": batch_in_epoch,
+                "elapsed": self.clock["train_s"], "clock": dict(self.clock),
+                "last_eval": self.last_eval, "rng": checkpoint.rng_state(),
+                "config": self.cfg.semantic_dict()}
 
-    def save_checkpoint(self, step, epoch, batch_in_epoch, elapsed) -> None:
+    def save_checkpoint(self, step, epoch, batch_in_epoch) -> None:
         if self.master:
-            self.saver.save(self.cfg.models_dir, self.state(step, epoch, batch_in_epoch, elapsed),
+            self.saver.save(self.cfg.models_dir, self.state(step, epoch, batch_in_epoch),
                             step, keep=self.cfg.keep_checkpoints)
         if self.world > 1:
             dist.barrier()
 
     def resume(self):
-        """Return (step, epoch, batch_in_epoch, elapsed) to start from."""
+        """Return (step, epoch, batch_in_epoch) to start from; restore the clock."""
         ck = checkpoint.load_latest(self.cfg.models_dir)
         if ck is None:
-            return 0, 0, 0, 0.0
+            return 0, 0, 0
         if ck["config"] != self.cfg.semantic_dict():
             raise ConfigError(f"checkpoint {ck['path']} was made with a different config; "
                               f"re-run from scratch with FORCE=1 or point MODELS= elsewhere")
@@ -238,15 +276,38 @@ class Run:
         self.scaler.load_state_dict(ck["scaler"])
         checkpoint.set_rng_state(ck["rng"])
         step = ck["step"]
+        self.clock = new_clock(ck.get("clock") or {"train_s": ck["elapsed"]})
+        self._wall0, self.last_eval = self.clock["wall_s"], ck.get("last_eval")
+        if self.cfg.time_budget:
+            self.budget_used = self.clock["train_s"] / self.cfg.time_budget
         if self.master:  # drop metric rows logged after the checkpoint: they will be redone
             path = os.path.join(self.cfg.out_dir, "metrics.jsonl")
             rows = [r for r in fsio.read_jsonl(path) if r.get("step", 0) <= step]
             fsio.atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
         self.log(f"resumed from {ck['path']} at step {step}")
-        return step, ck["epoch"], ck["batch_in_epoch"], ck["elapsed"]
+        return step, ck["epoch"], ck["batch_in_epoch"]
 
     # -------------------------------------------------------------------------
     def evaluate(self, step: int) -> dict:
+        """Evaluate; the time since the last tick goes to train_s, this call's to
+        evaluation_s."""
+        self.tick("train_s")
+        try:
+            return self._evaluate()
+        finally:
+            self.tick("evaluation_s")
+
+    def mid_eval(self, step: int, **extra) -> None:
+        """A mid-run evaluation: a metrics row, a log line and status.json's last_eval."""
+        res = self.evaluate(step)
+        self.metric({"kind": "eval", "step": step, **extra, **res})
+        primary = self.task.primary
+        self.last_eval = {"step": step, "metric": primary, "value": res.get(primary),
+                          "loss": res.get("loss")}
+        self.log(f"eval step {step}: loss {res.get('loss', float('nan')):.4f} "
+                 f"{primary} {res.get(primary, float('nan')):.4f}")
+
+    def _evaluate(self) -> dict:
         self.model.eval()
         sums: dict = {}
         with amp_context(self.cfg):
@@ -279,25 +340,42 @@ class Run:
             total += loss.detach()
         return total
 
-    def out_of_time(self, t_start: float, step: int) -> bool:
-        """Whether the TIME budget is spent. Ranks' clocks differ, and a rank that stopped
-        alone would leave the others waiting in an all-reduce: under DDP rank 0 decides, at
-        log steps only (the ranks sync there anyway), and broadcasts its answer."""
-        over = time.time() - t_start >= self.cfg.time_budget
-        if self.world == 1:
-            return over
-        if step % self.cfg.log_interval:
-            return False
-        flag = torch.tensor([float(over)], device=self.device)
-        dist.broadcast(flag, src=0)
-        return bool(flag.item())
+    def out_of_time(self, step: int) -> bool:
+        """Whether the TIME budget's training time is spent; updates budget_used, the
+        pruning schedule's clock. Ranks' clocks differ, and a rank that stopped alone would
+        leave the others waiting in an all-reduce (or prune other weights): under DDP rank
+        0's clock counts, read at log steps only (the ranks sync there anyway), broadcast."""
+        used = self.clock["train_s"]
+        if self.world > 1:
+            if step % self.cfg.log_interval:
+                return False
+            t = torch.tensor([used], dtype=torch.float64, device=self.device)
+            dist.broadcast(t, src=0)
+            used = t.item()
+        self.budget_used = used / self.cfg.time_budget
+        return used >= self.cfg.time_budget
+
+    def live_status(self, step: int, loss: float, rate: float, step_rate: float) -> None:
+        """status.json while training, for `make status` (rank 0; one small atomic write)."""
+        train_s = self.clock["train_s"]
+        eta = (self.total_steps - step) / step_rate if step_rate > 0 else None
+        if self.cfg.time_budget:
+            left = max(0.0, self.cfg.time_budget - train_s)
+            eta = left if eta is None else min(eta, left)
+        self.write_status("running", step=step, total_steps=self.total_steps,
+                          loss=loss if math.isfinite(loss) else None, rate=rate,
+                          unit=self.task.unit, elapsed_s=train_s, eta_s=eta,
+                          last_eval=self.last_eval)
 
     def loop(self) -> None:
         cfg = self.cfg
-        step, epoch, start_batch, elapsed0 = self.resume()
-        t_start = time.time() - elapsed0
-        self.write_status("running", step=step, total_steps=self.total_steps)
-        window_t, window_units, last_loss = time.time(), 0, float("nan")
+        step, epoch, start_batch = self.resume()
+        self._mark = self._proc_start = time.time()
+        warm_until = step + warmup_steps(cfg)       # this process's warm-up steps
+        self.write_status("running", step=step, total_steps=self.total_steps,
+                          elapsed_s=self.clock["train_s"], last_eval=self.last_eval)
+        timed = lambda: self.clock["train_s"] + self.clock["warmup_s"]  # noqa: E731
+        window_t, window_units, window_steps, last_loss = timed(), 0, 0, float("nan")
         stop_reason = "finished"
         while step < self.total_steps:
             loader = data.train_loader(self.train_ds, cfg, epoch, start_batch, self.rank, self.world)
@@ -310,11 +388,15 @@ class Run:
                 b += 1
                 if os.environ.get("KNLP_CRASH_AT") == f"{self.rank}:{step}":
                     raise RuntimeError(f"KNLP_CRASH_AT: rank {self.rank} crashes at step {step}")
+                slow = os.environ.get("KNLP_SLOW_STEP", "").split(":")
+                if len(slow) == 2 and slow[0] == str(step):
+                    time.sleep(float(slow[1]))
                 lr = lr_at(cfg, step - 1, self.total_steps)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
                 loss = self.train_step(micro)
                 window_units += sum(self.task.units(m) for m in micro) * self.world
+                window_steps += 1
                 micro = []
                 self.scaler.unscale_(self.optimizer)
                 self.pruner.before_step(step)
@@ -323,7 +405,12 @@ class Run:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=not self.cudagraphs)
-                self.pruner.after_step(step)
+                if step <= warm_until and cfg.device == "cuda":
+                    torch.cuda.synchronize()    # the warm-up's queued kernels are warm-up too
+                self.tick("warmup_s" if step <= warm_until else "train_s")
+                if cfg.time_budget and self.world == 1:
+                    self.budget_used = self.clock["train_s"] / cfg.time_budget
+                self.pruner.after_step(step, self.budget_used)
 
                 ckpt_due = step % cfg.checkpoint_interval == 0 and step < self.total_steps
                 if step % cfg.log_interval == 0 or step == self.total_steps or ckpt_due:
@@ -335,19 +422,24 @@ class Run:
                         raise TrainingFailed(f"loss is {last_loss} at step {step}; lower lr or "
                                              f"use fp32/bf16; last good checkpoint kept")
                 if step % cfg.log_interval == 0 or step == self.total_steps:
-                    now = time.time()
-                    rate = window_units / max(now - window_t, 1e-9)
-                    window_t, window_units = now, 0
+                    self.tick("warmup_s" if step <= warm_until else "train_s")
+                    dt = max(timed() - window_t, 1e-9)     # evaluations left out
+                    rate, step_rate = window_units / dt, window_steps / dt
+                    window_t, window_units, window_steps = timed(), 0, 0
                     self.metric({"kind": "train", "step": step, "epoch": epoch, "loss": last_loss,
                                  "lr": lr, "throughput": rate, "unit": self.task.unit,
-                                 "time": now - t_start, "sparsity_target": self.pruner.target_at(step)})
+                                 "time": self.clock["wall_s"], "train_s": self.clock["train_s"],
+                                 "sparsity": self.pruner.sparsity,
+                                 "sparsity_target": self.pruner.target_at(step, self.budget_used)})
                     self.log(f"step {step}/{self.total_steps} loss {last_loss:.4f} lr {lr:.2e} "
                              f"{rate:,.0f} {self.task.unit}/s")
+                    self.live_status(step, last_loss, rate, step_rate)
                 if cfg.eval_interval and step % cfg.eval_interval == 0 and step < self.total_steps:
-                    self.metric({"kind": "eval", "step": step, **self.evaluate(step)})
+                    self.mid_eval(step)
                 if ckpt_due:
-                    self.save_checkpoint(step, epoch, b, time.time() - t_start)
-                if cfg.time_budget and self.out_of_time(t_start, step):
+                    self.tick("warmup_s" if step <= warm_until else "train_s")
+                    self.save_checkpoint(step, epoch, b)
+                if cfg.time_budget and self.out_of_time(step):
                     stop_reason = f"time budget of {cfg.time_budget:g}s reached at step {step}"
                     break
                 if step >= self.total_steps:
@@ -356,12 +448,14 @@ class Run:
                 break
             epoch, start_batch = epoch + 1, 0
             if not cfg.eval_interval and step < self.total_steps:
-                self.metric({"kind": "eval", "step": step, "epoch": epoch, **self.evaluate(step)})
-        self.finish(step, time.time() - t_start, last_loss, stop_reason)
+                self.mid_eval(step, epoch=epoch)
+        self.tick("train_s")
+        self.finish(step, last_loss, stop_reason)
 
-    def finish(self, step, wall, last_loss, stop_reason) -> None:
+    def finish(self, step, last_loss, stop_reason) -> None:
         self.pruner.finalize()
         final = self.evaluate(step)
+        wall = self.clock["wall_s"]
         sp = pruning.measure_sparsity(self.raw_model, self.cfg)
         self.metric({"kind": "eval", "step": step, "final": True, **final})
         rows = [r for r in fsio.read_jsonl(os.path.join(self.cfg.out_dir, "metrics.jsonl"))
@@ -371,6 +465,7 @@ class Run:
                    "optimizer": self.cfg.optimizer, "pruning_method": self.cfg.pruning_method,
                    "target_sparsity": self.cfg.target_sparsity, "sparsity": sp["sparsity"],
                    "steps": step, "train_loss": last_loss, "wall_time_s": wall,
+                   **{k: self.clock[k] for k in ("warmup_s", "train_s", "evaluation_s")},
                    "peak_memory_mb": peak_memory_mb(self.cfg.device),
                    "throughput": sorted(rates)[len(rates) // 2], "unit": self.task.unit,
                    "params": self.nparams, "primary_metric": self.task.primary,
@@ -380,7 +475,10 @@ class Run:
         if self.master:
             checkpoint.save_model(self.cfg.models_dir, self.raw_model)
             fsio.atomic_write_json(os.path.join(self.cfg.out_dir, "summary.json"), summary)
-            self.write_status("done", step=step, total_steps=self.total_steps, reason=stop_reason)
+            self.write_status("done", step=step, total_steps=self.total_steps, reason=stop_reason,
+                              loss=last_loss if math.isfinite(last_loss) else None,
+                              elapsed_s=self.clock["train_s"], eta_s=0.0,
+                              last_eval=self.last_eval)
         head = final.get(self.task.primary)
         self.log(f"done: {self.task.primary} {head:.4f}, sparsity {sp['sparsity']:.4f}, "
                  f"{wall:.1f}s ({stop_reason})")

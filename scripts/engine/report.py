@@ -1,5 +1,10 @@
 """A matrix's results from the files on disk alone: the summary table (console, Markdown,
-CSV), the graphs (matplotlib, Agg) and the archive copy under results/archive/."""
+CSV), the graphs (matplotlib, Agg) and the archive copy under results/archive/.
+
+Each row says why its run stopped (`stop`: finished, time budget, failed: <reason>), and
+runs of one model whose step counts differ by more than STEPS_TOLERANCE from that model's
+most are flagged (`steps_flag`, and a line under the table): under a TIME budget such cells
+trained for less and are not compared like for like."""
 from __future__ import annotations
 
 import csv
@@ -12,9 +17,12 @@ import time
 from lib import fsio
 from lib.paths import ARCHIVE, RUNS
 GRAPHS = ("accuracy_vs_sparsity.png", "training_curves.png", "memory_throughput.png")
+STEPS_TOLERANCE = 0.05
+STOP_WIDTH = 40          # the table's stop cell; summary.csv's reason column has it whole
 
 COLUMNS = [  # (header, key, format)
-    ("run", "run_id", "{}"), ("status", "status", "{}"), ("optimizer", "optimizer", "{}"),
+    ("run", "run_id", "{}"), ("status", "status", "{}"), ("stop", "stop", "{}"),
+    ("optimizer", "optimizer", "{}"),
     ("pruning", "pruning_method", "{}"), ("target", "target_sparsity", "{:.2f}"),
     ("sparsity", "sparsity", "{:.4f}"), ("metric", "primary_metric", "{}"),
     ("value", "primary_value", "{:.2f}"), ("delta", "delta", "{:+.2f}"),
@@ -45,8 +53,46 @@ def collect(plan_runs: list, baseline: str | None = None) -> list[dict]:
             row["primary_value"] = summ.get(f"eval_{metric}")
             if base and base.get("primary_metric") == metric and row["primary_value"] is not None:
                 row["delta"] = row["primary_value"] - base[f"eval_{metric}"]
+        row["stop"] = stop_of(row)
         rows.append(row)
+    flag_steps(rows)
     return rows
+
+
+def stop_of(row: dict) -> str:
+    """finished, time budget, failed: <reason>; "" while a run has not ended."""
+    if row["status"] == "failed":
+        return f"failed: {row.get('reason') or 'unknown'}"
+    if row["status"] != "done":
+        return ""
+    reason = row.get("stop_reason") or "finished"
+    return "time budget" if reason.startswith("time budget") else reason
+
+
+def flag_steps(rows: list[dict]) -> list[dict]:
+    """Set steps_flag on the finished runs whose steps fall more than STEPS_TOLERANCE short
+    of the most any finished run of the same model took; return those rows."""
+    flagged = []
+    for model in sorted({r["model"] for r in rows}):
+        done = [r for r in rows if r["model"] == model and r["status"] == "done"
+                and isinstance(r.get("steps"), int)]
+        most = max((r["steps"] for r in done), default=0)
+        for r in done:
+            if most and (most - r["steps"]) / most > STEPS_TOLERANCE:
+                r["steps_flag"] = f"{r['steps'] / most - 1:+.0%} vs {most}"
+                flagged.append(r)
+    return flagged
+
+
+def notes(rows: list[dict]) -> list[str]:
+    """The lines under the table."""
+    out = []
+    flagged = [r for r in rows if r.get("steps_flag")]
+    if flagged:
+        out.append(f"Step counts differ by more than {STEPS_TOLERANCE:.0%} within a model "
+                   f"(not like for like): " + ", ".join(f"{r['run_id']} ({r['steps']} steps, "
+                                                      f"{r['steps_flag']})" for r in flagged))
+    return out
 
 
 def find_baseline(run_id: str) -> dict:
@@ -64,6 +110,8 @@ def _fmt(row, key, fmt):
     v = row.get(key)
     if v is None or v == "":
         return "-"
+    if key == "stop" and len(v) > STOP_WIDTH:
+        return v[:STOP_WIDTH - 3] + "..."
     try:
         return fmt.format(v)
     except (ValueError, TypeError):
@@ -79,13 +127,15 @@ def render_text(rows) -> str:
     head, body = table(rows)
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body])
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(b) for b in body]
+                     + notes(rows))
 
 
 def render_markdown(rows, title: str) -> str:
     head, body = table(rows)
     out = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(b) + " |" for b in body]
+    out += [""] + notes(rows) if notes(rows) else []
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         out += ["", "Failed runs:"] + [f"- {r['run_id']}: {r['reason']}" for r in failed]
@@ -93,7 +143,9 @@ def render_markdown(rows, title: str) -> str:
 
 
 def render_csv(rows) -> str:
-    keys = [c[1] for c in COLUMNS] + ["model", "train_loss", "params", "stop_reason", "reason"]
+    keys = [c[1] for c in COLUMNS] + ["steps_flag", "model", "train_loss", "params",
+                                      "stop_reason", "reason", "warmup_s", "train_s",
+                                      "evaluation_s"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()

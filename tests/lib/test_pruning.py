@@ -171,6 +171,31 @@ def test_updates_every_frequency_and_exactly_at_ramp_end():
     assert changes == [11, 18, 25, 28]
 
 
+def test_a_time_budget_moves_the_schedule_ahead_of_the_steps():
+    """Under a TIME budget the position is max(step, budget_used * total): a run whose budget
+    ends at step 50 of 1000 ramps over its budget (t0, t1 at 10 and 70 percent of it) with
+    the same cadence, and reaches the target at step 35, not at 700 or in finalize()."""
+    cfg = config(target_sparsity=0.8, pruning_frequency=5, pruning_warmup=0.1,
+                 pruning_ramp_end=0.7)
+    model, opt, pruner = build(cfg, total=1000)       # t0 = 100, t1 = 700
+    levels = {}
+    for step in range(1, 51):
+        pruner.after_step(step, budget_used=step / 50)
+        levels[step] = pruner.sparsity
+    changes = [s for s in range(2, 51) if levels[s] != levels[s - 1]]
+    assert changes == [10, 15, 20, 25, 30, 35]  # past t0 on the cadence; at t1 (step 35)
+    assert levels[35] == levels[50] == 0.8
+    assert pruner.target_at(20, budget_used=20 / 50) == pytest.approx(
+        0.8 * (1 - (1 - (400 - 100) / 600) ** 3))
+    # a budget that never binds leaves the step schedule as it was
+    model2, opt2, unbudgeted = build(cfg, total=1000)
+    _, _, budgeted = build(cfg, total=1000)
+    for step in range(1, 1001):
+        unbudgeted.after_step(step)
+        budgeted.after_step(step, budget_used=step / 2000)
+        assert budgeted.sparsity == unbudgeted.sparsity, step
+
+
 def test_finalize_forces_target_and_is_idempotent(digits):
     cfg = config(pruning_method="movement")
     model, opt, pruner = build(cfg, total=100)  # t0 = 10, t1 = 70; a time budget stops at 30

@@ -139,3 +139,76 @@ def test_kernel_linear_trains_like_the_torch_reference(tmp_path):
     a, b = summary(ref), summary(ker)
     assert abs(a["eval_loss"] - b["eval_loss"]) < 1e-3 * max(1.0, a["eval_loss"])
     assert abs(b["sparsity"] - 0.5) < 0.02
+
+
+BUDGETED = ["--optimizer", "adamw", "--pruning-method", "magnitude", "--target-sparsity", "0.5",
+            "--epochs", "1000", "--eval-interval", "100000"]
+
+
+def test_a_budgeted_run_prunes_gradually_in_fractions_of_its_budget(tmp_path):
+    """The schedule runs in fractions of the budget (docs/pruning.md): the masks rise over
+    several updates before the stop and reach the target by pruning_ramp_end of it, instead
+    of one jump in finalize()."""
+    out = tmp_path / "r"
+    train(out, *BUDGETED, "--time-budget", "10", "--pruning-frequency", "1",
+          "--log-interval", "1", check=True)
+    s = summary(out)
+    assert "time budget" in s["stop_reason"] and s["steps"] < 44000 // 4, "stopped by the budget"
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    levels = [r["sparsity"] for r in rows if r["kind"] == "train"]
+    assert levels == sorted(levels), "masks only grow"
+    assert len({x for x in levels if x > 0}) >= 3, f"one jump, not a ramp: {sorted(set(levels))}"
+    assert levels[-1] == 0.5, "the target is reached before the stop (ramp end 0.7 of it)"
+    assert abs(s["sparsity"] - 0.5) < 1e-3
+
+
+def test_the_budget_counts_training_time_only(tmp_path):
+    """A slow first step (a torch.compile, here KNLP_SLOW_STEP's sleep) is warm-up and
+    evaluations are eval time: neither spends the budget; summary.json has all three."""
+    out = tmp_path / "r"
+    train(out, *BUDGETED, "--time-budget", "3", "--eval-interval", "10",
+          env_extra={"KNLP_SLOW_STEP": "1:6"}, check=True)
+    s = summary(out)
+    assert "time budget" in s["stop_reason"]
+    assert s["steps"] > 5, "the warm-up must not spend the budget"
+    assert s["warmup_s"] >= 6, "the slow first step is warm-up"
+    assert 3 <= s["train_s"] < 6
+    assert s["evaluation_s"] > 0
+    assert s["wall_time_s"] >= s["warmup_s"] + s["train_s"] + s["evaluation_s"] - 1e-6
+
+
+def test_status_json_is_live_while_the_run_trains(tmp_path):
+    """status.json is rewritten at every log step (what `make status` shows): read from
+    another process mid-run it has the step, rate, eta and the last evaluation."""
+    out = tmp_path / "r"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", KNLP_SLOW_STEP="33:4")
+    proc = subprocess.Popen([PY, TRAIN, "--out-dir", str(out), *FAST, "--max-steps", "60",
+                             "--eval-interval", "10"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    seen, deadline = [], time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            st = json.load(open(out / "status.json"))
+        except (OSError, ValueError):
+            st = {}
+        if st.get("status") == "running" and st.get("step", 0) > 0:
+            seen.append(st)
+        time.sleep(0.05)
+    assert proc.wait(timeout=240) == 0
+    mid = [st for st in seen if 0 < st["step"] < st["total_steps"] == 60]
+    assert mid, "status.json never showed a step mid-run"
+    st = mid[-1]
+    assert st["unit"] == "samples" and st["rate"] > 0 and st["elapsed_s"] > 0
+    assert st["eta_s"] > 0 and isinstance(st["loss"], float)
+    assert st["last_eval"]["metric"] == "accuracy" and st["last_eval"]["step"] % 10 == 0
+    assert "environment" in st and st["started"]
+    end = json.load(open(out / "status.json"))
+    assert end["status"] == "done" and end["step"] == 60 and end["started"] == st["started"]
+
+
+def test_mid_run_evaluations_are_printed(tmp_path):
+    p = train(tmp_path / "r", "--max-steps", "12", "--eval-interval", "5", "--eval-batches", "2",
+              check=True)
+    lines = [ln for ln in p.stdout.splitlines() if "eval step" in ln]
+    assert len(lines) == 2 and "eval step 5: loss " in lines[0] and " accuracy " in lines[0]
+    assert "eval step 10: loss " in open(tmp_path / "r" / "train.log").read()
