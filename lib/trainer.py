@@ -39,7 +39,8 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from lib import checkpoint, cli, data, dryrun, fsio, monitor, optim, pruning, runrecord, tracking
+from lib import (checkpoint, cli, data, dryrun, fsio, gpu_data, monitor, optim, preempt,
+                 pruning, runrecord, tracking)
 from lib.build import build_training
 from lib.paths import REPO, RESULTS, RUNS
 from lib.runconfig import ConfigError, RunConfig
@@ -56,6 +57,8 @@ class ModelSpec:
     task: object = None                             # lib.tasks.Classification() by default
     example_scale: Callable = None                  # cfg -> activations of a real sample over an
                                                     # example_batch sample (dry-run; default 1)
+    device_source: Callable = None                  # (cfg, train Dataset) -> lib.gpu_data.Source,
+                                                    # for data_on_gpu (image models that can)
 
     def __post_init__(self):
         self.task = self.task or Classification()
@@ -221,6 +224,14 @@ class Run:
             raise ConfigError(f"batch_size={cfg.batch_size} is larger than the training set "
                               f"({len(train_ds)} samples); lower batch_size")
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.device_batches = None
+        if cfg.data_on_gpu:
+            if spec.device_source is None:
+                raise ConfigError(f"data_on_gpu: {spec.name} has no device data path; turn "
+                                  f"--data-on-gpu off")
+            self.device_batches = gpu_data.DeviceBatches(spec.device_source(cfg, train_ds),
+                                                         self.device,
+                                                         channels_last=cfg.device == "cuda")
         self.model, self.optimizer, self.pruner = build_training(spec, cfg, self.total_steps,
                                                                  self.device)
         self.raw_model = self.model
@@ -372,13 +383,17 @@ class Run:
         step, epoch, start_batch = self.resume()
         self._mark = self._proc_start = time.time()
         warm_until = step + warmup_steps(cfg)       # this process's warm-up steps
+        facts = preempt.slurm_facts()
         self.write_status("running", step=step, total_steps=self.total_steps,
-                          elapsed_s=self.clock["train_s"], last_eval=self.last_eval)
+                          elapsed_s=self.clock["train_s"], last_eval=self.last_eval,
+                          **({"slurm": facts} if facts else {}))
         timed = lambda: self.clock["train_s"] + self.clock["warmup_s"]  # noqa: E731
         window_t, window_units, window_steps, last_loss = timed(), 0, 0, float("nan")
         stop_reason = "finished"
         while step < self.total_steps:
-            loader = data.train_loader(self.train_ds, cfg, epoch, start_batch, self.rank, self.world)
+            loader = (self.device_batches.loader(cfg, epoch, start_batch, self.rank, self.world)
+                      if self.device_batches else
+                      data.train_loader(self.train_ds, cfg, epoch, start_batch, self.rank, self.world))
             micro, b = [], start_batch
             for batch in loader:
                 micro.append(batch)
@@ -439,6 +454,13 @@ class Run:
                 if ckpt_due:
                     self.tick("warmup_s" if step <= warm_until else "train_s")
                     self.save_checkpoint(step, epoch, b)
+                if preempt.agreed():      # a scheduler's warning: checkpoint now, requeue
+                    if not ckpt_due:
+                        self.save_checkpoint(step, epoch, b)
+                    self.saver.wait()     # on disk before the status says so
+                    self.write_status("preempted", step=step, total_steps=self.total_steps,
+                                      reason=preempt.reason())
+                    raise preempt.Preempted(preempt.reason())
                 if cfg.time_budget and self.out_of_time(step):
                     stop_reason = f"time budget of {cfg.time_budget:g}s reached at step {step}"
                     break
@@ -490,6 +512,8 @@ def _sigterm(signum, frame):
 
 def run(spec: ModelSpec, cfg: RunConfig) -> int:
     signal.signal(signal.SIGTERM, _sigterm)    # runner's stop: finish like Ctrl-C
+    preempt.reset()
+    preempt.install()                          # USR1/USR2: only a flag, the loop checkpoints
     r = Run(spec, cfg)
     try:
         r.setup()
@@ -503,6 +527,8 @@ def run(spec: ModelSpec, cfg: RunConfig) -> int:
     except KeyboardInterrupt:
         r.write_status("interrupted", reason="interrupted by the user (SIGINT/SIGTERM)")
         return 130
+    except preempt.Preempted:
+        return preempt.EXIT_PREEMPTED
     except BaseException as e:
         r.write_status("failed", reason=f"{type(e).__name__}: {e}")
         raise

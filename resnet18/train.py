@@ -13,6 +13,7 @@ import sys
 
 import torch
 
+from lib import vision
 from lib.trainer import ModelSpec, main
 from resnet18.config import Config
 from resnet18.data import build_datasets, example_batch, num_classes
@@ -27,7 +28,8 @@ def build_model(cfg):
 
 
 SPEC = ModelSpec(name="resnet18", config_class=Config, build_model=build_model,
-                 build_datasets=build_datasets, example_batch=example_batch)
+                 build_datasets=build_datasets, example_batch=example_batch,
+                 device_source=lambda cfg, ds: vision.device_source(cfg.dataset, ds))
 
 if __name__ == "__main__":
     sys.exit(main(SPEC))

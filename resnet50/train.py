@@ -15,6 +15,7 @@ import sys
 
 import torch
 
+from lib import vision
 from lib.trainer import ModelSpec, main
 from resnet50.config import Config
 from resnet50.data import build_datasets, example_batch, num_classes
@@ -30,7 +31,8 @@ def build_model(cfg):
 
 
 SPEC = ModelSpec(name="resnet50", config_class=Config, build_model=build_model,
-                 build_datasets=build_datasets, example_batch=example_batch)
+                 build_datasets=build_datasets, example_batch=example_batch,
+                 device_source=lambda cfg, ds: vision.device_source(cfg.dataset, ds))
 
 if __name__ == "__main__":
     sys.exit(main(SPEC))

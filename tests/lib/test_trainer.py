@@ -212,3 +212,37 @@ def test_mid_run_evaluations_are_printed(tmp_path):
     lines = [ln for ln in p.stdout.splitlines() if "eval step" in ln]
     assert len(lines) == 2 and "eval step 5: loss " in lines[0] and " accuracy " in lines[0]
     assert "eval step 10: loss " in open(tmp_path / "r" / "train.log").read()
+
+
+def test_a_preemption_signal_checkpoints_and_the_resumed_run_is_identical(tmp_path):
+    """SIGUSR2 (a scheduler's warning, lib/preempt.py) mid-run: the run writes a checkpoint
+    at the next step, says `preempted`, exits with EXIT_PREEMPTED; restarted, it ends bit
+    for bit where an uninterrupted run ends. Before, the signal killed it with no status."""
+    from lib import preempt
+    args = ["--max-steps", "60", "--checkpoint-interval", "1000", "--pruning-method", "magnitude",
+            "--target-sparsity", "0.5"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(a, *args, check=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", KNLP_SLOW_STEP="23:3")
+    proc = subprocess.Popen([PY, TRAIN, "--out-dir", str(b), *FAST, *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while True:       # wait for the slow step 23: the run is mid-way
+        try:
+            st = json.load(open(b / "status.json"))
+        except (OSError, ValueError):
+            st = {}
+        if st.get("step", 0) >= 20:
+            break
+        assert proc.poll() is None and time.time() < deadline, "the run never reached step 20"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGUSR2)
+    assert proc.wait(timeout=120) == preempt.EXIT_PREEMPTED
+    st = json.load(open(b / "status.json"))
+    assert st["status"] == "preempted" and "SIGUSR2" in st["reason"] and 20 <= st["step"] < 60
+    assert list((b / "checkpoints").glob("ckpt_*.pt")), "preemption writes a checkpoint"
+    resumed = train(b, *args, check=True)
+    assert "resumed from" in resumed.stdout
+    sa, sb = summary(a), summary(b)
+    keys = [k for k in sa if k.startswith("eval_")] + ["train_loss", "steps", "sparsity"]
+    assert {k: sa[k] for k in keys} == {k: sb[k] for k in keys}

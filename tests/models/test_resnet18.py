@@ -77,3 +77,17 @@ def test_learns_on_digits(tmp_path):
 
 def test_resume_mid_epoch_is_bit_identical(runs):
     assert_identical(*runs)
+
+
+def test_device_batches_resume_bit_identical_and_learn(tmp_path):
+    """--data-on-gpu (here on the CPU device: the same code, batched augmentation in the
+    training process): SIGKILL after the first checkpoint and resume give the uninterrupted
+    run's result bit for bit, and the run learns like the worker path does."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    killed_and_resumed("resnet18", a, b, ARGS + ["--data-on-gpu"], first_ckpt=8)
+    assert_identical(a, b)
+    workers = tmp_path / "w"
+    train("resnet18", workers, ARGS)
+    assert train_losses(a) != train_losses(workers), "a different augmentation stream"
+    train("resnet18", tmp_path / "learn", LEARN_ARGS + ["--data-on-gpu"])
+    assert summary(tmp_path / "learn")["eval_accuracy"] > 50, "chance is 10 percent"
