@@ -234,7 +234,7 @@ def redraw(mdir: str, baseline) -> tuple:
     """One matrix's summary (Markdown, CSV) and graphs, from the files on disk alone."""
     doc = fsio.read_json(os.path.join(mdir, "plan.json"))
     rows = report.collect(doc["runs"], baseline)
-    text = report.write_summary(mdir, rows, f"Matrix {doc['name']}")
+    text = report.write_summary(mdir, rows, f"Matrix {doc['name']}", baseline)
     return doc, text, report.graphs(mdir, rows, baseline)
 
 
@@ -267,8 +267,8 @@ def plan_overrides(args) -> dict:
 
 def cmd_run(args) -> int:
     p = planner.plan(args.config, plan_overrides(args))
-    if args.baseline:
-        report.find_baseline(args.baseline)      # fail before anything runs
+    if args.baseline and not any(c.run_id().startswith(args.baseline) for c in p.runs):
+        report.find_baseline(args.baseline)      # not in this plan: fail before anything runs
     ex = executors.make(p.executor)
     ex.capacity(p.runs, args.jobs or p.jobs)     # ... or is recorded as the latest matrix
     detach = wants_detach(args, p.executor, ex)

@@ -1,5 +1,10 @@
-"""A matrix's results from the files on disk alone: the summary table (console, Markdown,
-CSV), the graphs (matplotlib, Agg) and the archive copy under results/archive/.
+"""A matrix's results from the files on disk alone: the summary tables (console, Markdown,
+CSV), the graphs (scripts/engine/plots.py) and the archive copy under results/archive/.
+
+Two tables: one row per cell (model x optimizer x pruning x sparsity) with the mean and 95
+percent interval of its metric over the seeds and, under BASELINE, the difference to the
+baseline's cell with its interval, p-value and "within noise" mark (scripts/engine/stats.py;
+cells.csv), headed by the seed note and the noise floor; and one row per run (summary.csv).
 
 Each row says why its run stopped (`stop`: finished, time budget, failed: <reason>), and
 runs of one model whose step counts differ by more than STEPS_TOLERANCE from that model's
@@ -16,7 +21,8 @@ import time
 
 from lib import fsio
 from lib.paths import ARCHIVE, RUNS
-GRAPHS = ("accuracy_vs_sparsity.png", "training_curves.png", "memory_throughput.png")
+from scripts.engine import plots, stats
+from scripts.engine.plots import GRAPHS
 STEPS_TOLERANCE = 0.05
 STOP_WIDTH = 40          # the table's stop cell; summary.csv's reason column has it whole
 
@@ -46,6 +52,7 @@ def collect(plan_runs: list, baseline: str | None = None) -> list[dict]:
         summ = fsio.read_json(os.path.join(run_dir(rid), "summary.json"), {}) or {}
         row = {"run_id": rid, "model": cfg["model"], "optimizer": cfg["optimizer"],
                "pruning_method": cfg["pruning_method"], "target_sparsity": cfg["target_sparsity"],
+               "seed": cfg.get("seed", 1), "device": cfg.get("device", "cpu"),
                "status": status.get("status", "not started"), "reason": status.get("reason", "")}
         row.update({k: v for k, v in summ.items() if k not in row or k == "run_id"})
         metric = summ.get("primary_metric")
@@ -154,89 +161,80 @@ def render_csv(rows) -> str:
     return buf.getvalue()
 
 
-def write_summary(matrix_dir: str, rows: list[dict], title: str) -> str:
-    fsio.atomic_write_text(os.path.join(matrix_dir, "summary.md"), render_markdown(rows, title))
+CELL_COLUMNS = [  # (header, key, format)
+    ("model", "model", "{}"), ("optimizer", "optimizer", "{}"), ("pruning", "pruning_method", "{}"),
+    ("target", "target_sparsity", "{:.2f}"), ("sparsity", "sparsity", "{:.4f}"),
+    ("metric", "primary_metric", "{}"), ("n", "n", "{}"), ("mean", "mean", "{:.2f}"),
+    ("std", "std", "{:.2f}"), ("ci95_low", "ci95_low", "{:.2f}"), ("ci95_high", "ci95_high", "{:.2f}"),
+    ("diff", "diff", "{:+.2f}"), ("diff_low", "diff_low", "{:+.2f}"),
+    ("diff_high", "diff_high", "{:+.2f}"), ("p", "p_value", "{:.3g}"), ("vs baseline", "verdict", "{}"),
+]
+
+
+def cell_rows(rows: list[dict], baseline: str | None = None) -> list[dict]:
+    cells = stats.cells(rows, baseline=baseline)
+    for c in cells:
+        if "within_noise" in c:
+            c["verdict"] = {True: "within noise", False: "differs", None: "untested"}[c["within_noise"]]
+        for k in ("std", "ci95_low", "ci95_high", "diff_low", "diff_high", "p_value"):
+            if isinstance(c.get(k), float) and c[k] != c[k]:
+                c[k] = None          # NaN: not computable with these seeds; shown as "-"
+    return cells
+
+
+def cell_table(cells: list[dict]) -> tuple[list, list]:
+    cols = [c for c in CELL_COLUMNS if c[1] not in ("diff", "diff_low", "diff_high", "p_value",
+                                                    "verdict") or any("diff" in x for x in cells)]
+    return [c[0] for c in cols], [[_fmt(x, k, f) for _, k, f in cols] for x in cells]
+
+
+def head_lines(cells: list[dict], baseline: str | None) -> list[str]:
+    out = [plots.seed_note(cells)]
+    tested = [c for c in cells if c.get("test") not in (None, "none")]
+    if baseline and tested:
+        out.append(f"against BASELINE={baseline}: {tested[0]['test'].split(' (')[0]} "
+                   f"(docs/matrix.md); 'within noise': the 95% interval of the difference holds 0")
+    return out
+
+
+def _text_table(head, body) -> list[str]:
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return [line(head), line(["-" * w for w in widths])] + [line(b) for b in body]
+
+
+def render_cells_csv(cells: list[dict]) -> str:
+    keys = [c[1] for c in CELL_COLUMNS] + ["test", "seeds", "run_ids"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    for c in cells:
+        w.writerow({**c, "seeds": " ".join(map(str, c["seeds"])), "run_ids": " ".join(c["run_ids"])})
+    return buf.getvalue()
+
+
+def write_summary(matrix_dir: str, rows: list[dict], title: str,
+                  baseline: str | None = None) -> str:
+    """summary.md (cells, then runs), summary.csv (runs), cells.csv; returns the printed
+    text: the seed note, the cell table, then the run table."""
+    cells = cell_rows(rows, baseline)
+    head, body = cell_table(cells)
+    lines = head_lines(cells, baseline)
+    md = [f"# {title}", ""] + lines + ["", "## Cells", "", "| " + " | ".join(head) + " |",
+                                       "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(b) + " |" for b in body]
+    runs_md = render_markdown(rows, "Runs").replace("# Runs", "## Runs", 1)
+    fsio.atomic_write_text(os.path.join(matrix_dir, "summary.md"), "\n".join(md) + "\n\n" + runs_md)
     fsio.atomic_write_text(os.path.join(matrix_dir, "summary.csv"), render_csv(rows))
-    return render_text(rows)
+    fsio.atomic_write_text(os.path.join(matrix_dir, "cells.csv"), render_cells_csv(cells))
+    return "\n".join(lines + [""] + _text_table(head, body) + ["", "runs:"] + [render_text(rows)])
 
 
 # -----------------------------------------------------------------------------
-# graphs
+# graphs (scripts/engine/plots.py)
 
 def graphs(matrix_dir: str, rows: list[dict], baseline: str | None = None) -> list[str]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = [r for r in rows if r["status"] == "done" and r.get("primary_value") is not None]
-    paths = []
-
-    # accuracy (or the model's headline metric) vs achieved sparsity
-    models = sorted({r["model"] for r in done})
-    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(6 * max(1, len(models)), 4.5),
-                             squeeze=False)
-    for ax, model in zip(axes[0], models):
-        mine = [r for r in done if r["model"] == model]
-        dense = {r["optimizer"]: r for r in mine if r["pruning_method"] == "none"}
-        for key in sorted({(r["optimizer"], r["pruning_method"]) for r in mine
-                           if r["pruning_method"] != "none"}):
-            pts = sorted((r["sparsity"], r["primary_value"]) for r in mine
-                         if (r["optimizer"], r["pruning_method"]) == key)
-            if key[0] in dense:
-                pts = [(0.0, dense[key[0]]["primary_value"])] + pts
-            ax.plot([100 * p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{key[0]} + {key[1]}")
-        for opt, r in dense.items():
-            if not any(k[0] == opt for k in {(x["optimizer"], x["pruning_method"]) for x in mine
-                                              if x["pruning_method"] != "none"}):
-                ax.plot([0], [r["primary_value"]], "s", label=f"{opt} dense")
-        if baseline:
-            b = next((r for r in rows if r["run_id"].startswith(baseline)), None)
-            if b and b.get("primary_value") is not None:
-                ax.axhline(b["primary_value"], color="gray", ls="--", label=f"baseline {baseline[:24]}")
-        metric = mine[0]["primary_metric"] if mine else "metric"
-        ax.set(title=model, xlabel="achieved sparsity (%)", ylabel=f"test {metric}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(_save(fig, matrix_dir, GRAPHS[0]))
-    plt.close(fig)
-
-    # training curves
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for r in rows:
-        pts = [(m["step"], m["loss"]) for m in fsio.read_jsonl(os.path.join(run_dir(r["run_id"]),
-                                                                             "metrics.jsonl"))
-               if m.get("kind") == "train"]
-        if pts:
-            ax.plot(*zip(*pts), lw=1, label=r["run_id"].rsplit("-", 1)[0])
-    ax.set(xlabel="step", ylabel="training loss", title="Training curves", yscale="log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    paths.append(_save(fig, matrix_dir, GRAPHS[1]))
-    plt.close(fig)
-
-    # peak memory and throughput
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, max(3, 0.35 * len(done) + 1.5)))
-    labels = [r["run_id"].rsplit("-", 1)[0] for r in done]
-    a1.barh(labels, [r.get("peak_memory_mb", 0) for r in done], color="tab:blue")
-    a1.set(xlabel="peak memory (MB)", title="Peak memory")
-    a2.barh(labels, [r.get("throughput", 0) for r in done], color="tab:green")
-    unit = done[0].get("unit", "samples") if done else "samples"
-    a2.set(xlabel=f"{unit}/s", title="Throughput")
-    a2.set_yticks([])
-    fig.tight_layout()
-    paths.append(_save(fig, matrix_dir, GRAPHS[2]))
-    plt.close(fig)
-    return paths
-
-
-def _save(fig, matrix_dir, name) -> str:
-    path = os.path.join(matrix_dir, name)
-    tmp = os.path.join(matrix_dir, "." + name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
-    return path
+    return plots.draw(matrix_dir, rows, baseline)
 
 
 # -----------------------------------------------------------------------------
@@ -247,7 +245,7 @@ def archive(matrix_dir: str) -> str:
     folder being the matrix's own, <name>-<hash of its config>. An entry is never overwritten: the same
     files again are a no-op; other files (more runs finished, FORCE=1 re-runs) go to a new
     entry <...>-2, -3, ... beside it."""
-    files = [f for f in ("summary.md", "summary.csv", "config", "plan.json", *GRAPHS)
+    files = [f for f in ("summary.md", "summary.csv", "cells.csv", "config", "plan.json", *GRAPHS)
              if os.path.exists(os.path.join(matrix_dir, f))]
     folder = os.path.basename(os.path.normpath(matrix_dir))
     base = os.path.join(ARCHIVE, f"{time.strftime('%Y-%m-%d')}-{folder}")

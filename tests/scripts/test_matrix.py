@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import PY, REPO, run_cmd, write_config
+from scripts.engine import report
 
 MATRIX = os.path.join(REPO, "scripts", "engine", "matrix.py")
 TINY = """CONFIG_MATRIX_NAME="tiny"
@@ -55,9 +56,14 @@ def test_matrix_runs_and_reports(finished):
     state = next(r for r in got.values() if r["pruning_method"] == "state")
     assert abs(float(state["sparsity"]) - 0.7) < 1e-3
     assert all(float(r["primary_value"]) > 80 for r in got.values()), "LeNet-5 learns the digits"
-    for f in ("summary.md", "summary.csv", "config", "plan.json", "accuracy_vs_sparsity.png",
-              "training_curves.png", "memory_throughput.png"):
+    for f in ("summary.md", "summary.csv", "cells.csv", "config", "plan.json",
+              "accuracy_vs_sparsity.png", "layer_sparsity.png", "training_curves.png",
+              "throughput_memory.png"):
         assert (mdir / f).exists(), f
+    # one seed: the summary says so first, and has a cell table before the run table
+    assert p.stdout.count("1 seed: differences below the noise floor") == 1
+    md = (mdir / "summary.md").read_text()
+    assert md.index("## Cells") < md.index("## Runs") and "1 seed" in md
     archived = list((tmp / "results" / "archive").glob(f"*-{mdir.name}"))   # <date>-<name>-<hash>
     assert archived and (archived[0] / "summary.md").exists() and (archived[0] / "config").exists()
     assert "skip" not in p.stdout or "adamwprune" in p.stdout
@@ -93,7 +99,7 @@ def test_update_graphs_redraws_from_disk(finished, monkeypatch):
         png.unlink()
     p = run_cmd([PY, MATRIX, "update-graphs"])
     assert p.returncode == 0, p.stderr
-    assert len(list(mdir.glob("*.png"))) == 3
+    assert sorted(p.name for p in mdir.glob("*.png")) == sorted(report.GRAPHS)
 
 
 def test_baseline_adds_deltas(finished, monkeypatch):
@@ -159,3 +165,28 @@ def test_continue_plans_every_setting_not_just_the_run_identity(tmp_path):
         back = mx.record_to_cfg(json.loads(json.dumps(mx.run_record(c))))
         assert back.to_dict() == c.to_dict() and back.run_id() == c.run_id()
         assert (back.log_interval, back.monitor_interval) == (3, 0.0)
+
+
+def test_seeds_give_cells_with_intervals_and_a_tested_baseline(tmp_path, monkeypatch):
+    """SEEDS="1 2 3" through the real runner: each cell has n = 3, a 95% interval, and
+    against BASELINE the dense cell's paired difference with its p-value and verdict; the
+    summary's first line gives the noise floor."""
+    monkeypatch.setenv("KNLP_RESULTS", str(tmp_path / "results"))
+    cfg = write_config(tmp_path / ".config", 'CONFIG_MATRIX_NAME="seeds"\n'
+                       'CONFIG_MATRIX_PRUNING_MAGNITUDE=y\nCONFIG_MATRIX_SPARSITY_LEVELS="0.9"\n'
+                       "CONFIG_LENET5_EPOCHS=2\n# CONFIG_TRACKIO is not set\n"
+                       'CONFIG_MONITOR_INTERVAL="0"\n')
+    p = matrix("run", cfg, "--seeds", "1 2 3", "--baseline", "lenet5_adamw_none_s0_seed1")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    mdir = tmp_path / "results" / "matrices" / open(tmp_path / "results" / "matrices" / "LATEST").read().strip()
+    cells = {c["pruning_method"]: c for c in csv.DictReader(open(mdir / "cells.csv"))}
+    assert {c["n"] for c in cells.values()} == {"3"}
+    for c in cells.values():
+        assert float(c["ci95_low"]) <= float(c["mean"]) <= float(c["ci95_high"])
+        assert len(c["run_ids"].split()) == 3 and all("_seed" in r for r in c["run_ids"].split())
+    mag = cells["magnitude"]
+    assert mag["test"] == "paired t (3 seeds)" and mag["verdict"] in ("within noise", "differs")
+    assert 0.0 <= float(mag["p_value"]) <= 1.0 and float(mag["diff_low"]) <= float(mag["diff_high"])
+    assert cells["none"]["diff"] == ""            # the baseline's own cell
+    first = p.stdout[p.stdout.index("3 seeds per cell"):].splitlines()[0]
+    assert "noise floor" in first
