@@ -12,6 +12,7 @@ import subprocess
 import time
 
 from lib import fsio
+from lib.runconfig import KERNEL_SWITCHES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,7 +23,11 @@ def environment() -> dict:
            "torch": torch.__version__, "cuda": torch.version.cuda,
            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-           "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+           "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+           # the kernels/ switches in effect (lib/build.kernel_switches set them from the
+           # run config unless the environment did): which plans ran
+           "kernel_switches": {k: os.environ.get(k) for k in (*KERNEL_SWITCHES, "KERNELS_BACKEND",
+                                                               "TRITON_INTERPRET")}}
     try:
         import triton
         env["triton"] = triton.__version__

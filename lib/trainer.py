@@ -41,7 +41,7 @@ import torch.distributed as dist
 
 from lib import (checkpoint, cli, data, dryrun, fsio, gpu_data, monitor, optim, preempt,
                  pruning, runrecord, tracking)
-from lib.build import build_training
+from lib.build import build_training, kernel_switches
 from lib.paths import REPO, RESULTS, RUNS
 from lib.runconfig import ConfigError, RunConfig
 from lib.tasks import Classification
@@ -193,6 +193,7 @@ class Run:
     # -------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
+        kernel_switches(cfg)          # before any kernel runs and before the status records them
         if self.world > 1:
             backend = "nccl" if cfg.device == "cuda" else "gloo"
             dist.init_process_group(backend=backend)

@@ -246,3 +246,14 @@ def test_a_preemption_signal_checkpoints_and_the_resumed_run_is_identical(tmp_pa
     sa, sb = summary(a), summary(b)
     keys = [k for k in sa if k.startswith("eval_")] + ["train_loss", "steps", "sparsity"]
     assert {k: sa[k] for k in keys} == {k: sb[k] for k in keys}
+
+
+def test_the_kernel_switches_in_effect_are_recorded(tmp_path):
+    """CONFIG_KERNELS_* reach the environment kernels/ reads, and status.json records the
+    effective values; an explicit environment variable wins over the config."""
+    out = tmp_path / "r"
+    train(out, "--max-steps", "2", "--kernels-autotune", "0", "--no-kernels-tma",
+          env_extra={"KERNELS_PERSISTENT": "off"}, check=True)
+    sw = json.load(open(out / "status.json"))["environment"]["kernel_switches"]
+    assert sw["KERNELS_AUTOTUNE"] == "0" and sw["KERNELS_TMA"] == "0"
+    assert sw["KERNELS_PERSISTENT"] == "off", "the environment's own setting wins"
