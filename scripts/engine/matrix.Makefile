@@ -37,7 +37,18 @@ dashboard: $(STAMP)
 clean-results:
 	$(Q)rm -rf results/runs results/matrices results/trackio results/.lock
 
+# Query and compare finished work (scripts/engine/query.py)
+runs: $(STAMP)
+	$(Q)$(PY) -m scripts.engine.query runs $(if $(MATRIX),--matrix "$(MATRIX)")
+
+diffconfig: $(STAMP)
+	$(Q)$(PY) -m scripts.engine.query diffconfig --a "$(A)" --b "$(B)"
+
+compare: $(STAMP)
+	$(Q)$(PY) -m scripts.engine.query compare --a "$(A)" --b "$(B)"
+
 .PHONY: all continue cancel dry-run status update-graphs archive dashboard clean-results
+.PHONY: runs diffconfig compare
 
 # Kernels (docs/kernels.md): warm the autotuning cache; benchmark against torch.
 BENCH_OUT ?= results/kernels/bench-$(shell date +%F)

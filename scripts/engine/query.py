@@ -1,0 +1,150 @@
+"""Query and compare finished work, from the files on disk alone:
+
+  make runs [MATRIX=<name or folder>]         the runs (of one matrix), a line each
+  make diffconfig A=<run> B=<run>             what differs between two runs' resolved configs
+  make compare A=<run or matrix> B=<...>      two runs: metric, steps, config; two matrices:
+                                              their common cells side by side, B - A with its
+                                              95% interval and p-value (scripts/engine/stats.py)
+
+A run is named by its id or a unique prefix, a matrix by its folder under results/matrices
+(<name>-<hash>), a unique prefix of one, or its name (the newest of that name). An unknown
+or ambiguous name is one line listing the close matches.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+
+from lib import fsio
+from lib.runconfig import NON_SEMANTIC, ConfigError
+from lib.paths import MATRICES, RUNS
+from scripts.engine import report, run_main, stats
+
+
+def _pick(kind: str, name: str, names: list, suggest: list | None = None) -> str:
+    hits = [n for n in names if n == name] or [n for n in names if n.startswith(name)]
+    if len(hits) == 1:
+        return hits[0]
+    near = hits[:5] or difflib.get_close_matches(name, suggest or names, n=5, cutoff=0.3)
+    what = "matches several" if len(hits) > 1 else "matches nothing"
+    raise ConfigError(f"{kind} {name!r} {what}; close: {', '.join(near) or 'none'} "
+                      f"(list them with `make runs`)")
+
+
+def run_id(name: str) -> str:
+    names = sorted(os.listdir(RUNS)) if os.path.isdir(RUNS) else []
+    return _pick("run", name, names)
+
+
+def matrix_dir(name: str) -> str:
+    names = sorted(d for d in (os.listdir(MATRICES) if os.path.isdir(MATRICES) else [])
+                   if os.path.exists(os.path.join(MATRICES, d, "plan.json")))
+    by_name = [d for d in names if d.rsplit("-", 1)[0] == name]
+    if by_name and name not in names:
+        return os.path.join(MATRICES, max(by_name, key=lambda d: os.path.getmtime(
+            os.path.join(MATRICES, d, "plan.json"))))
+    bare = sorted({d.rsplit("-", 1)[0] for d in names}) + names
+    return os.path.join(MATRICES, _pick("matrix", name, names, bare))
+
+
+def run_rows(ids: list) -> list:
+    plans = [fsio.read_json(os.path.join(RUNS, i, "config.json"), {}) or {} for i in ids]
+    return report.collect([{"run_id": i, **p} for i, p in zip(ids, plans)])
+
+
+def cmd_runs(args) -> int:
+    if args.matrix:
+        doc = fsio.read_json(os.path.join(matrix_dir(args.matrix), "plan.json"))
+        rows = report.collect(doc["runs"])
+    else:
+        rows = run_rows(sorted(os.listdir(RUNS)) if os.path.isdir(RUNS) else [])
+    print(f"{'run':<58} {'status':<12} {'seed':>4} {'metric':>16} {'sparsity':>8} {'steps':>6}")
+    for r in rows:
+        metric = (f"{r['primary_metric']} {r['primary_value']:.2f}"
+                  if r.get("primary_value") is not None else "-")
+        sp = f"{r['sparsity']:.3f}" if r.get("sparsity") is not None else "-"
+        print(f"{r['run_id']:<58} {r['status']:<12} {r.get('seed', 1):>4} {metric:>16} {sp:>8} "
+              f"{r.get('steps', '-'):>6}")
+    return 0
+
+
+def config_diff(a: str, b: str) -> list:
+    """[(field, value in a, value in b, semantic?)] of the fields that differ."""
+    ca = fsio.read_json(os.path.join(RUNS, a, "config.json"), {}) or {}
+    cb = fsio.read_json(os.path.join(RUNS, b, "config.json"), {}) or {}
+    skip = ("out_dir", "models_dir")          # always differ: where each run lives
+    return [(k, ca.get(k), cb.get(k), k not in NON_SEMANTIC) for k in sorted(set(ca) | set(cb))
+            if ca.get(k) != cb.get(k) and k not in skip]
+
+
+def cmd_diffconfig(args) -> int:
+    a, b = run_id(args.a), run_id(args.b)
+    diff = config_diff(a, b)
+    print(f"A {a}\nB {b}")
+    if not diff:
+        print("same resolved config (ids differ only in where things go)")
+    for k, va, vb, semantic in diff:
+        print(f"  {k:<24} {va!r:>20} -> {vb!r:<20}{'' if semantic else '  (not part of the id)'}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    names = set(os.listdir(RUNS)) if os.path.isdir(RUNS) else set()
+    if any(n.startswith(args.a) for n in names) and any(n.startswith(args.b) for n in names):
+        a, b = run_id(args.a), run_id(args.b)
+        ra, rb = run_rows([a, b])
+        for r in (ra, rb):
+            print(f"{r['run_id']}: {r['status']}, {r.get('primary_metric', '')} "
+                  f"{r.get('primary_value', float('nan')):.4f}, sparsity {r.get('sparsity', 0):.4f}, "
+                  f"{r.get('steps', '-')} steps")
+        if ra.get("primary_value") is not None and rb.get("primary_value") is not None:
+            print(f"B - A: {rb['primary_value'] - ra['primary_value']:+.4f} (one run each: no "
+                  f"interval; run seeds for one, docs/matrix.md)")
+        for k, va, vb, semantic in config_diff(a, b):
+            print(f"  config {k}: {va!r} -> {vb!r}{'' if semantic else ' (not in the id)'}")
+        return 0
+    ma, mb = matrix_dir(args.a), matrix_dir(args.b)
+    ca = {stats.cell_key(c): c for c in stats.cells(report.collect(
+        fsio.read_json(os.path.join(ma, "plan.json"))["runs"]))}
+    rows_b = report.collect(fsio.read_json(os.path.join(mb, "plan.json"))["runs"])
+    cb = {stats.cell_key(c): c for c in stats.cells(rows_b)}
+    runs_of = {}
+    for d, rows in ((ma, None), (mb, rows_b)):
+        for r in rows or report.collect(fsio.read_json(os.path.join(d, "plan.json"))["runs"]):
+            if r["status"] == "done" and r.get("primary_value") is not None:
+                runs_of.setdefault((d, stats.cell_key(r)), {})[r.get("seed", 1)] = r["primary_value"]
+    common = [k for k in ca if k in cb]
+    print(f"A {os.path.basename(ma)}\nB {os.path.basename(mb)}\n{len(common)} common cells")
+    print(f"{'cell':<44} {'A':>14} {'B':>14} {'B - A':>9} {'95% interval':>18} {'p':>7}  test")
+    for k in common:
+        cmp = stats.compare(runs_of[(mb, k)], runs_of[(ma, k)])
+        lo, hi = cmp["diff_low"], cmp["diff_high"]
+        interval = f"[{lo:+.2f}, {hi:+.2f}]" if lo == lo else "-"
+        p = f"{cmp['p_value']:.3g}" if cmp["p_value"] == cmp["p_value"] else "-"
+        cell = f"{k[0]} {k[1]} {k[2]} {k[3]:g}"
+        print(f"{cell:<44} {ca[k]['mean']:>9.2f} n={ca[k]['n']:<2} {cb[k]['mean']:>9.2f} n={cb[k]['n']:<2} "
+              f"{cmp['diff']:>+9.2f} {interval:>18} {p:>7}  {cmp['test']}")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["runs", "diffconfig", "compare"])
+    ap.add_argument("--matrix", default="")
+    ap.add_argument("--a", default="")
+    ap.add_argument("--b", default="")
+    args = ap.parse_args(argv)
+    if args.command != "runs" and not (args.a and args.b):
+        print(f"error: `make {args.command}` needs A=<...> and B=<...>", file=sys.stderr)
+        return 2
+    try:
+        return {"runs": cmd_runs, "diffconfig": cmd_diffconfig, "compare": cmd_compare}[args.command](args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    run_main(main)
