@@ -114,3 +114,17 @@ def cells(rows: list, metric: str = "primary_value", baseline: str | None = None
             c["within_noise"] = within_noise(c)
         out.append(c)
     return out
+
+
+def seeds_needed(effect: float, sd: float, power: float = 0.8, alpha: float = 0.05,
+                 max_n: int = 200) -> int:
+    """Seeds per cell for a paired t-test (two-sided, level alpha) to detect a true difference
+    `effect` with probability `power`, where the per-seed differences have standard deviation
+    `sd`: the smallest n with P(|T| > t(1 - alpha/2, n-1)) >= power, T noncentral t with
+    n - 1 degrees of freedom and noncentrality effect / sd * sqrt(n)."""
+    for n in range(2, max_n + 1):
+        crit = stats.t.ppf(1 - alpha / 2, n - 1)
+        nc = effect / sd * math.sqrt(n)
+        if stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc) >= power:
+            return n
+    return max_n

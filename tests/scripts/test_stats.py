@@ -62,3 +62,21 @@ def test_cells_group_seeds_and_compare_with_the_baseline():
     assert sgd["within_noise"] is True            # differences -1, +2, -1: interval holds 0
     # dense cells' std: 1 and 1: pooled 1
     assert stats.noise_floor(cells) == pytest.approx(1.0)
+
+
+def test_seeds_needed_matches_published_power_tables():
+    """Paired t, two-sided alpha 0.05, power 0.8 (G*Power's 'matched pairs' table): effect
+    sizes dz = 0.2, 0.5, 0.8, 1.0 need 199, 34, 15, 10 pairs."""
+    assert [stats.seeds_needed(d, 1.0) for d in (0.2, 0.5, 0.8, 1.0)] == [199, 34, 15, 10]
+
+
+def test_the_power_table_in_the_docs_is_computed():
+    import os
+    import re
+    from conftest import REPO
+    text = open(os.path.join(REPO, "docs", "statistics.md")).read()
+    rows = re.findall(r"^\| ([\d.]+) \| (\d+) \| (\d+) \|$", text, re.M)
+    assert len(rows) >= 5
+    for ratio, n80, n90 in rows:
+        assert int(n80) == stats.seeds_needed(float(ratio), 1.0)
+        assert int(n90) == stats.seeds_needed(float(ratio), 1.0, power=0.9)
