@@ -252,8 +252,12 @@ def test_the_kernel_switches_in_effect_are_recorded(tmp_path):
     """CONFIG_KERNELS_* reach the environment kernels/ reads, and status.json records the
     effective values; an explicit environment variable wins over the config."""
     out = tmp_path / "r"
-    train(out, "--max-steps", "2", "--kernels-autotune", "0", "--no-kernels-tma",
-          env_extra={"KERNELS_PERSISTENT": "off"}, check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KERNELS_")}
+    env["KERNELS_PERSISTENT"] = "off"     # (earlier tests of this process may set others)
+    p = subprocess.run([PY, TRAIN, "--out-dir", str(out), *FAST, "--max-steps", "2",
+                        "--kernels-autotune", "0", "--no-kernels-tma"], env=env, cwd=REPO,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
     sw = json.load(open(out / "status.json"))["environment"]["kernel_switches"]
     assert sw["KERNELS_AUTOTUNE"] == "0" and sw["KERNELS_TMA"] == "0"
     assert sw["KERNELS_PERSISTENT"] == "off", "the environment's own setting wins"

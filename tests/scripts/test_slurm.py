@@ -117,7 +117,9 @@ def test_killed_make_cancel_and_continue(cluster, tmp_path):
     the two cancelled, and every run ends done; the interrupted one resumed."""
     results = tmp_path / "results"
     cfg = write_config(tmp_path / ".config", TINY.replace("EPOCHS=2", "EPOCHS=3") + SLURM)
-    env = dict(os.environ, KNLP_RESULTS=str(results))
+    # each task rests 15 s at step 12, after its first checkpoint (step 10): the running task
+    # is still running when the test cancels it, however loaded the machine is
+    env = dict(os.environ, KNLP_RESULTS=str(results), KNLP_SLOW_STEP="12:15")
     runner = subprocess.Popen([PY, MATRIX, "run", "--config", cfg, "--jobs", "1"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
