@@ -247,15 +247,21 @@ class RunConfig:
         return cls(**kwargs)
 
 
+def model_part(model: str, part: str, attr: str, fix: str):
+    """<model>/<part>.py's `attr`, looked up by name (lib/ never imports a model folder by
+    itself); a missing file is a ConfigError naming it and `fix`."""
+    try:
+        return getattr(importlib.import_module(f"{model}.{part}"), attr)
+    except ModuleNotFoundError as e:
+        if e.name not in (model, f"{model}.{part}"):
+            raise
+        raise ConfigError(f"model {model!r} has no {model}/{part}.py; {fix}") from None
+
+
 def config_class(model: str):
     """The Config dataclass of a model folder (<model>/config.py)."""
-    try:
-        return importlib.import_module(f"{model}.config").Config
-    except ModuleNotFoundError as e:
-        if e.name not in (model, f"{model}.config"):
-            raise
-        raise ConfigError(f"model {model!r} has no {model}/config.py; unselect CONFIG_MODEL_"
-                          f"{model.upper()} or add the model folder") from None
+    return model_part(model, "config", "Config", f"unselect CONFIG_MODEL_{model.upper()} or "
+                      f"add the model folder")
 
 
 def _type_of(f: dataclasses.Field):

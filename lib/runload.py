@@ -13,7 +13,6 @@ matched to it by the model its config names.
 """
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass, field
 from typing import Callable
@@ -23,7 +22,7 @@ import torch
 from lib import checkpoint, fsio, pruning, runrecord
 from lib.build import build_model, kernel_switches
 from lib.paths import REPO, RUNS
-from lib.runconfig import ConfigError, RunConfig
+from lib.runconfig import ConfigError, RunConfig, model_part
 
 
 @dataclass
@@ -38,13 +37,8 @@ class InferSpec:
 def infer_spec(model: str) -> InferSpec:
     """<model>/infer.py's INFER, looked up by name (as runconfig.config_class looks up a
     model's Config): lib/ never imports a model folder by itself."""
-    try:
-        return importlib.import_module(f"{model}.infer").INFER
-    except ModuleNotFoundError as e:
-        if e.name not in (model, f"{model}.infer"):
-            raise
-        raise ConfigError(f"model {model!r} has no {model}/infer.py; add one like "
-                          f"lenet5/infer.py (three lines over lib/infer.py)") from None
+    return model_part(model, "infer", "INFER", "add one like lenet5/infer.py (three lines "
+                      "over lib/infer.py)")
 
 
 # -----------------------------------------------------------------------------
