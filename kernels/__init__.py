@@ -63,7 +63,7 @@ def set_backend(name: str) -> None:
 def _load_routes() -> None:
     """Import the op modules and register the custom ops (kernels/ops.py) now, in eager
     code, so that torch.compile later traces the entry points without an import."""
-    for mod in ("_triton", "ops", "matmul", "attention", "sparse"):
+    for mod in ("_triton", "ops", "matmul", "attention", "sparse", "block_layout"):
         _op(mod)
 
 
@@ -146,14 +146,15 @@ def _call(op: str, route: str, args: tuple):
 
 class Linear(torch.nn.Linear):
     """Drop-in nn.Linear (same parameters, same state_dict) whose forward calls
-    kernels.linear, or kernels.block_sparse_linear once `sparse_block_size` is set (> 0) and
-    the backend is not "torch"."""
+    kernels.linear, or the block-sparse op once `sparse_block_size` is set (> 0), the
+    backend is not "torch" and sync_block_layouts has found zero tiles in its weight."""
 
     sparse_block_size: int = 0
+    block_active: bool = False      # set by sync_block_layouts
 
     def forward(self, x):
-        if self.sparse_block_size > 0 and _state["backend"] != "torch":
-            return block_sparse_linear(x, self.weight, self.sparse_block_size, self.bias)
+        if self.block_active and _state["backend"] != "torch":
+            return _op("block_layout").module_forward(self, x, _route(x))
         return linear(x, self.weight, self.bias)
 
     @classmethod
@@ -170,7 +171,8 @@ class Linear(torch.nn.Linear):
 
 def swap_linear(module: torch.nn.Module, sparse_block_size: int = 0) -> torch.nn.Module:
     """Replace every nn.Linear inside module by a kernels.Linear sharing its parameters
-    (cfg.kernel_linear; with cfg.pruning_block_size as sparse_block_size). Returns module."""
+    (cfg.kernel_linear; with cfg.pruning_block_size as sparse_block_size). Returns module.
+    The block-sparse path starts only with sync_block_layouts."""
     for name, child in list(module.named_children()):
         if type(child) is torch.nn.Linear:
             new = Linear.from_linear(child)
@@ -181,6 +183,26 @@ def swap_linear(module: torch.nn.Module, sparse_block_size: int = 0) -> torch.nn
         else:
             swap_linear(child, sparse_block_size)
     return module
+
+
+def sync_block_layouts(module: torch.nn.Module, sampled_dw: bool = False) -> dict:
+    """(Re)compute the tile layout of every kernels.Linear with sparse_block_size > 0 from
+    its weight's zeros, after the masks changed (the pruner calls it when it sets the final
+    mask, and after a resume; lib/infer.py after loading weights). A layer with no zero
+    tile stays dense (the output head); the others take the block-sparse op, which runs
+    its kernels where they pay (kernels/sparse.py). sampled_dw: compute dW only on the
+    nonzero tiles (the masks will not change again). Returns {layer name: tile density}."""
+    out = {}
+    for name, m in module.named_modules():
+        if isinstance(m, Linear) and m.sparse_block_size > 0:
+            route = _route(m.weight)
+            if route == "torch":
+                m.block_active = False
+                continue
+            _load_routes()
+            _op("block_layout").sync_layer(m, route, sampled_dw)
+            out[name] = m.block_density
+    return out
 
 
 class _Package(types.ModuleType):
@@ -200,4 +222,4 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 __all__ = ["set_backend", "get_backend", "matmul", "linear", "attention", "block_sparse_linear",
-           "Linear", "swap_linear", "KernelPlanError", "poisoned", "BACKENDS"]
+           "Linear", "swap_linear", "sync_block_layouts", "KernelPlanError", "poisoned", "BACKENDS"]

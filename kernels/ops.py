@@ -8,8 +8,10 @@ torch.compile traces each call as one opaque node instead of breaking the graph 
     knlp_kernels::attention(q, k, v, causal, scale, route, block) -> (out, lse)
     knlp_kernels::attention_backward(grad, q, k, v, out, lse, causal, scale, route, block)
                                      -> (dq, dk, dv)
-    knlp_kernels::block_sparse_linear(x, weight, bias?, tile, route) -> out
-    knlp_kernels::block_sparse_linear_backward(grad, x, weight, tile, need_x, need_w,
+    knlp_kernels::block_sparse_linear(x, weight, bias?, count, cols, t_count, t_cols, tile,
+                                      density, train, sampled_dw, route) -> out
+    knlp_kernels::block_sparse_linear_backward(grad, x, weight, count, cols, t_count, t_cols,
+                                               tile, density, sampled_dw, need_x, need_w,
                                                need_bias, route) -> (dx, dw, dbias)
 
 `route` ("triton" or "cpu") is decided by the Python entry point (kernels._route) before the
@@ -239,11 +241,16 @@ _attention.register_autograd(_attention_grad, setup_context=_attention_setup)
 
 
 # --- block-sparse linear ------------------------------------------------------------------
+# The layout (count, cols, t_count, t_cols: kernels/block_layout.py) is an input, so it lives
+# in buffers outside the op: a captured CUDA graph reads them, and no call allocates one.
 def _block_sparse_linear_body(x: torch.Tensor, weight: torch.Tensor,
-                              bias: Optional[torch.Tensor], tile: int,
+                              bias: Optional[torch.Tensor], count: torch.Tensor,
+                              cols: torch.Tensor, t_count: torch.Tensor, t_cols: torch.Tensor,
+                              tile: int, density: float, train: bool, sampled_dw: bool,
                               route: str) -> torch.Tensor:
     _check_route(route)
-    return _impl("sparse").block_sparse_forward(route, x, weight, bias, tile)
+    return _impl("sparse").block_sparse_forward(route, x, weight, bias, count, cols, t_count,
+                                                t_cols, tile, density, train, sampled_dw)
 
 
 _block_sparse_linear = torch.library.custom_op(f"{NAMESPACE}::block_sparse_linear",
@@ -251,24 +258,28 @@ _block_sparse_linear = torch.library.custom_op(f"{NAMESPACE}::block_sparse_linea
 
 
 @_block_sparse_linear.register_fake
-def _(x, weight, bias, tile, route):
+def _(x, weight, bias, count, cols, t_count, t_cols, tile, density, train, sampled_dw, route):
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
 @torch.library.custom_op(f"{NAMESPACE}::block_sparse_linear_backward", mutates_args=())
 def _block_sparse_linear_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                                  tile: int, need_x: bool, need_w: bool, need_bias: bool,
-                                  route: str
+                                  count: torch.Tensor, cols: torch.Tensor,
+                                  t_count: torch.Tensor, t_cols: torch.Tensor, tile: int,
+                                  density: float, sampled_dw: bool, need_x: bool,
+                                  need_w: bool, need_bias: bool, route: str
                                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _check_route(route)
-    dx, dw, dbias = _impl("sparse").block_sparse_backward(route, grad, x, weight, tile,
-                                                           need_x, need_w, need_bias)
+    dx, dw, dbias = _impl("sparse").block_sparse_backward(
+        route, grad, x, weight, count, cols, t_count, t_cols, tile, density, sampled_dw,
+        need_x, need_w, need_bias)
     return (dx if dx is not None else _none(x), dw if dw is not None else _none(x),
             dbias if dbias is not None else _none(x))
 
 
 @_block_sparse_linear_backward.register_fake
-def _(grad, x, weight, tile, need_x, need_w, need_bias, route):
+def _(grad, x, weight, count, cols, t_count, t_cols, tile, density, sampled_dw, need_x,
+      need_w, need_bias, route):
     bias_dtype = torch.float32 if route == "triton" else x.dtype
     return (x.new_empty(x.shape) if need_x else _none(x),
             x.new_empty(weight.shape) if need_w else _none(x),
@@ -276,19 +287,21 @@ def _(grad, x, weight, tile, need_x, need_w, need_bias, route):
 
 
 def _block_sparse_setup(ctx, inputs, output):
-    x, weight, bias, tile, route = inputs
-    ctx.save_for_backward(x, weight)
-    ctx.tile, ctx.route = tile, route
+    x, weight, bias, count, cols, t_count, t_cols, tile, density, _train, sampled_dw, \
+        route = inputs
+    ctx.save_for_backward(x, weight, count, cols, t_count, t_cols)
+    ctx.tile, ctx.density, ctx.sampled_dw, ctx.route = tile, density, sampled_dw, route
     ctx.bias_dtype = bias.dtype if bias is not None else None
 
 
 def _block_sparse_grad(ctx, grad):
-    x, weight = ctx.saved_tensors
+    x, weight, count, cols, t_count, t_cols = ctx.saved_tensors
     need = ctx.needs_input_grad
     dx, dw, dbias = torch.ops.knlp_kernels.block_sparse_linear_backward(
-        grad, x, weight, ctx.tile, need[0], need[1], need[2], ctx.route)
+        grad, x, weight, count, cols, t_count, t_cols, ctx.tile, ctx.density, ctx.sampled_dw,
+        need[0], need[1], need[2], ctx.route)
     return (dx if need[0] else None, dw if need[1] else None,
-            _bias_grad(dbias, need[2], ctx.bias_dtype), None, None)
+            _bias_grad(dbias, need[2], ctx.bias_dtype)) + (None,) * 9
 
 
 _block_sparse_linear.register_autograd(_block_sparse_grad, setup_context=_block_sparse_setup)
@@ -327,7 +340,10 @@ def attention(q, k, v, causal, scale, route, block=0):
     return out.to(q.dtype)
 
 
-def block_sparse_linear(x, weight, bias, tile, route):
+def block_sparse_linear(x, weight, bias, count, cols, t_count, t_cols, tile, density, train,
+                        sampled_dw, route):
+    args = (x, weight, bias, count, cols, t_count, t_cols, tile, density, train, sampled_dw,
+            route)
     if _direct(x, weight, bias):
-        return _block_sparse_linear_body(x, weight, bias, tile, route)
-    return torch.ops.knlp_kernels.block_sparse_linear(x, weight, bias, tile, route)
+        return _block_sparse_linear_body(*args)
+    return torch.ops.knlp_kernels.block_sparse_linear(*args)

@@ -118,7 +118,7 @@ def sparse_backend(device) -> str | None:
 
 def uses_sparse_kernel(model: nn.Module) -> bool:
     return kernels.get_backend() != "torch" and any(
-        isinstance(m, kernels.Linear) and m.sparse_block_size > 0 for m in model.modules())
+        isinstance(m, kernels.Linear) and m.block_active for m in model.modules())
 
 
 def speed(run: LoadedRun, task, batch, seconds: float) -> list[str]:
@@ -148,6 +148,7 @@ def speed(run: LoadedRun, task, batch, seconds: float) -> list[str]:
     if b > 0 and not sparse_loaded and backend:
         trial = kernels.swap_linear(dense_copy(model), sparse_block_size=b)
         with kernel_backend(backend):
+            kernels.sync_block_layouts(trial)
             sparse = forward_rate(trial, x, units, cfg, dev, seconds)
         rows.append((f"block-sparse path ({backend} backend, {b}x{b} blocks; not used by the run)",
                      sparse))

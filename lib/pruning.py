@@ -7,7 +7,9 @@ weight (a bool tensor, 1 byte per weight). Masks only grow: a pruned weight stay
 
 The trainer's order per step: backward, unscale, before_step (mask grads, accumulate
 movement scores), grad clip, optimizer.step(), after_step (update masks when the schedule
-says so, then zero the pruned weights), and finalize() once at the end.
+says so, then zero the pruned weights), and finalize() once at the end. Once the masks are
+final the optimizer's state is zeroed at the pruned weights and the weight masking stops
+(Pruner._check_final); the gradient masking goes on (one multi-tensor launch).
 """
 import math
 
@@ -20,6 +22,8 @@ from lib import pruning_scores as scores
 from lib.runconfig import PRUNING_METHODS, RunConfig
 
 PRUNABLE_MODULES = (nn.Linear, nn.Conv2d, nn.Embedding)
+# optimizers whose update of a weight with zero gradient and zero state is exactly zero
+KEEPS_ZEROS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
 
 
 def prunable_parameters(model: nn.Module, cfg) -> list[tuple[str, nn.Parameter]]:
@@ -162,6 +166,8 @@ class Pruner:
         self.t0, self.t1 = schedule.ramp_steps(total_steps, cfg.pruning_warmup,
                                                cfg.pruning_ramp_end)
         self.sparsity = 0.0  # the level the masks were last set to
+        self.on_final: list = []          # callables run once when the masks are final
+        self._final_done = self.weights_stay_zero = False
         self.masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.params.items()}
         self.scores, self.w0 = {}, {}  # movement: S = -sum(g*W) ("grad") or W0 ("delta")
         if self.method == "movement" and cfg.movement_variant == "grad":
@@ -180,13 +186,13 @@ class Pruner:
     def before_step(self, step: int) -> None:
         if self.method == "none":
             return
-        for n, p in self.params.items():
-            if p.grad is None:
-                continue
-            if self.sparsity > 0:
-                p.grad.mul_(self.masks[n])
-            if self.scores and self.sparsity < self.target:  # until the final masks (t1)
-                scores.accumulate_movement(self.scores[n], p, p.grad)
+        have = [(p.grad, self.masks[n]) for n, p in self.params.items() if p.grad is not None]
+        if self.sparsity > 0 and have:       # one multi-tensor launch, not one per weight
+            torch._foreach_mul_([g for g, _ in have], [m for _, m in have])
+        if self.scores and self.sparsity < self.target:  # until the final masks (t1)
+            for n, p in self.params.items():
+                if p.grad is not None:
+                    scores.accumulate_movement(self.scores[n], p, p.grad)
 
     @torch.no_grad()
     def after_step(self, step: int, budget_used: float = 0.0) -> None:
@@ -199,19 +205,45 @@ class Pruner:
                 step, self.t0, self.t1, self.cfg.pruning_frequency, at):
             self._update_masks(max(self.target_at(step, budget_used), self.sparsity))
         self._apply_masks()
+        self._check_final()
 
     @torch.no_grad()
     def finalize(self) -> None:
         if self.method != "none" and self.sparsity < self.target:
             self._update_masks(self.target)
         self._apply_masks()
+        self._check_final()
+
+    @property
+    def final(self) -> bool:
+        """Whether the masks are at the target: they never change again."""
+        return self.method != "none" and self.sparsity >= self.target
 
     # --- internals ------------------------------------------------------------
     @torch.no_grad()
     def _apply_masks(self) -> None:
-        if self.sparsity > 0:
+        if self.sparsity > 0 and not self.weights_stay_zero:
+            torch._foreach_mul_(list(self.params.values()), list(self.masks.values()))
+
+    @torch.no_grad()
+    def _check_final(self) -> None:
+        """Once the masks are final: zero the optimizer's per-weight state (momentum, Adam's
+        moments) at the pruned weights, where the optimizers of KEEPS_ZEROS then keep a
+        pruned weight exactly 0 by themselves (its gradient is masked to 0, so its momentum
+        stays 0, and so does its update; decoupled or L2 weight decay of 0 is 0), so the
+        per-step weight masking stops; then run the on_final callbacks (lib/build.py: the
+        block-sparse layers' layouts). Unpruned weights follow the very same arithmetic."""
+        if not self.final or self._final_done:
+            return
+        self._final_done = True
+        if type(self.optimizer) in KEEPS_ZEROS:
             for n, p in self.params.items():
-                p.mul_(self.masks[n])
+                for t in self.optimizer.state.get(p, {}).values():
+                    if torch.is_tensor(t) and t.shape == p.shape:
+                        t.mul_(self.masks[n])
+            self.weights_stay_zero = True
+        for fn in self.on_final:
+            fn()
 
     def _score(self, name: str, p: torch.Tensor) -> torch.Tensor:
         if self.method == "magnitude":
@@ -276,6 +308,7 @@ class Pruner:
             for k, v in theirs.items():
                 mine[k].copy_(v)
         self.sparsity = float(sd["sparsity"])
+        self._check_final()   # the model's weights and the optimizer's state are loaded first
 
 
 def build_pruner(model: nn.Module, optimizer: torch.optim.Optimizer, cfg,

@@ -19,6 +19,8 @@ from typing import Callable
 
 import torch
 
+import kernels
+
 from lib import checkpoint, fsio, pruning, runrecord
 from lib.build import build_model, kernel_switches
 from lib.paths import REPO, RUNS
@@ -188,6 +190,7 @@ def load_run(ref: str, infer: InferSpec | None = None, device: str = "cpu") -> L
                           f"{run_dir}/config.json ({first}); the model code changed since the run: "
                           f"use its commit {commit or '(unknown)'}") from None
     model.eval()
+    kernels.sync_block_layouts(model)   # pruned layers take the block-sparse kernels
     summary = fsio.read_json(os.path.join(run_dir, "summary.json"), default={}) or {}
     return LoadedRun(run_dir=run_dir, run_id=run_id, cfg=cfg, model=model, state_dict=state,
                      source=source, step=step, pruner_masks=masks,

@@ -39,6 +39,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+import kernels
 from lib import (checkpoint, cli, data, dryrun, fsio, gpu_data, monitor, optim, preempt,
                  pruning, runrecord, tracking)
 from lib.build import build_training, kernel_switches
@@ -162,6 +163,7 @@ class Run:
         self.clock, self.budget_used, self.last_eval = new_clock(), 0.0, None
         self._mark = self._proc_start = time.time()
         self._wall0 = 0.0
+        self.step_now = 0      # the optimizer step being run (the pruner's callbacks read it)
 
     def log(self, msg: str) -> None:
         if not self.master:
@@ -236,6 +238,9 @@ class Run:
         self.model, self.optimizer, self.pruner = build_training(spec, cfg, self.total_steps,
                                                                  self.device)
         self.raw_model = self.model
+        self.block_sparse = None
+        if cfg.kernel_linear and cfg.pruning_block_size > 0 and self.pruner.method != "none":
+            self.pruner.on_final.append(self.sync_block_sparse)
         if cfg.compile:
             self.model = torch.compile(self.model, **compile_options(cfg))
         # Under CUDA graphs a backward's gradients are graph outputs, overwritten by the next
@@ -257,6 +262,19 @@ class Run:
                  f"{cfg.grad_accum} accum x {cfg.batch_size // (self.world * cfg.grad_accum)}); "
                  f"{cfg.optimizer} + {cfg.pruning_method} pruning to {cfg.target_sparsity:g}")
         self.nparams = nparams
+
+    def sync_block_sparse(self) -> None:
+        """The pruner's on_final callback: the masks never change again, so the pruned
+        layers' tile layouts are computed once and their dW comes from the nonzero blocks
+        only (kernels.sync_block_layouts); the run's summary says which layers and from
+        which step."""
+        dens = kernels.sync_block_layouts(self.raw_model, sampled_dw=True)
+        active = {n: round(d, 4) for n, d in dens.items() if d < 1.0}
+        self.block_sparse = {"from_step": self.step_now, "layers": active}
+        self.log(f"final masks at step {self.step_now}: {len(active)} of {len(dens)} layers "
+                 f"take the block-sparse kernels (tile density "
+                 f"{min(active.values(), default=1):.2f}-{max(active.values(), default=1):.2f}),"
+                 f" dW on their nonzero blocks only")
 
     # -------------------------------------------------------------------------
     def state(self, step: int, epoch: int, batch_in_epoch: int) -> dict:
@@ -284,6 +302,7 @@ class Run:
                               f"re-run from scratch with FORCE=1 or point MODELS= elsewhere")
         self.raw_model.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
+        self.step_now = ck["step"]
         self.pruner.load_state_dict(ck["pruner"])
         self.scaler.load_state_dict(ck["scaler"])
         checkpoint.set_rng_state(ck["rng"])
@@ -402,6 +421,7 @@ class Run:
                     continue
                 step += 1
                 b += 1
+                self.step_now = step
                 if os.environ.get("KNLP_CRASH_AT") == f"{self.rank}:{step}":
                     raise RuntimeError(f"KNLP_CRASH_AT: rank {self.rank} crashes at step {step}")
                 slow = os.environ.get("KNLP_SLOW_STEP", "").split(":")
@@ -494,6 +514,10 @@ class Run:
                    "params": self.nparams, "primary_metric": self.task.primary,
                    "stop_reason": stop_reason, "layer_sparsity": sp["layers"],
                    **{f"eval_{k}": v for k, v in final.items()}}
+        if self.block_sparse is not None:   # kernel_linear + block pruning: the rate after
+            after = [r["throughput"] for r in rows if r["step"] > self.block_sparse["from_step"]]
+            summary["block_sparse"] = {**self.block_sparse, "throughput": sorted(
+                after)[len(after) // 2] if after else None}
         self.saver.wait()           # the last checkpoint is on disk before "done"
         if self.master:
             checkpoint.save_model(self.cfg.models_dir, self.raw_model)

@@ -269,19 +269,19 @@ def bench_sparse(b: Bench, dtype):
 
     if not b.cuda or b.precompile:
         return
-    sp = importlib.import_module("kernels.sparse")
+    semi = importlib.import_module("kernels.semi_structured")
     for m, k, n in ((16384, 768, 3072), (16384, 3072, 768), (8192, 8192, 8192)):
         label = f"2:4 {m}x{k}x{n}"
         if b.over_budget(label):
             continue
         x = rnd(m, k, dtype=dtype, device=dev)
         w = ref.prune_2_4(rnd(n, k, dtype=dtype, device=dev, scale=k ** -0.5))
-        ok, why = sp.semi_structured_support(w)
+        ok, why = semi.semi_structured_support(w)
         if not ok:
             b.skipped.append(f"{label}: {why}")
             continue
         try:
-            ms = gpu_ms(lambda: sp.semi_structured_linear(x, w))
+            ms = gpu_ms(lambda: semi.semi_structured_linear(x, w))
         except Exception as exc:   # cuSPARSELt/CUTLASS missing in this torch build
             b.skipped.append(f"{label}: {type(exc).__name__}: {exc}")
             continue
@@ -291,7 +291,7 @@ def bench_sparse(b: Bench, dtype):
               shape=[m, k, n], dtype=str(dtype)[6:], **{"pass": "fwd"}, ms=ms, torch_ms=tms,
               ratio=tms / ms, tflops=2.0 * m * n * k / 2 / ms / 1e9,
               torch_tflops=2.0 * m * n * k / tms / 1e9,
-              err=ref.rel_err(sp.semi_structured_linear(x, w), expected))
+              err=ref.rel_err(semi.semi_structured_linear(x, w), expected))
 
 
 # --- per-call host overhead --------------------------------------------------------------------

@@ -33,13 +33,13 @@ def test_autotune_caches_on_the_device(tmp_path, monkeypatch):
 
 
 def test_semi_structured_2_4_matches_dense():
-    sp = importlib.import_module("kernels.sparse")
+    semi = importlib.import_module("kernels.semi_structured")
     w = ref.prune_2_4(torch.randn(256, 512, device="cuda", dtype=torch.float16))
-    ok, why = sp.semi_structured_support(w)
+    ok, why = semi.semi_structured_support(w)
     if not ok:
         pytest.skip(why)
     x = torch.randn(128, 512, device="cuda", dtype=torch.float16, requires_grad=True)
-    y = sp.semi_structured_linear(x, w)
+    y = semi.semi_structured_linear(x, w)
     assert ref.rel_err(y, x.double() @ w.double().t()) < 2e-3
     y.sum().backward()
     assert ref.rel_err(x.grad, torch.ones(128, 256, device="cuda").double() @ w.double()) < 2e-3

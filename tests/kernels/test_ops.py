@@ -92,18 +92,22 @@ def test_opcheck_attention_bf16(route):
              (q, k, v, True, 0.25, route, 0 if route == "triton" else 256))
 
 
-@pytest.mark.parametrize("sparsity", [0.3, 0.8])   # the cpu path's dense and tiled branches
-def test_opcheck_block_sparse_linear(route, sparsity):
+@pytest.mark.parametrize("sparsity, sampled_dw", [(0.3, False), (0.8, True)])
+def test_opcheck_block_sparse_linear(route, sparsity, sampled_dw):
+    """Both paths (0.3: dense under the untimed rule, 0.8: the block-sparse kernels) and
+    both dW modes."""
     g = torch.Generator().manual_seed(3)
     w = ref.prune_blocks(torch.randn(64, 96, generator=g), 32, sparsity, generator=g)
     w.requires_grad_()
+    lay = importlib.import_module("kernels.block_layout").Layout(w, 32)
     x = _rand(3, 96, 5).transpose(1, 2)          # x [3, 5, 96], not contiguous
     bias = _rand(64)
     op = torch.ops.knlp_kernels
-    _opcheck(op.block_sparse_linear.default, (x, w, bias, 32, route))
+    args = (*lay.tensors(), 32, lay.density())
+    _opcheck(op.block_sparse_linear.default, (x, w, bias, *args, True, sampled_dw, route))
     _opcheck(op.block_sparse_linear_backward.default,
-             (_rand(3, 5, 64, grad=False), x.detach(), w.detach(), 32, True, True, True,
-              route))
+             (_rand(3, 5, 64, grad=False), x.detach(), w.detach(), *args, sampled_dw, True,
+              True, True, route))
 
 
 def test_route_is_checked():
@@ -148,7 +152,14 @@ def _tiny_gpt2(sparse_block_size=0):
     from gpt2.model import GPT
     torch.manual_seed(0)
     model = GPT(Config(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=64), 64)
-    return kernels.swap_linear(model, sparse_block_size=sparse_block_size)  # kernel_linear
+    kernels.swap_linear(model, sparse_block_size=sparse_block_size)  # kernel_linear
+    if sparse_block_size:    # prune the blocks' weights as the pruner would, then sync
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.startswith("transformer.h.") and p.ndim == 2:
+                    p.copy_(ref.prune_blocks(p, sparse_block_size, 0.75))
+        kernels.sync_block_layouts(model, sampled_dw=True)
+    return model
 
 
 def _recording_aot_eager(graphs):
@@ -199,10 +210,11 @@ def _check_compiled_gpt2(sparse):
     loss.backward()
     assert not counters["graph_break"], f"graph breaks: {dict(counters['graph_break'])}"
     assert len(graphs.get("fw", [])) == 1 and len(graphs.get("bw", [])) == 1, graphs
-    fwd = "block_sparse_linear" if sparse else "linear"
-    assert _ops_in(graphs["fw"][0]) == {fwd, "attention"}
-    assert _ops_in(graphs["bw"][0]) == {"matmul_backward" if not sparse else
-                                        "block_sparse_linear_backward", "attention_backward"}
+    # pruned: the blocks' layers take the block-sparse op, the unpruned head stays dense
+    fwd = {"block_sparse_linear"} if sparse else set()
+    bwd = {"block_sparse_linear_backward"} if sparse else set()
+    assert _ops_in(graphs["fw"][0]) == fwd | {"linear", "attention"}
+    assert _ops_in(graphs["bw"][0]) == bwd | {"matmul_backward", "attention_backward"}
     # the cross-entropy is in the same graph as the head's op (it fuses under inductor)
     assert any("nll_loss" in str(n.target) for n in graphs["fw"][0].graph.nodes)
 

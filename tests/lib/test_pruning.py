@@ -371,6 +371,32 @@ def test_resume_mid_ramp_is_bit_identical(digits, opt_name, method, extra):
             assert torch.equal(t, getattr(pruner3, key)[n]), f"pruner {key}[{n}] differs"
 
 
+@pytest.mark.parametrize("opt_name,method,extra", METHODS[:5])
+def test_final_masks_stop_weight_masking_with_identical_results(digits, opt_name, method,
+                                                                extra, monkeypatch):
+    """Once final, the optimizer state at pruned weights is zeroed and the per-step weight
+    masking stops: the trajectory is bit-identical to masking every step, and on_final
+    runs once (again after loading a final checkpoint)."""
+    cfg = config(optimizer=opt_name, pruning_method=method, **extra)
+    model, opt, pruner = build(cfg)
+    calls = []
+    pruner.on_final.append(lambda: calls.append(pruner.sparsity))
+    train(model, opt, pruner, cfg, digits, 1, STEPS + 10)
+    assert calls == [0.7] and pruner.weights_stay_zero
+    monkeypatch.setattr(pruning, "KEEPS_ZEROS", ())
+    model2, opt2, pruner2 = build(cfg)
+    train(model2, opt2, pruner2, cfg, digits, 1, STEPS + 10)
+    assert not pruner2.weights_stay_zero
+    for (n, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
+        assert torch.equal(a, b), f"{n}: skipping the final masking changed the weights"
+    monkeypatch.undo()
+    model3, opt3, pruner3 = build(cfg)
+    pruner3.on_final.append(lambda: calls.append("resumed"))
+    opt3.load_state_dict(opt.state_dict())
+    pruner3.load_state_dict(pruner.state_dict())
+    assert calls[-1] == "resumed" and pruner3.weights_stay_zero
+
+
 # -----------------------------------------------------------------------------
 # layers, memory, errors
 

@@ -13,7 +13,7 @@ from gpt2 import prepare
 from gpt2.config import Config
 from gpt2.data import TokenWindows, build_datasets, example_batch, vocab_size
 from lib.runconfig import ConfigError
-from trainrun import assert_identical, killed_and_resumed, train_losses
+from trainrun import assert_identical, killed_and_resumed, summary, train, train_losses
 
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, tokenizer="byte")
 
@@ -141,3 +141,35 @@ def test_learns_on_stdlib_text(runs):
 
 def test_resume_with_dropout_is_bit_identical(runs):
     assert_identical(*runs)
+
+
+SPARSE = ["--n-embd", "64", "--kernel-linear", "--kernel-backend", "cpu", "--optimizer", "adamw",
+          "--pruning-method", "magnitude", "--target-sparsity", "0.75",
+          "--pruning-block-size", "32", "--pruning-ramp-end", "0.25", "--pruning-frequency", "2"]
+
+
+@pytest.fixture(scope="module")
+def sparse_runs(tmp_path_factory, data_dir):
+    a, b, ref = (tmp_path_factory.mktemp(n) for n in ("sparse_a", "sparse_b", "sparse_ref"))
+    args = ARGS + ["--data-dir", str(data_dir)] + SPARSE
+    killed_and_resumed("gpt2", a, b, args, first_ckpt=20)
+    dense = [x for x in args if x not in ("--kernel-linear",)]
+    dense[dense.index("--kernel-backend") + 1] = "torch"
+    train("gpt2", ref, dense)
+    return a, b, ref
+
+
+def test_block_pruned_gpt2_trains_on_the_block_sparse_kernels(sparse_runs):
+    """kernel_linear + 32x32 block pruning: once the masks are final (step 8 of 30) the
+    blocks' layers take the block-sparse op with dW on the nonzero blocks (the partly
+    pruned ones through the cpu route's per-tile products: density <= 0.6); the run ends as
+    the torch reference does (dense matmuls, masked gradients), and resumes bit-identically
+    after a SIGKILL past the final masks."""
+    a, b, ref = sparse_runs
+    s, r = summary(a), summary(ref)
+    bs = s["block_sparse"]
+    assert bs["from_step"] <= 10 and len(bs["layers"]) == 8, bs       # 2 blocks x 4 linears
+    assert any(0 < d <= 0.6 for d in bs["layers"].values()) and bs["throughput"] > 0
+    assert "block_sparse" not in r and abs(s["sparsity"] - 0.75) < 0.01
+    assert abs(s["eval_loss"] - r["eval_loss"]) < 2e-3 * r["eval_loss"], (s, r)
+    assert_identical(a, b)
