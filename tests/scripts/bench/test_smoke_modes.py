@@ -118,3 +118,25 @@ def test_bench_kernels_times_the_shapes_it_is_given(tmp_path):
     bad = subprocess.run([sys.executable, "scripts/bench/kernel_ops.py", "--device", "cpu",
                           "--shapes", "256x2048"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "'256x2048' is not MxKxN" in bad.stderr
+
+
+def test_bench_pruned_smoke(tmp_path):
+    """scripts/bench/pruned.py on the CPU: a dense and a 16x16 block-pruned tiny GPT-2 through
+    the trainer and `make infer`'s loader. The pruned run reaches its sparsity, takes the
+    block-sparse path after its final mask, and the report's ratios are the runs' own rates
+    divided by the dense run's."""
+    out = tmp_path / "p"
+    run(["-m", "scripts.bench.pruned", "--smoke", "--parts", "train", "infer", "--sparsity",
+         "0.75", "--steps", "20", "--seconds", "0.05", "--out", str(out)])
+    r = json.loads((out / "pruned.json").read_text())
+    dense, block = r["runs"]["dense"], r["runs"]["block75"]
+    assert abs(block["sparsity"] - 0.75) < 0.02 and dense["sparsity"] == 0
+    assert block["block_sparse"]["layers"] and block["block_sparse"]["from_step"] <= 8
+    assert r["train_speedup"]["block75"] == pytest.approx(
+        block["tokens_per_s"] / dense["tokens_per_s"])
+    for mode in ("eager", "compiled"):
+        rates = r["infer_tokens_per_s"][mode]
+        assert rates["dense"] > 0 and r["infer_speedup"][mode]["block75"] == pytest.approx(
+            rates["block75"] / rates["dense"])
+    assert r["losses"] == {"dense": dense["eval_loss"], "block75": block["eval_loss"]}
+    assert (out / "loss_vs_speed.png").stat().st_size > 1000

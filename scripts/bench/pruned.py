@@ -1,0 +1,192 @@
+"""Does pruning pay? GPT-2 124M trained and run block-pruned against the dense torch model,
+end to end, in one process on one GPU (issue #23's targets).
+
+  python -m scripts.bench.pruned --out $OUT                  (one GPU; ~6 min on an H200)
+  python -m scripts.bench.pruned --out $OUT --parts train    (train | overhead | infer)
+  python -m scripts.bench.pruned --smoke --out /tmp/p        (CPU, tiny model: checks it)
+
+train     lib.trainer.run() on gpt2's ModelSpec, B16 x T1024 bf16 per optimizer step, AdamW,
+          compiled as the trainer compiles it (--compile-mode, reduce-overhead by default:
+          the triton backend's default on one GPU): the dense torch run, and for each
+          --sparsity a run with kernel_linear on the triton backend and magnitude pruning of
+          64x64 blocks in the transformer blocks (head and embeddings dense), ramped over the
+          first --ramp of the steps. tokens/s is the median of the trainer's logged rates
+          after the ramp (the window that holds the re-compile at the final mask left out),
+          the same window for every run; eval loss from the trainer's final evaluation.
+overhead  the same trainer with the torch backend and unstructured pruning to 90 percent
+          by magnitude, movement (AdamW) and state (AdamWPrune), against the same optimizer
+          unpruned: prune_overhead = 1 - pruned / unpruned tokens/s after the ramp.
+infer     each trained run loaded as `make infer` loads it (lib/runload: weights, masks,
+          layouts), forward of B16 x T1024 under no_grad, eager and compiled, against the
+          dense torch model's forward.
+
+Out: <out>/pruned.json (train_speedup, infer_speedup, prune_overhead, eval losses, every
+run's figures, date, device, versions, commit), <out>/loss_vs_speed.png, and rows appended
+to the results table (--table; none with --smoke).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import torch
+
+from gpt2.train import SPEC
+from lib import fsio, infer, runload, trainer
+from scripts.bench import machine, table
+from scripts.bench.trainer import bench_config
+
+BLOCK = 64
+
+
+def runs_wanted(parts, sparsities, smoke):
+    """name -> Config overrides of each trainer run the parts need."""
+    backend = "cpu" if smoke else "triton"
+    block = 16 if smoke else BLOCK
+    out = {"dense": {}}
+    if "train" in parts or "infer" in parts:
+        for s in sparsities:
+            out[f"block{int(s * 100)}"] = dict(
+                kernel_linear=True, kernel_backend=backend, pruning_method="magnitude",
+                target_sparsity=s, pruning_block_size=block)
+    if "overhead" in parts:
+        for method in ("magnitude", "movement"):
+            out[method] = dict(pruning_method=method, target_sparsity=0.9)
+        out["adamwprune"] = dict(optimizer="adamwprune")
+        out["state"] = dict(optimizer="adamwprune", pruning_method="state", target_sparsity=0.9)
+    return out
+
+
+def train_run(work, name, overrides, args):
+    steps = args.steps
+    cfg = bench_config(args.smoke, work, name, batch_size=16 if not args.smoke else 8,
+                       grad_accum=1, max_steps=steps, log_interval=args.log_interval,
+                       eval_interval=0, checkpoint_interval=10 * steps, monitor_interval=0,
+                       compile_mode=args.compile_mode, pruning_warmup=0.0,
+                       pruning_ramp_end=args.ramp, pruning_frequency=max(1, steps // 20),
+                       **overrides)
+    torch._dynamo.reset()            # a fresh compile per run (env-facts: models in a row)
+    t0 = time.time()
+    rc = trainer.run(SPEC, trainer.resolve_paths(cfg))
+    if rc != 0:
+        raise SystemExit(f"{name}: trainer run failed (exit {rc}); see {cfg.out_dir}/train.log")
+    rows = [r for r in fsio.read_jsonl(os.path.join(cfg.out_dir, "metrics.jsonl"))
+            if r["kind"] == "train"]
+    start = args.ramp * steps + 2 * args.log_interval      # after the final mask's re-compile
+    after = [r["throughput"] for r in rows if r["step"] > start]
+    s = fsio.read_json(os.path.join(cfg.out_dir, "summary.json"))
+    return {"run_dir": cfg.out_dir, "tokens_per_s": statistics.median(after),
+            "windows": len(after), "eval_loss": s["eval_loss"], "sparsity": s["sparsity"],
+            "block_sparse": s.get("block_sparse"), "peak_memory_mb": s["peak_memory_mb"],
+            "wall_s": round(time.time() - t0, 1), "overrides": overrides}
+
+
+def infer_rates(run_dir, args, compiled):
+    """tokens/s of the forward of a finished run as `make infer` loads it."""
+    loaded = runload.load_run(run_dir, device="cpu" if args.smoke else "cuda")
+    model, cfg = loaded.model, loaded.cfg
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, cfg.vocab_size, (16 if not args.smoke else 4, cfg.block_size),
+                      generator=g).to(loaded.device)
+    torch._dynamo.reset()
+    if compiled:
+        model = torch.compile(model)
+    with torch.no_grad():
+        return infer.forward_rate(model, x, x.numel(), cfg, loaded.device, args.seconds)
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, r in results.items():
+        if name == "dense" or name.startswith("block"):
+            ax.scatter(r["tokens_per_s"] / 1e3, r["eval_loss"], s=40)
+            ax.annotate(name, (r["tokens_per_s"] / 1e3, r["eval_loss"]),
+                        textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("training tokens/s after the ramp (thousands)")
+    ax.set_ylabel("eval loss")
+    ax.set_title("GPT-2 124M: dense vs 64x64 block-pruned (one run each)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--work", help="the runs' folders (default <out>/work)")
+    ap.add_argument("--parts", nargs="+", default=["train", "overhead", "infer"],
+                    choices=["train", "overhead", "infer"])
+    ap.add_argument("--sparsity", type=float, nargs="+", default=[0.5, 0.75, 0.9])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--ramp", type=float, default=0.3, help="pruning_ramp_end")
+    ap.add_argument("--log-interval", type=int, default=10)
+    ap.add_argument("--compile-mode", default="reduce-overhead")
+    ap.add_argument("--seconds", type=float, default=2.0, help="per forward-rate measurement")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--table", default=table.TABLE)
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.steps, args.log_interval, args.compile_mode = min(args.steps, 40), 2, "default"
+        args.seconds = min(args.seconds, 0.2)
+    os.makedirs(args.out, exist_ok=True)
+    work = args.work or os.path.join(args.out, "work")
+    meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), **machine.versions(),
+            "gpu": machine.device_name(not args.smoke), "commit": table.commit_of(),
+            "batch": "16x1024", "precision": "fp32" if args.smoke else "bf16",
+            "compile_mode": args.compile_mode, "steps": args.steps, "ramp": args.ramp,
+            "block": 16 if args.smoke else BLOCK, "smoke": args.smoke}
+    results = {}
+    for name, overrides in runs_wanted(args.parts, args.sparsity, args.smoke).items():
+        print(f"=== {name} {overrides}", flush=True)
+        results[name] = train_run(work, name, overrides, args)
+        print(f"=== {name}: {results[name]['tokens_per_s']:,.0f} tokens/s, eval loss "
+              f"{results[name]['eval_loss']:.4f}", flush=True)
+    dense = results["dense"]
+    report = {"meta": meta, "runs": results,
+              "losses": {n: r["eval_loss"] for n, r in results.items()}}
+    blocks = {n: r for n, r in results.items() if n.startswith("block")}
+    if "train" in args.parts:
+        report["train_speedup"] = {n: r["tokens_per_s"] / dense["tokens_per_s"]
+                                   for n, r in blocks.items()}
+    if "overhead" in args.parts:
+        report["prune_overhead"] = {
+            m: 1 - results[m]["tokens_per_s"] / results[base]["tokens_per_s"]
+            for m, base in (("magnitude", "dense"), ("movement", "dense"),
+                            ("state", "adamwprune"))}
+    if "infer" in args.parts:
+        report["infer_speedup"], report["infer_tokens_per_s"] = {}, {}
+        for mode, compiled in (("eager", False), ("compiled", True)):
+            rates = {n: infer_rates(r["run_dir"], args, compiled)
+                     for n, r in {"dense": dense, **blocks}.items()}
+            report["infer_tokens_per_s"][mode] = rates
+            report["infer_speedup"][mode] = {n: v / rates["dense"] for n, v in rates.items()
+                                             if n != "dense"}
+    fsio.atomic_write_json(os.path.join(args.out, "pruned.json"), report)
+    if blocks:
+        plot(results, os.path.join(args.out, "loss_vs_speed.png"))
+    print(json.dumps({k: v for k, v in report.items() if k not in ("runs", "meta")}, indent=1))
+    if not args.smoke:
+        rows = [{"op": "gpt2_pruned", "case": f"train {n} ({BLOCK}x{BLOCK} blocks)",
+                 "layout": "trainer vs dense torch trainer", "shape": "16x1024",
+                 "dtype": "bfloat16", "pass": "train", "ratio": round(v, 4)}
+                for n, v in report.get("train_speedup", {}).items()]
+        rows += [{"op": "gpt2_pruned", "case": f"infer {n} {mode}", "layout": "vs dense torch",
+                  "shape": "16x1024", "dtype": "bfloat16", "pass": "fwd", "ratio": round(v, 4)}
+                 for mode, d in report.get("infer_speedup", {}).items() for n, v in d.items()]
+        rows += [{"op": "gpt2_pruned", "case": f"prune overhead {m}",
+                  "layout": "1 - pruned/unpruned tokens/s", "shape": "16x1024",
+                  "dtype": "bfloat16", "pass": "train", "ratio": round(v, 4)}
+                 for m, v in report.get("prune_overhead", {}).items()]
+        table.append(rows, meta, "pruned.json", path=args.table, commit=meta["commit"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
