@@ -9,10 +9,10 @@ train     lib.trainer.run() on gpt2's ModelSpec, B16 x T1024 bf16 per optimizer 
           compiled as the trainer compiles it (--compile-mode, reduce-overhead by default:
           the triton backend's default on one GPU): the dense torch run, and for each
           --sparsity a run with kernel_linear on the triton backend and magnitude pruning of
-          64x64 blocks in the transformer blocks (head and embeddings dense), ramped over the
-          first --ramp of the steps. tokens/s is the median of the trainer's logged rates
-          after the ramp (the window that holds the re-compile at the final mask left out),
-          the same window for every run; eval loss from the trainer's final evaluation.
+          64x64 blocks in the transformer blocks (head and embeddings dense), each layer to
+          the target (--scope), ramped over the first --ramp of the steps. tokens/s is the
+          median of the trainer's logged rates after the ramp (the window that holds the
+          re-compile at the final mask left out), the same window for every run; eval loss from the trainer's final evaluation.
 overhead  the same trainer with the torch backend and unstructured pruning to 90 percent
           by magnitude, movement (AdamW) and state (AdamWPrune), against the same optimizer
           unpruned: prune_overhead = 1 - pruned / unpruned tokens/s after the ramp.
@@ -42,7 +42,7 @@ from scripts.bench.trainer import bench_config
 BLOCK = 64
 
 
-def runs_wanted(parts, sparsities, smoke):
+def runs_wanted(parts, sparsities, smoke, scope="layer"):
     """name -> Config overrides of each trainer run the parts need."""
     backend = "cpu" if smoke else "triton"
     block = 16 if smoke else BLOCK
@@ -51,7 +51,7 @@ def runs_wanted(parts, sparsities, smoke):
         for s in sparsities:
             out[f"block{int(s * 100)}"] = dict(
                 kernel_linear=True, kernel_backend=backend, pruning_method="magnitude",
-                target_sparsity=s, pruning_block_size=block)
+                target_sparsity=s, pruning_block_size=block, pruning_scope=scope)
     if "overhead" in parts:
         for method in ("magnitude", "movement"):
             out[method] = dict(pruning_method=method, target_sparsity=0.9)
@@ -126,6 +126,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sparsity", type=float, nargs="+", default=[0.5, 0.75, 0.9])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--ramp", type=float, default=0.3, help="pruning_ramp_end")
+    ap.add_argument("--scope", default="layer", choices=["layer", "global"],
+                    help="pruning_scope of the block runs: layer (each layer to the target, "
+                         "the default here) or global (one threshold: GPT-2's small-init "
+                         "output projections are then pruned whole)")
     ap.add_argument("--log-interval", type=int, default=10)
     ap.add_argument("--compile-mode", default="reduce-overhead")
     ap.add_argument("--seconds", type=float, default=2.0, help="per forward-rate measurement")
@@ -141,9 +145,10 @@ def main(argv=None) -> int:
             "gpu": machine.device_name(not args.smoke), "commit": table.commit_of(),
             "batch": "16x1024", "precision": "fp32" if args.smoke else "bf16",
             "compile_mode": args.compile_mode, "steps": args.steps, "ramp": args.ramp,
-            "block": 16 if args.smoke else BLOCK, "smoke": args.smoke}
+            "block": 16 if args.smoke else BLOCK, "scope": args.scope, "smoke": args.smoke}
     results = {}
-    for name, overrides in runs_wanted(args.parts, args.sparsity, args.smoke).items():
+    for name, overrides in runs_wanted(args.parts, args.sparsity, args.smoke,
+                                       args.scope).items():
         print(f"=== {name} {overrides}", flush=True)
         results[name] = train_run(work, name, overrides, args)
         print(f"=== {name}: {results[name]['tokens_per_s']:,.0f} tokens/s, eval loss "
