@@ -1,8 +1,10 @@
 """Does pruning pay? GPT-2 124M trained and run block-pruned against the dense torch model,
 end to end, in one process on one GPU (issue #23's targets).
 
-  python -m scripts.bench.pruned --out $OUT                  (one GPU; ~6 min on an H200)
+  python -m scripts.bench.pruned --out $OUT                  (one GPU; ~10 min on an H200)
   python -m scripts.bench.pruned --out $OUT --parts train    (train | overhead | infer)
+  python -m scripts.bench.pruned --out B --parts overhead --into A/pruned.json
+                                            (a part run later, added to an earlier report)
   python -m scripts.bench.pruned --smoke --out /tmp/p        (CPU, tiny model: checks it)
 
 train     lib.trainer.run() on gpt2's ModelSpec, B16 x T1024 bf16 per optimizer step, AdamW,
@@ -12,13 +14,14 @@ train     lib.trainer.run() on gpt2's ModelSpec, B16 x T1024 bf16 per optimizer 
           64x64 blocks in the transformer blocks (head and embeddings dense), each layer to
           the target (--scope), ramped over the first --ramp of the steps. tokens/s is the
           median of the trainer's logged rates after the ramp (the window that holds the
-          re-compile at the final mask left out), the same window for every run; eval loss from the trainer's final evaluation.
+          re-compile at the final mask left out), the same window for every run; eval loss
+          from the trainer's final evaluation.
 overhead  the same trainer with the torch backend and unstructured pruning to 90 percent
           by magnitude, movement (AdamW) and state (AdamWPrune), against the same optimizer
           unpruned: prune_overhead = 1 - pruned / unpruned tokens/s after the ramp.
 infer     each trained run loaded as `make infer` loads it (lib/runload: weights, masks,
-          layouts), forward of B16 x T1024 under no_grad, eager and compiled, against the
-          dense torch model's forward.
+          layouts), forward of B16 x T1024 under no_grad, eager, compiled and under CUDA
+          graphs (--infer-modes), against the dense torch model's forward.
 
 Out: <out>/pruned.json (train_speedup, infer_speedup, prune_overhead, eval losses, every
 run's figures, date, device, versions, commit), <out>/loss_vs_speed.png, and rows appended
@@ -84,18 +87,40 @@ def train_run(work, name, overrides, args):
             "wall_s": round(time.time() - t0, 1), "overrides": overrides}
 
 
-def infer_rates(run_dir, args, compiled):
-    """tokens/s of the forward of a finished run as `make infer` loads it."""
+INFER_MODES = {"eager": None, "compiled": "default", "graphed": "reduce-overhead"}
+
+
+def infer_rates(run_dir, args, mode):
+    """tokens/s of the forward of a finished run as `make infer` loads it, eager or compiled
+    (INFER_MODES: torch.compile's mode; reduce-overhead replays CUDA graphs, so the host's
+    per-call cost of the custom ops is gone)."""
     loaded = runload.load_run(run_dir, device="cpu" if args.smoke else "cuda")
     model, cfg = loaded.model, loaded.cfg
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, cfg.vocab_size, (16 if not args.smoke else 4, cfg.block_size),
                       generator=g).to(loaded.device)
     torch._dynamo.reset()
-    if compiled:
-        model = torch.compile(model)
+    if INFER_MODES[mode]:
+        model = torch.compile(model, mode=INFER_MODES[mode])
     with torch.no_grad():
         return infer.forward_rate(model, x, x.numel(), cfg, loaded.device, args.seconds)
+
+
+def merged(earlier: dict, report: dict) -> dict:
+    """earlier's figures with this report's added (this one's win where both have a key);
+    meta keeps every part's."""
+    out = dict(earlier)
+    for k, v in report.items():
+        if k == "meta":
+            out["meta"] = {**earlier.get("meta", {}), **v,
+                           "parts": earlier.get("meta", {}).get("parts", []) + [v]}
+        elif isinstance(v, dict) and isinstance(earlier.get(k), dict):
+            out[k] = {**earlier[k], **{n: ({**earlier[k][n], **x} if isinstance(x, dict) and
+                                           isinstance(earlier[k].get(n), dict) else x)
+                                       for n, x in v.items()}}
+        else:
+            out[k] = v
+    return out
 
 
 def plot(results, path):
@@ -133,6 +158,9 @@ def main(argv=None) -> int:
     ap.add_argument("--log-interval", type=int, default=10)
     ap.add_argument("--compile-mode", default="reduce-overhead")
     ap.add_argument("--seconds", type=float, default=2.0, help="per forward-rate measurement")
+    ap.add_argument("--infer-modes", nargs="+", default=list(INFER_MODES), choices=INFER_MODES)
+    ap.add_argument("--into", help="an earlier pruned.json this run's figures are added to "
+                    "(the parts of one report measured in separate processes)")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--table", default=table.TABLE)
     args = ap.parse_args(argv)
@@ -145,7 +173,8 @@ def main(argv=None) -> int:
             "gpu": machine.device_name(not args.smoke), "commit": table.commit_of(),
             "batch": "16x1024", "precision": "fp32" if args.smoke else "bf16",
             "compile_mode": args.compile_mode, "steps": args.steps, "ramp": args.ramp,
-            "block": 16 if args.smoke else BLOCK, "scope": args.scope, "smoke": args.smoke}
+            "block": 16 if args.smoke else BLOCK, "scope": args.scope, "smoke": args.smoke,
+            "parts_run": args.parts, "sparsity": args.sparsity}
     results = {}
     for name, overrides in runs_wanted(args.parts, args.sparsity, args.smoke,
                                        args.scope).items():
@@ -167,12 +196,14 @@ def main(argv=None) -> int:
                             ("state", "adamwprune"))}
     if "infer" in args.parts:
         report["infer_speedup"], report["infer_tokens_per_s"] = {}, {}
-        for mode, compiled in (("eager", False), ("compiled", True)):
-            rates = {n: infer_rates(r["run_dir"], args, compiled)
+        for mode in args.infer_modes:
+            rates = {n: infer_rates(r["run_dir"], args, mode)
                      for n, r in {"dense": dense, **blocks}.items()}
             report["infer_tokens_per_s"][mode] = rates
             report["infer_speedup"][mode] = {n: v / rates["dense"] for n, v in rates.items()
                                              if n != "dense"}
+    if args.into:
+        report = merged(fsio.read_json(args.into), report)
     fsio.atomic_write_json(os.path.join(args.out, "pruned.json"), report)
     if blocks:
         plot(results, os.path.join(args.out, "loss_vs_speed.png"))

@@ -140,3 +140,17 @@ def test_bench_pruned_smoke(tmp_path):
             rates["block75"] / rates["dense"])
     assert r["losses"] == {"dense": dense["eval_loss"], "block75": block["eval_loss"]}
     assert (out / "loss_vs_speed.png").stat().st_size > 1000
+
+
+def test_bench_pruned_merges_a_later_part_into_an_earlier_report():
+    from scripts.bench.pruned import merged
+    a = {"meta": {"commit": "a"}, "losses": {"dense": 2.5, "block90": 2.4},
+         "runs": {"dense": {"tokens_per_s": 1.0}}, "train_speedup": {"block90": 1.1}}
+    b = {"meta": {"commit": "b"}, "losses": {"dense": 2.6},
+         "runs": {"dense": {"wall_s": 3}, "state": {"tokens_per_s": 2.0}},
+         "prune_overhead": {"state": 0.01}}
+    m = merged(a, b)
+    assert m["losses"] == {"dense": 2.6, "block90": 2.4}
+    assert m["runs"]["dense"] == {"tokens_per_s": 1.0, "wall_s": 3} and "state" in m["runs"]
+    assert m["train_speedup"] == {"block90": 1.1} and m["prune_overhead"] == {"state": 0.01}
+    assert m["meta"]["commit"] == "b" and m["meta"]["parts"] == [{"commit": "b"}]
