@@ -154,3 +154,20 @@ def test_bench_pruned_merges_a_later_part_into_an_earlier_report():
     assert m["runs"]["dense"] == {"tokens_per_s": 1.0, "wall_s": 3} and "state" in m["runs"]
     assert m["train_speedup"] == {"block90": 1.1} and m["prune_overhead"] == {"state": 0.01}
     assert m["meta"]["commit"] == "b" and m["meta"]["parts"] == [{"commit": "b"}]
+
+
+def test_bench_block_conv_smoke(tmp_path):
+    """scripts/bench/block_conv.py on the CPU: every one of ResNet-50's 53 convs as its im2col
+    GEMM (K = C_in*kh*kw), the totals their sums, the estimates the totals' ratios."""
+    run(["-m", "scripts.bench.block_conv", "--smoke", "--out", str(tmp_path)])
+    r = json.loads((tmp_path / "block_conv.json").read_text())
+    e, t = r["estimate"], r["today"]
+    assert len(e["convs"]) == 53
+    stem = e["convs"][0]
+    assert stem["kernel"] == "7x7/2" and stem["K"] == 3 * 49 and stem["M"] == 2 * 32 * 32
+    for k, v in e["total"].items():
+        assert v == pytest.approx(sum(c[k] for c in e["convs"])) and v > 0
+    assert e["implicit_gemm_speedup"] == pytest.approx(
+        e["total"]["conv_ms"] / e["total"]["sparse_gemm_ms"])
+    assert t["train_speedup"] == pytest.approx(
+        t["dense"]["train_ms"] / t["pruned"]["train_ms"])
