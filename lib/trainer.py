@@ -361,12 +361,13 @@ class Run:
         for i, batch in enumerate(micro_batches):
             batch = [t.to(self.device, non_blocking=True) for t in batch]
             sync = i == len(micro_batches) - 1 or self.world == 1
-            ctx = contextlib.nullcontext() if sync else model.no_sync()
+            # a fresh context each time: no_sync() is a generator context, entered only once
+            ctx = (lambda: contextlib.nullcontext()) if sync else model.no_sync
             if self.cudagraphs:       # this micro-step's outputs replace the last one's
                 torch.compiler.cudagraph_mark_step_begin()
-            with ctx, amp_context(cfg):
+            with ctx(), amp_context(cfg):
                 loss = self.task.loss(model, batch) / len(micro_batches)
-            with ctx:
+            with ctx():
                 self.scaler.scale(loss).backward()
             total += loss.detach()
         return total
