@@ -25,7 +25,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import contextlib
 import math
+import queue
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -191,12 +194,14 @@ class DecodedBatches:
     flipped and normalised. loader() is DeviceBatches.loader's: the same micro-batches of
     the same steps, with the draws made for the whole global batch."""
 
-    def __init__(self, files, size: int, mean, std, device, channels_last: bool = False):
+    def __init__(self, files, size: int, mean, std, device, channels_last: bool = False,
+                 ahead: bool | None = None):
         self.files, self.size, self.channels_last = files, size, channels_last
         self.device = torch.device(device)
         self.mean, self.std = channel_stats(mean, std, 3, self.device)
-        # decode the next batch on a side stream while the current one trains
-        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        cuda = self.device.type == "cuda"
+        self.ahead = cuda if ahead is None else ahead       # decode in a thread (loader)
+        self.stream = torch.cuda.Stream(self.device) if cuda else None
 
     def decode(self, raw: list) -> list:
         from torchvision.io import ImageReadMode, decode_image, decode_jpeg
@@ -248,26 +253,54 @@ class DecodedBatches:
                              slice(lo, lo + micro))
 
     def loader(self, cfg, epoch: int, start_step: int, rank: int = 0, world: int = 1):
-        batches = self.made(cfg, epoch, start_step, rank, world)
-        if self.stream is None:
-            yield from batches
+        """On a GPU, a thread decodes up to two batches ahead on a side stream, so the
+        host's part of decoding (nvJPEG's Huffman stage can run there) overlaps the
+        training step's launches; the batches and their order are the same either way."""
+        if not self.ahead:
+            yield from self.made(cfg, epoch, start_step, rank, world)
             return
-        pending = None
-        while True:
-            with torch.cuda.stream(self.stream):
-                nxt = next(batches, None)
-                done = torch.cuda.Event()
-                done.record(self.stream)
-            if pending is not None:
-                (x, y), ready = pending
-                main = torch.cuda.current_stream(self.device)
-                main.wait_event(ready)
-                x.record_stream(main)
-                y.record_stream(main)
+        cuda = self.stream is not None
+        q, stop = queue.Queue(maxsize=2), threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+
+        def produce():
+            try:
+                with torch.cuda.device(self.device) if cuda else contextlib.nullcontext(), \
+                        torch.cuda.stream(self.stream) if cuda else contextlib.nullcontext():
+                    for x, y in self.made(cfg, epoch, start_step, rank, world):
+                        done = torch.cuda.Event() if cuda else None
+                        if cuda:
+                            done.record(self.stream)
+                        if not put((x, y, done)):
+                            return
+                put(None)
+            except BaseException as e:      # raised in the training loop instead
+                put(e)
+
+        thread = threading.Thread(target=produce, name="gpu-decode", daemon=True)
+        thread.start()
+        try:
+            while (item := q.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                x, y, done = item
+                if cuda:
+                    main = torch.cuda.current_stream(self.device)
+                    main.wait_event(done)
+                    x.record_stream(main)
+                    y.record_stream(main)
                 yield x, y
-            if nxt is None:
-                return
-            pending = (nxt, done)
+        finally:
+            stop.set()
+            thread.join(timeout=30)
 
 
 def reference_batch(src: Source, idx, top, left, flip):

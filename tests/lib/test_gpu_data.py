@@ -1,5 +1,6 @@
 """Batched device-side augmentation (lib/gpu_data.py) equals the per-image pipeline for the
 same crop corners and flips, and is a pure function of (seed, epoch, step)."""
+import pytest
 import torch
 
 from lib import gpu_data
@@ -244,3 +245,24 @@ def test_cpu_decode_of_the_bytes_is_pils(tmp_path):
     for (path, _), img in zip(dev.files.samples, dev.decode(raw)):
         pil = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
         assert torch.equal(img, pil)
+
+
+def test_decoding_ahead_in_a_thread_keeps_the_batches_and_stops_cleanly(tmp_path):
+    """The GPU's read-ahead thread (here on the CPU): the same batches in the same order, an
+    error inside it reaches the training loop, and leaving mid-epoch ends the thread."""
+    import threading
+    from types import SimpleNamespace
+    root = jpeg_folder(tmp_path / "train", classes=2, per_class=8)
+    plain, ahead = decoded(root), decoded(root)
+    ahead.ahead = True
+    cfg = SimpleNamespace(batch_size=2, grad_accum=1, seed=5, num_workers=0)
+    want, got = list(plain.loader(cfg, 0, 1)), list(ahead.loader(cfg, 0, 1))
+    assert len(got) == len(want) == 7
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, want))
+    it = ahead.loader(cfg, 0, 0)
+    next(it)
+    it.close()                                   # the trainer stops at max_steps mid-epoch
+    assert not [t for t in threading.enumerate() if t.name == "gpu-decode"]
+    ahead.decode = lambda raw: (_ for _ in ()).throw(RuntimeError("nvjpeg says no"))
+    with pytest.raises(RuntimeError, match="nvjpeg says no"):
+        list(ahead.loader(cfg, 0, 0))
