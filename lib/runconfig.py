@@ -247,6 +247,18 @@ class RunConfig:
         return cls(**kwargs)
 
 
+def data_path(cfg) -> str:
+    """How a run's training batches are made, in the names of scripts/bench/vision.py's rows
+    (data_path in results/benchmarks.csv): gpu (data_on_gpu), gpu-decode (resnet50's
+    decode=gpu), pil (an image folder decoded by PIL in DataLoader workers), workers (the
+    data set's own pipeline in DataLoader workers)."""
+    if cfg.data_on_gpu:
+        return "gpu"
+    if getattr(cfg, "decode", "pil") == "gpu":
+        return "gpu-decode"
+    return "pil" if getattr(cfg, "dataset", "") == "imagenet" else "workers"
+
+
 def model_part(model: str, part: str, attr: str, fix: str):
     """<model>/<part>.py's `attr`, looked up by name (lib/ never imports a model folder by
     itself); a missing file is a ConfigError naming it and `fix`."""

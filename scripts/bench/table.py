@@ -13,9 +13,8 @@ import json
 import os
 import subprocess
 
-from lib.paths import REPO
+from lib.paths import BENCHMARKS as TABLE, REPO
 
-TABLE = os.path.join(REPO, "results", "benchmarks.csv")
 COLUMNS = ("date", "device", "torch", "triton", "commit", "report", "op", "case", "layout",
            "shape", "dtype", "pass", "ms", "torch_ms", "ratio", "tflops", "torch_tflops",
            # training throughput rows (scripts/bench/vision.py)

@@ -45,7 +45,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import torch
 
-from lib import fsio, optim, trainer
+from lib import fsio, optim, runconfig, trainer
 from scripts.bench import machine, table
 
 DEFAULT_CASES = ("resnet18:512:gpu,resnet18:512:workers,resnet18:128:gpu:reduce-overhead,"
@@ -264,6 +264,7 @@ def main(argv=None) -> int:
                                                   steps=max(5, args.steps // 2))
             torch._dynamo.reset()      # a second compile in one process needs it (env-facts.md)
         cfg = config(args, model, batch, path, mode, os.path.join(args.work, f"{model}-{batch}-{path}"))
+        assert runconfig.data_path(cfg) == path, (path, runconfig.data_path(cfg))
         got = bench_trainer(spec, cfg, args.warm)
         torch._dynamo.reset()
         ref = bare[model, batch, mode]
