@@ -137,7 +137,8 @@ def spec_of(model: str):
 def config(args, model: str, batch: int, path: str, mode: str, out_dir: str):
     cuda = not args.smoke
     _, Config = spec_of(model)
-    common = dict(optimizer="sgd", lr=0.1, batch_size=batch, max_steps=args.steps, epochs=1,
+    steps = args.steps if model == "resnet18" else args.steps_r50
+    common = dict(optimizer="sgd", lr=0.1, batch_size=batch, max_steps=steps, epochs=1,
                   device="cuda" if cuda else "cpu", precision="bf16" if cuda else "fp32",
                   compile=cuda, compile_mode=mode, log_interval=1 if args.smoke else 10,
                   eval_interval=10**6, eval_batches=1, checkpoint_interval=10**6,
@@ -229,26 +230,30 @@ def main(argv=None) -> int:
                     help="workers of resnet50's PIL path (default: all cores but one)")
     ap.add_argument("--decode-workers", type=int, default=4,
                     help="workers reading bytes for resnet50's GPU decode")
-    ap.add_argument("--steps", type=int, default=60, help="trainer optimizer steps")
-    ap.add_argument("--warm", type=int, default=20, help="trainer steps before the timed window")
+    ap.add_argument("--steps", type=int, default=120, help="resnet18's trainer optimizer steps")
+    ap.add_argument("--warm", type=int, default=30, help="resnet18's steps before the timed window")
+    ap.add_argument("--steps-r50", type=int, default=50, help="resnet50's trainer optimizer steps")
+    ap.add_argument("--warm-r50", type=int, default=20, help="resnet50's steps before the window")
     ap.add_argument("--data", default="/tmp/bench_vision/data")
     ap.add_argument("--work", default="/tmp/bench_vision")
+    ap.add_argument("--commit", default="", help="the commit measured, on the rows (default: "
+                    "git's HEAD here, with -dirty)")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args(argv)
     t_start = time.time()
     cases = parse_cases(args.cases or (SMOKE_CASES if args.smoke else DEFAULT_CASES))
     if args.smoke:
         args.steps, args.warm, args.workers, args.pil_workers = min(args.steps, 2), 1, 0, 0
-        args.decode_workers = 0
+        args.steps_r50, args.warm_r50, args.decode_workers = min(args.steps_r50, 2), 1, 0
     device = "cpu" if args.smoke else "cuda"
     meta = {"date": time.strftime("%Y-%m-%d"), **machine.versions(),
-            "device": machine.device_name(device == "cuda"), "commit": table.commit_of()}
+            "device": machine.device_name(device == "cuda"), "commit": args.commit or table.commit_of()}
     if any(m == "resnet18" for m, *_ in cases):
         fake_cifar10(args.data, *((2560, 128) if args.smoke else (50000, 10000)))
         allow_fake_cifar()
     r50 = [b for m, b, *_ in cases if m == "resnet50"]
     if r50:        # the whole run inside one epoch: no worker restart in the window
-        meta.update(fake_imagenet(args.data, (args.steps + 2) * max(r50), 64,
+        meta.update(fake_imagenet(args.data, (args.steps_r50 + 2) * max(r50), 64,
                                   *(((40, 48), (8, 8)) if args.smoke else ())))
         print(f"synthetic ImageNet: {meta['jpeg_files']} JPEGs, {meta['jpeg_mean_kb']} KB "
               f"mean, written in {meta['jpeg_write_s']} s", flush=True)
@@ -257,15 +262,16 @@ def main(argv=None) -> int:
         t0 = time.time()
         spec, _ = spec_of(model)
         size = 32 if model == "resnet18" or args.smoke else 224
+        steps, warm = (args.steps, args.warm) if model == "resnet18" else (args.steps_r50, args.warm_r50)
         classes = 10 if model == "resnet18" else JPEG_CLASSES
         if (model, batch, mode) not in bare:
             cfg = config(args, model, batch, PATHS[model][0], mode, os.path.join(args.work, "bare"))
-            bare[model, batch, mode] = bench_bare(spec, cfg, size, classes, warm=max(3, args.warm // 2),
-                                                  steps=max(5, args.steps // 2))
+            bare[model, batch, mode] = bench_bare(spec, cfg, size, classes, warm=max(3, warm // 2),
+                                                  steps=max(5, steps // 2))
             torch._dynamo.reset()      # a second compile in one process needs it (env-facts.md)
         cfg = config(args, model, batch, path, mode, os.path.join(args.work, f"{model}-{batch}-{path}"))
         assert runconfig.data_path(cfg) == path, (path, runconfig.data_path(cfg))
-        got = bench_trainer(spec, cfg, args.warm)
+        got = bench_trainer(spec, cfg, warm)
         torch._dynamo.reset()
         ref = bare[model, batch, mode]
         rows.append({"model": model, "case": "cifar-shape" if model == "resnet18" else
