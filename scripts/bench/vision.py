@@ -199,6 +199,56 @@ def bench_bare(spec, cfg, size: int, classes: int, warm: int, steps: int) -> flo
     return steps * cfg.batch_size / (time.time() - t)
 
 
+def check_decode(args, batch: int, device: str, size: int) -> dict:
+    """Before the timed cases: the read-ahead loader (thread, side stream on a GPU) gives
+    exactly the batches made in order without it; how far nvJPEG's pixels are from the CPU
+    decoder's; and the rates of the decode path alone and of one core decoding with PIL
+    (what each of the PIL path's workers can give)."""
+    import itertools
+    from types import SimpleNamespace
+    from torchvision.io import ImageReadMode, decode_jpeg
+    from lib import gpu_data, vision
+    files = vision.EncodedFolder(os.path.join(args.data, "imagenet", "train"))
+    cuda = device == "cuda"
+    dev = gpu_data.DecodedBatches(files, size, vision.IMAGENET_MEAN, vision.IMAGENET_STD,
+                                  device, channels_last=cuda, ahead=True)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    cfg = SimpleNamespace(batch_size=batch, grad_accum=1, seed=0, num_workers=args.decode_workers)
+    ahead = [x for x, _ in itertools.islice(dev.loader(cfg, 0, 0), 3)]
+    dev.ahead = False
+    plain = [x for x, _ in itertools.islice(dev.loader(cfg, 0, 0), 3)]
+    raw = [files[i][0] for i in range(min(64, len(files)))]
+    diff = torch.cat([(g.cpu().int() - c.int()).abs().flatten() for g, c in
+                      zip(dev.decode(raw), decode_jpeg(raw, mode=ImageReadMode.RGB))]).float()
+    dev.ahead = True
+    batches = dev.loader(cfg, 0, 1)
+    next(batches)                           # past the workers' start
+    sync()
+    t0, n = time.perf_counter(), 0
+    for x, _ in itertools.islice(batches, 6):
+        n += len(x)
+    sync()
+    decode_rate = n / (time.perf_counter() - t0)
+    batches.close()
+    from torchvision import datasets, transforms
+    pil = datasets.ImageFolder(files.root, transform=transforms.Compose([
+        transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(), transforms.Normalize(vision.IMAGENET_MEAN, vision.IMAGENET_STD)]))
+    t0, m = time.perf_counter(), min(200, len(pil))
+    for i in range(m):
+        pil[i]
+    pil_rate = m / (time.perf_counter() - t0)
+    out = {"ahead_equal": all(torch.equal(a, b) for a, b in zip(ahead, plain)),
+           "nvjpeg_vs_cpu_max_level": int(diff.max()),
+           "nvjpeg_vs_cpu_mean_level": round(float(diff.mean()), 3),
+           "gpu_decode_path_img_s": round(decode_rate), "pil_img_s_one_core": round(pil_rate)}
+    print(f"decode check: read-ahead batches {'equal' if out['ahead_equal'] else 'DIFFER'}; "
+          f"nvJPEG vs CPU decode {diff.mean():.3f} levels mean, {int(diff.max())} max; GPU "
+          f"decode path alone {decode_rate:,.0f} img/s; PIL pipeline {pil_rate:,.0f} img/s "
+          f"on one core", flush=True)
+    return out
+
+
 def parse_cases(text: str) -> list:
     """"model:batch:data_path[:compile mode],..." -> [(model, batch, path, mode)]."""
     out = []
@@ -257,19 +307,23 @@ def main(argv=None) -> int:
                                   *(((40, 48), (8, 8)) if args.smoke else ())))
         print(f"synthetic ImageNet: {meta['jpeg_files']} JPEGs, {meta['jpeg_mean_kb']} KB "
               f"mean, written in {meta['jpeg_write_s']} s", flush=True)
+    if any(p == "gpu-decode" for _, _, p, _ in cases):
+        meta["decode_check"] = check_decode(args, max(r50), device, 32 if args.smoke else 224)
     rows, bare = [], {}
     for model, batch, path, mode in cases:
         t0 = time.time()
         spec, _ = spec_of(model)
         size = 32 if model == "resnet18" or args.smoke else 224
-        steps, warm = (args.steps, args.warm) if model == "resnet18" else (args.steps_r50, args.warm_r50)
+        steps, warm = ((args.steps, args.warm) if model == "resnet18" else
+                       (args.steps_r50, args.warm_r50))
         classes = 10 if model == "resnet18" else JPEG_CLASSES
         if (model, batch, mode) not in bare:
             cfg = config(args, model, batch, PATHS[model][0], mode, os.path.join(args.work, "bare"))
             bare[model, batch, mode] = bench_bare(spec, cfg, size, classes, warm=max(3, warm // 2),
                                                   steps=max(5, steps // 2))
             torch._dynamo.reset()      # a second compile in one process needs it (env-facts.md)
-        cfg = config(args, model, batch, path, mode, os.path.join(args.work, f"{model}-{batch}-{path}"))
+        cfg = config(args, model, batch, path, mode,
+                     os.path.join(args.work, f"{model}-{batch}-{path}"))
         assert runconfig.data_path(cfg) == path, (path, runconfig.data_path(cfg))
         got = bench_trainer(spec, cfg, warm)
         torch._dynamo.reset()
@@ -288,6 +342,10 @@ def main(argv=None) -> int:
     if args.table:
         table.append(out, meta, "scripts/bench/vision.py", args.table, commit=meta["commit"])
     print(f"{len(rows)} rows in {meta['wall_s']:.0f} s", flush=True)
+    if not meta.get("decode_check", {}).get("ahead_equal", True):
+        print("FAIL: the read-ahead loader's batches differ from those made without it",
+              file=sys.stderr)
+        return 1
     return 0
 
 

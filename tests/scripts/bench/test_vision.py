@@ -29,6 +29,9 @@ def test_vision_bench_smoke(tmp_path):
         assert r["trainer_img_s"] > 0 and r["bare_img_s"] > 0
         assert r["ratio"] == pytest.approx(r["trainer_img_s"] / r["bare_img_s"])
     assert doc["meta"]["jpeg_files"] >= 8 and doc["meta"]["jpeg_mean_kb"] > 0
+    check = doc["meta"]["decode_check"]       # on the CPU: the thread path, CPU decode twice
+    assert check["ahead_equal"] is True and check["nvjpeg_vs_cpu_max_level"] == 0
+    assert check["gpu_decode_path_img_s"] > 0 and check["pil_img_s_one_core"] > 0
     rows = list(csv.DictReader(open(table)))
     assert len(rows) == 4 and {r["op"] for r in rows} == {"train_vision"}
     assert [(r["model"], r["batch"], r["data_path"]) for r in rows[2:]] == [
