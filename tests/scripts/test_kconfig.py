@@ -147,4 +147,11 @@ def test_gpu_jpeg_decode_is_refused_on_the_cpu_preset_by_name(tmp_path):
     kc.set_values(str(gpu), ["RESNET50_DECODE_GPU=y"])
     runs = planner.plan(str(gpu)).runs
     assert {c.decode for c in runs} == {"gpu"} and all(c.to_dict()["decode"] == "gpu" for c in runs)
+    # from the defconfig (not a .config holding every value) the workers default to 4: they
+    # only read files
+    from conftest import write_config
+    text = open(os.path.join(REPO, "defconfigs", "resnet50-h100")).read()
+    plain = planner.plan(write_config(tmp_path / "a.config", text)).runs
+    runs = planner.plan(write_config(tmp_path / "b.config", text + "CONFIG_RESNET50_DECODE_GPU=y\n")).runs
+    assert {c.num_workers for c in plain} == {12} and {c.num_workers for c in runs} == {4}
     assert not set(pil_ids) & {c.run_id() for c in runs}
