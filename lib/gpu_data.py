@@ -23,12 +23,11 @@ flip and normalisation are applied there.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import contextlib
 import math
 import queue
 import threading
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

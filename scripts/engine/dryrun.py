@@ -145,14 +145,15 @@ def bench_estimate(cfg, hw: str, steps: int, rates: list):
              and hw and hw != "cpu" and hw.lower() in r["device"].lower()]
     if cfg.gpus != 1 or not match:
         return None
-    row = max(match, key=lambda r: r["date"])
+    row = max(enumerate(match), key=lambda t: (t[1]["date"], t[0]))[1]   # ties: the last
     rate = float(row["trainer_img_s"])
     epochs = f"{cfg.epochs} epochs, " if not cfg.max_steps else ""
     return steps * cfg.batch_size / rate, (
         f"{cfg.model} batch {cfg.batch_size} ({data_path(cfg)} data path, compile "
         f"{cfg.compile_mode}): {epochs}{steps:,} steps at {rate:,.0f} img/s, the trainer's "
         f"rate measured on {row['device']} on {row['date']} (results/benchmarks.csv, "
-        f"scripts/bench/vision.py); training steps only, without evaluation and compile")
+        f"scripts/bench/vision.py, with SGD); training steps only, without evaluation and "
+        f"compile")
 
 
 def estimate(row: dict, history: dict) -> tuple:
