@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import pickle
 import shutil
@@ -335,13 +334,14 @@ def main(argv=None) -> int:
         print(f"{model} batch {batch} {path:<10} {mode:<15} workers {cfg.num_workers:>2}: trainer "
               f"{got:,.0f} img/s, bare {ref:,.0f} img/s, ratio {got / ref:.3f} "
               f"({time.time() - t0:.0f} s)", flush=True)
-    meta["wall_s"] = round(time.time() - t_start, 1)
-    out = table_rows(rows, "bf16" if device == "cuda" else "fp32")
-    with open(args.out, "w") as f:
-        json.dump({"meta": meta, "rows": out}, f, indent=1)
-    if args.table:
-        table.append(out, meta, "scripts/bench/vision.py", args.table, commit=meta["commit"])
-    print(f"{len(rows)} rows in {meta['wall_s']:.0f} s", flush=True)
+        # each case's row as soon as it is measured: a run cut short keeps what it has
+        out = table_rows(rows, "bf16" if device == "cuda" else "fp32")
+        meta["wall_s"] = round(time.time() - t_start, 1)
+        fsio.atomic_write_json(args.out, {"meta": meta, "rows": out})
+        if args.table:
+            table.append(out[-1:], meta, "scripts/bench/vision.py", args.table,
+                         commit=meta["commit"])
+    print(f"{len(rows)} rows in {time.time() - t_start:.0f} s", flush=True)
     if not meta.get("decode_check", {}).get("ahead_equal", True):
         print("FAIL: the read-ahead loader's batches differ from those made without it",
               file=sys.stderr)
