@@ -47,8 +47,8 @@ import torch
 from lib import fsio, optim, runconfig, trainer
 from scripts.bench import machine, table
 
-DEFAULT_CASES = ("resnet18:512:gpu,resnet18:512:workers,resnet18:128:gpu:reduce-overhead,"
-                 "resnet50:256:pil,resnet50:256:gpu-decode")
+DEFAULT_CASES = ("resnet50:256:pil,resnet50:256:gpu-decode,resnet18:512:gpu,"   # new ones first
+                 "resnet18:512:workers,resnet18:128:gpu:reduce-overhead")
 SMOKE_CASES = "resnet18:32:workers,resnet18:32:gpu,resnet50:8:pil,resnet50:8:gpu-decode"
 PATHS = {"resnet18": ("workers", "gpu"), "resnet50": ("pil", "gpu-decode")}
 JPEG_CLASSES = 10
