@@ -36,7 +36,7 @@ NON_SEMANTIC = ("data_dir", "data_download", "out_dir", "models_dir", "trackio_p
                 "kernels_cache_dir")
 # Semantic fields added after run ids were first published: in the hash only when set away
 # from their default, so the runs that existed before them keep their ids.
-LATER = ("data_on_gpu",)
+LATER = ("data_on_gpu", "decode")
 # The kernels/ switches (environment variables, read at call time) and their fields
 KERNEL_SWITCHES = {"KERNELS_TMA": "kernels_tma", "KERNELS_PERSISTENT": "kernels_persistent",
                    "KERNELS_AUTOTUNE": "kernels_autotune", "KERNELS_CACHE_DIR": "kernels_cache_dir"}
@@ -215,8 +215,8 @@ class RunConfig:
         """What a run computes: every field but NON_SEMANTIC, and the LATER fields only where
         they differ from their default (so adding a setting keeps every existing run id)."""
         d = {k: v for k, v in self.to_dict().items() if k not in NON_SEMANTIC}
-        for name in LATER:
-            if d.get(name) == type(self).__dataclass_fields__[name].default:
+        for name in LATER:      # a model's own field (resnet50's decode) only where it has it
+            if name in d and d[name] == type(self).__dataclass_fields__[name].default:
                 d.pop(name, None)
         return d
 
@@ -245,6 +245,18 @@ class RunConfig:
                 raise ConfigError(f"unknown setting {k!r} in {source}{hint}")
             kwargs[k] = coerce(k, v, types[k], source)
         return cls(**kwargs)
+
+
+def data_path(cfg) -> str:
+    """How a run's training batches are made, in the names of scripts/bench/vision.py's rows
+    (data_path in results/benchmarks.csv): gpu (data_on_gpu), gpu-decode (resnet50's
+    decode=gpu), pil (an image folder decoded by PIL in DataLoader workers), workers (the
+    data set's own pipeline in DataLoader workers)."""
+    if cfg.data_on_gpu:
+        return "gpu"
+    if getattr(cfg, "decode", "pil") == "gpu":
+        return "gpu-decode"
+    return "pil" if getattr(cfg, "dataset", "") == "imagenet" else "workers"
 
 
 def model_part(model: str, part: str, attr: str, fix: str):

@@ -60,6 +60,9 @@ class ModelSpec:
                                                     # example_batch sample (dry-run; default 1)
     device_source: Callable = None                  # (cfg, train Dataset) -> lib.gpu_data.Source,
                                                     # for data_on_gpu (image models that can)
+    device_batches: Callable = None                 # (cfg, train Dataset, device) -> batches the
+                                                    # model makes on the device itself (an object
+                                                    # with DeviceBatches' loader()), or None
 
     def __post_init__(self):
         self.task = self.task or Classification()
@@ -235,6 +238,8 @@ class Run:
             self.device_batches = gpu_data.DeviceBatches(spec.device_source(cfg, train_ds),
                                                          self.device,
                                                          channels_last=cfg.device == "cuda")
+        elif spec.device_batches is not None:       # resnet50's JPEG decoding on the device
+            self.device_batches = spec.device_batches(cfg, train_ds, self.device)
         self.model, self.optimizer, self.pruner = build_training(spec, cfg, self.total_steps,
                                                                  self.device)
         self.raw_model = self.model

@@ -106,3 +106,17 @@ def test_seeds_are_a_matrix_dimension(tmp_path):
 def test_bad_seed_lists_name_the_symbol(tmp_path, text, words):
     with pytest.raises(ConfigError, match=words):
         plan_of(tmp_path, f"CONFIG_MATRIX_SEEDS={text}\n")
+
+
+def test_every_defconfig_keeps_its_run_ids(tmp_path):
+    """A setting added later (runconfig.LATER) leaves every preset's run ids as they were:
+    tests/scripts/defconfig_run_ids.json holds them. A change that means to give a preset
+    new runs updates that file in the same commit, saying why."""
+    import json
+    with open(f"{planner.REPO}/tests/scripts/defconfig_run_ids.json") as f:
+        pinned = json.load(f)
+    now = {n: sorted(c.run_id() for c in plan_of(tmp_path, open(
+        f"{planner.REPO}/defconfigs/{n}").read()).runs) for n in kc.names()}
+    changed = sorted(n for n in pinned if now.get(n) != pinned[n])
+    assert not changed, f"run ids changed for {changed}"
+    assert sorted(now) == sorted(pinned), "a defconfig was added or removed: pin its run ids"
