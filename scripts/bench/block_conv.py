@@ -159,13 +159,15 @@ def main(argv=None) -> int:
     ap.add_argument("--block", type=int, default=BLOCK)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--table", default=table.TABLE)
+    ap.add_argument("--commit", help="the commit measured (default: this tree's HEAD; a "
+                    "copy of the tree without its .git, as on a lent GPU machine, needs it)")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available() and not args.smoke
     if args.smoke:
         args.batch, args.block = 2, 16
     dev = torch.device("cuda" if cuda else "cpu")
     meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), **machine.versions(),
-            "gpu": machine.device_name(cuda), "commit": table.commit_of(),
+            "gpu": machine.device_name(cuda), "commit": args.commit or table.commit_of(),
             "batch": args.batch, "sparsity": args.sparsity, "block": args.block,
             "smoke": args.smoke}
     report = {"meta": meta, "today": today(args, dev, cuda), "estimate": estimate(args, dev, cuda)}

@@ -18,7 +18,9 @@ train     lib.trainer.run() on gpt2's ModelSpec, B16 x T1024 bf16 per optimizer 
           from the trainer's final evaluation.
 overhead  the same trainer with the torch backend and unstructured pruning to 90 percent
           by magnitude, movement (AdamW) and state (AdamWPrune), against the same optimizer
-          unpruned: prune_overhead = 1 - pruned / unpruned tokens/s after the ramp.
+          unpruned: prune_overhead = 1 - pruned / unpruned tokens/s after the ramp (two
+          runs: about +-3 percent of noise on the H200), and pruner_share = the GPU time of
+          the pruner's calls per step (CUDA events) / the step's time, a direct measure.
 infer     each trained run loaded as `make infer` loads it (lib/runload: weights, masks,
           layouts), forward of B16 x T1024 under no_grad, eager, compiled and under CUDA
           graphs (--infer-modes), against the dense torch model's forward.
@@ -38,7 +40,7 @@ import time
 import torch
 
 from gpt2.train import SPEC
-from lib import fsio, infer, runload, trainer
+from lib import fsio, infer, pruning, runload, trainer
 from scripts.bench import machine, table
 from scripts.bench.trainer import bench_config
 
@@ -63,6 +65,45 @@ def runs_wanted(parts, sparsities, smoke, scope="layer"):
     return out
 
 
+class PrunerClock:
+    """GPU ms of the pruner's own work per step (Pruner.before_step + after_step: masking
+    gradients and weights, scores, mask updates), from CUDA events around the two calls, on
+    the stream that runs them; a direct measure where comparing two runs' rates is noisier
+    than the 1 percent it looks for."""
+
+    def __init__(self, on: bool):
+        self.on, self.pairs, self.real = on, [], {}
+
+    def __enter__(self):
+        if self.on:
+            for fn in ("before_step", "after_step"):
+                real = self.real[fn] = getattr(pruning.Pruner, fn)
+                setattr(pruning.Pruner, fn, self.timed(real))
+        return self
+
+    def timed(self, real):
+        def wrapper(pruner, step, *a, **k):
+            t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            t0.record()
+            out = real(pruner, step, *a, **k)
+            t1.record()
+            self.pairs.append((step, t0, t1))
+            return out
+        return wrapper
+
+    def __exit__(self, *exc):
+        for fn, real in self.real.items():
+            setattr(pruning.Pruner, fn, real)
+
+    def ms_per_step(self, after: float) -> float:
+        torch.cuda.synchronize()
+        per = {}
+        for step, t0, t1 in self.pairs:
+            if step > after:
+                per[step] = per.get(step, 0.0) + t0.elapsed_time(t1)
+        return statistics.median(per.values()) if per else 0.0
+
+
 def train_run(work, name, overrides, args):
     steps = args.steps
     cfg = bench_config(args.smoke, work, name, batch_size=16 if not args.smoke else 8,
@@ -73,7 +114,8 @@ def train_run(work, name, overrides, args):
                        **overrides)
     torch._dynamo.reset()            # a fresh compile per run (env-facts: models in a row)
     t0 = time.time()
-    rc = trainer.run(SPEC, trainer.resolve_paths(cfg))
+    with PrunerClock(cfg.device == "cuda" and cfg.pruning_method != "none") as clock:
+        rc = trainer.run(SPEC, trainer.resolve_paths(cfg))
     if rc != 0:
         raise SystemExit(f"{name}: trainer run failed (exit {rc}); see {cfg.out_dir}/train.log")
     rows = [r for r in fsio.read_jsonl(os.path.join(cfg.out_dir, "metrics.jsonl"))
@@ -81,7 +123,12 @@ def train_run(work, name, overrides, args):
     start = args.ramp * steps + 2 * args.log_interval      # after the final mask's re-compile
     after = [r["throughput"] for r in rows if r["step"] > start]
     s = fsio.read_json(os.path.join(cfg.out_dir, "summary.json"))
-    return {"run_dir": cfg.out_dir, "tokens_per_s": statistics.median(after),
+    rate = statistics.median(after)
+    prune_ms = clock.ms_per_step(start) if clock.on else None
+    step_ms = cfg.batch_size * cfg.block_size / rate * 1e3
+    return {"run_dir": cfg.out_dir, "tokens_per_s": rate, "step_ms": step_ms,
+            "pruner_ms_per_step": prune_ms,
+            "pruner_share": prune_ms / step_ms if prune_ms is not None else None,
             "windows": len(after), "eval_loss": s["eval_loss"], "sparsity": s["sparsity"],
             "block_sparse": s.get("block_sparse"), "peak_memory_mb": s["peak_memory_mb"],
             "wall_s": round(time.time() - t0, 1), "overrides": overrides}
@@ -123,7 +170,7 @@ def merged(earlier: dict, report: dict) -> dict:
     return out
 
 
-def plot(results, path):
+def plot(results, path, steps):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -135,7 +182,8 @@ def plot(results, path):
                         textcoords="offset points", xytext=(5, 5))
     ax.set_xlabel("training tokens/s after the ramp (thousands)")
     ax.set_ylabel("eval loss")
-    ax.set_title("GPT-2 124M: dense vs 64x64 block-pruned (one run each)")
+    ax.set_title(f"GPT-2 124M, {steps} steps: dense vs 64x64 block-pruned (one run each)",
+                 fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -163,6 +211,8 @@ def main(argv=None) -> int:
                     "(the parts of one report measured in separate processes)")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--table", default=table.TABLE)
+    ap.add_argument("--commit", help="the commit measured (default: this tree's HEAD; a "
+                    "copy of the tree without its .git, as on a lent GPU machine, needs it)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.steps, args.log_interval, args.compile_mode = min(args.steps, 40), 2, "default"
@@ -170,7 +220,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     work = args.work or os.path.join(args.out, "work")
     meta = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), **machine.versions(),
-            "gpu": machine.device_name(not args.smoke), "commit": table.commit_of(),
+            "gpu": machine.device_name(not args.smoke), "commit": args.commit or table.commit_of(),
             "batch": "16x1024", "precision": "fp32" if args.smoke else "bf16",
             "compile_mode": args.compile_mode, "steps": args.steps, "ramp": args.ramp,
             "block": 16 if args.smoke else BLOCK, "scope": args.scope, "smoke": args.smoke,
@@ -194,6 +244,8 @@ def main(argv=None) -> int:
             m: 1 - results[m]["tokens_per_s"] / results[base]["tokens_per_s"]
             for m, base in (("magnitude", "dense"), ("movement", "dense"),
                             ("state", "adamwprune"))}
+        report["pruner_share"] = {m: results[m]["pruner_share"]
+                                  for m in ("magnitude", "movement", "state")}
     if "infer" in args.parts:
         report["infer_speedup"], report["infer_tokens_per_s"] = {}, {}
         for mode in args.infer_modes:
@@ -206,7 +258,7 @@ def main(argv=None) -> int:
         report = merged(fsio.read_json(args.into), report)
     fsio.atomic_write_json(os.path.join(args.out, "pruned.json"), report)
     if blocks:
-        plot(results, os.path.join(args.out, "loss_vs_speed.png"))
+        plot(results, os.path.join(args.out, "loss_vs_speed.png"), args.steps)
     print(json.dumps({k: v for k, v in report.items() if k not in ("runs", "meta")}, indent=1))
     if not args.smoke:
         rows = [{"op": "gpt2_pruned", "case": f"train {n} ({BLOCK}x{BLOCK} blocks)",
@@ -220,6 +272,10 @@ def main(argv=None) -> int:
                   "layout": "1 - pruned/unpruned tokens/s", "shape": "16x1024",
                   "dtype": "bfloat16", "pass": "train", "ratio": round(v, 4)}
                  for m, v in report.get("prune_overhead", {}).items()]
+        rows += [{"op": "gpt2_pruned", "case": f"pruner share {m}",
+                  "layout": "pruner GPU ms / step ms (CUDA events)", "shape": "16x1024",
+                  "dtype": "bfloat16", "pass": "train", "ratio": round(v, 4)}
+                 for m, v in report.get("pruner_share", {}).items() if v is not None]
         table.append(rows, meta, "pruned.json", path=args.table, commit=meta["commit"])
     return 0
 
