@@ -13,9 +13,10 @@ today     ResNet-50 (channels_last, bf16 autocast, eager) at --batch x 224 x 224
 estimate  every conv of the network as the GEMM it is (im2col: M = B*H_out*W_out,
           K = C_in*kh*kw, N = C_out), timed with torch's conv (cuDNN), F.unfold (the copy an
           explicit im2col makes), the dense GEMM, and kernels.block_sparse_linear on the
-          pruned weight. A block-sparse implicit GEMM (the unfold done by the kernel's loads,
-          no copy) is estimated by the block-sparse GEMM alone; an explicit im2col by unfold
-          plus it. Summed over the network's convs, forward only.
+          pruned weight, each replayed from a CUDA graph (GPU time; a Python call's host
+          time exceeds most of these kernels'). A block-sparse implicit GEMM (the unfold
+          done by the kernel's loads, no copy) is estimated by the block-sparse GEMM alone;
+          an explicit im2col by unfold plus it. Summed over the network's convs, forward only.
 
 Out: <out>/block_conv.json with both parts (per conv and totals) and the meta.
 """
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
+from kernels import autotune
 from kernels import reference as ref
 from lib import fsio
 from resnet50.model import ResNet50
@@ -65,9 +67,11 @@ def prune(model, sparsity, block):
     return masks
 
 
-def timer(cuda):
+def timer(cuda, graphs=False):
+    """GPU ms of one call (graphs: replayed from a CUDA graph, the GPU's time alone: a conv's
+    kernels take 10-80 us, less than a Python call's host time), or CPU ms."""
     if cuda:
-        return gpu_ms
+        return autotune.graph_median_ms if graphs else gpu_ms
     return lambda fn: cpu_pair_ms(fn, fn, rounds=3)[0]
 
 
@@ -115,7 +119,7 @@ def today(args, dev, cuda):
 
 def estimate(args, dev, cuda):
     """Each conv as an im2col GEMM: cuDNN conv vs unfold, dense GEMM, block-sparse GEMM."""
-    ms = timer(cuda)
+    ms = timer(cuda, graphs=True)
     size = 224 if not args.smoke else 64
     model = ResNet50(width=64 if not args.smoke else 16).to(dev).eval()
     x = torch.randn(args.batch, 3, size, size, device=dev)
@@ -157,6 +161,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--sparsity", type=float, default=0.9)
     ap.add_argument("--block", type=int, default=BLOCK)
+    ap.add_argument("--parts", nargs="+", default=["today", "estimate"],
+                    choices=["today", "estimate"])
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--table", default=table.TABLE)
     ap.add_argument("--commit", help="the commit measured (default: this tree's HEAD; a "
@@ -170,11 +176,15 @@ def main(argv=None) -> int:
             "gpu": machine.device_name(cuda), "commit": args.commit or table.commit_of(),
             "batch": args.batch, "sparsity": args.sparsity, "block": args.block,
             "smoke": args.smoke}
-    report = {"meta": meta, "today": today(args, dev, cuda), "estimate": estimate(args, dev, cuda)}
+    report = {"meta": meta}
+    if "today" in args.parts:
+        report["today"] = today(args, dev, cuda)
+    if "estimate" in args.parts:
+        report["estimate"] = estimate(args, dev, cuda)
     os.makedirs(args.out, exist_ok=True)
     fsio.atomic_write_json(os.path.join(args.out, "block_conv.json"), report)
-    t, e = report["today"], report["estimate"]
-    print(json.dumps({"today": {k: t[k] for k in ("train_speedup", "infer_speedup")},
+    t, e = report.get("today", {}), report.get("estimate", {})
+    print(json.dumps({"today": {k: t[k] for k in ("train_speedup", "infer_speedup") if t},
                       "estimate": {k: v for k, v in e.items() if k != "convs"}}, indent=1))
     if not args.smoke:
         common = {"op": "resnet50_block_conv", "shape": f"{args.batch}x224x224",
@@ -182,11 +192,11 @@ def main(argv=None) -> int:
         rows = [{**common, "case": f"today {k} ({int(args.sparsity * 100)}% of "
                  f"{args.block}x{args.block} conv blocks)", "layout": "pruned vs dense cuDNN",
                  "pass": p, "ratio": round(t[k], 4)}
-                for k, p in (("train_speedup", "train"), ("infer_speedup", "fwd"))]
+                for k, p in (("train_speedup", "train"), ("infer_speedup", "fwd")) if t]
         rows += [{**common, "case": f"estimate {k}", "layout": "vs cuDNN convs, sum of convs",
                   "pass": "fwd", "ratio": round(e[k], 4)}
                  for k in ("implicit_gemm_speedup", "explicit_im2col_speedup",
-                           "dense_gemm_vs_conv")]
+                           "dense_gemm_vs_conv") if e]
         table.append(rows, meta, "block_conv.json", path=args.table, commit=meta["commit"])
     return 0
 
