@@ -43,6 +43,7 @@ help:
 	@echo "  diffconfig        - A=<run> B=<run>: what differs in their resolved configs"
 	@echo "  compare           - A=<run|matrix> B=<run|matrix>: metrics side by side, B - A with its interval"
 	@echo "  update-graphs     - redraw every matrix's plots and summaries from disk"
+	@echo "  power-table       - MATRIX=<folder>: docs/statistics.md's noise floor and power table"
 	@echo "  archive           - copy the latest matrix's key results to results/archive/"
 	@echo "  dashboard         - serve trackio's dashboard on http://127.0.0.1:7860"
 	@echo "  autotune          - warm the kernel autotuning cache for the configured models"

@@ -50,6 +50,12 @@ compare: $(STAMP)
 .PHONY: all continue cancel dry-run status update-graphs archive dashboard clean-results
 .PHONY: runs diffconfig compare
 
+# docs/statistics.md's measured noise floor and power table, from a 3-seed matrix's folder
+power-table: $(STAMP)
+	$(Q)$(PY) -m scripts.engine.power_table "$(MATRIX)"
+
+.PHONY: power-table
+
 # Kernels (docs/kernels.md): warm the autotuning cache; benchmark against torch.
 BENCH_OUT ?= results/kernels/bench-$(shell date +%F)
 autotune: $(STAMP)
