@@ -39,7 +39,8 @@ clean-results:
 
 # Query and compare finished work (scripts/engine/query.py)
 runs: $(STAMP)
-	$(Q)$(PY) -m scripts.engine.query runs $(if $(MATRIX),--matrix "$(MATRIX)")
+	$(Q)$(PY) -m scripts.engine.query runs $(if $(MATRIX),--matrix "$(MATRIX)") \
+		$(if $(FILTER),--filter "$(FILTER)") $(if $(FORMAT),--format $(FORMAT))
 
 diffconfig: $(STAMP)
 	$(Q)$(PY) -m scripts.engine.query diffconfig --a "$(A)" --b "$(B)"

@@ -1,7 +1,9 @@
 """Query and compare finished work, from the files on disk alone:
 
-  make runs [MATRIX=<name or folder>]         the runs (of one matrix), a line each
-  make diffconfig A=<run> B=<run>             what differs between two runs' resolved configs
+  make runs [MATRIX=<name or folder>] [FILTER="pruning=state sparsity=0.7"] [FORMAT=csv]
+                                              the runs (of one matrix), a line each
+  make diffconfig A=<run or matrix> B=<...>   what differs between two runs' resolved
+                                              configs, or two matrices' .configs
   make compare A=<run or matrix> B=<...>      two runs: metric, steps, config; two matrices:
                                               their common cells side by side, B - A with its
                                               95% interval and p-value (scripts/engine/stats.py)
@@ -13,9 +15,11 @@ or ambiguous name is one line listing the close matches.
 from __future__ import annotations
 
 import argparse
+import csv
 import difflib
 import os
 import sys
+import time
 
 from lib import fsio
 from lib.runconfig import NON_SEMANTIC, ConfigError
@@ -54,19 +58,76 @@ def run_rows(ids: list) -> list:
     return report.collect([{"run_id": i, **p} for i, p in zip(ids, plans)])
 
 
+# make runs: (column, row key); FILTER= takes the column names ("sparsity" is the target)
+RUN_FIELDS = (("id", "run_id"), ("model", "model"), ("optimizer", "optimizer"),
+              ("pruning", "pruning_method"), ("sparsity", "target_sparsity"),
+              ("achieved", "sparsity"), ("seed", "seed"), ("status", "status"),
+              ("stop", "stop"), ("metric", "primary_metric"), ("value", "primary_value"),
+              ("date", "date"))
+NUMERIC = ("sparsity", "achieved", "seed", "value")
+
+
+def parse_filter(text: str) -> list:
+    """FILTER="pruning=state sparsity=0.7" -> [(column, value)]; an unknown column or a
+    term without '=' is an error naming the columns."""
+    names = [c for c, _ in RUN_FIELDS]
+    out = []
+    for term in text.split():
+        key, eq, value = term.partition("=")
+        if not eq or key not in names:
+            near = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean {near[0]}? " if near and eq else ""
+            raise ConfigError(f"FILTER term {term!r}: {hint}give column=value with a column of "
+                              f"{', '.join(names)}")
+        if key in NUMERIC:
+            try:
+                float(value)
+            except ValueError:
+                raise ConfigError(f"FILTER term {term!r}: {key} is a number") from None
+        out.append((key, value))
+    return out
+
+
+def matches(row: dict, terms: list) -> bool:
+    key_of = dict(RUN_FIELDS)
+    for col, want in terms:
+        got = row.get(key_of[col])
+        if col in NUMERIC:
+            if got is None or abs(float(got) - float(want)) > 1e-9:
+                return False
+        elif str(got) != want:
+            return False
+    return True
+
+
 def cmd_runs(args) -> int:
+    terms = parse_filter(args.filter)
     if args.matrix:
         doc = fsio.read_json(os.path.join(matrix_dir(args.matrix), "plan.json"))
         rows = report.collect(doc["runs"])
     else:
         rows = run_rows(sorted(os.listdir(RUNS)) if os.path.isdir(RUNS) else [])
-    print(f"{'run':<58} {'status':<12} {'seed':>4} {'metric':>16} {'sparsity':>8} {'steps':>6}")
+    for r in rows:
+        st = fsio.read_json(os.path.join(RUNS, r["run_id"], "status.json"), {}) or {}
+        when = st.get("stopped") or st.get("updated")
+        r["date"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime(when)) if when else ""
+    rows = [r for r in rows if matches(r, terms)]
+    if args.format == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow([c for c, _ in RUN_FIELDS])
+        w.writerows([["" if r.get(k) is None else r.get(k) for _, k in RUN_FIELDS] for r in rows])
+        return 0
+    print(f"{'run':<58} {'status':<8} {'stop':<12} {'seed':>4} {'target':>6} {'sparsity':>8} "
+          f"{'metric':>16} {'steps':>6}  date")
     for r in rows:
         metric = (f"{r['primary_metric']} {r['primary_value']:.2f}"
                   if r.get("primary_value") is not None else "-")
         sp = f"{r['sparsity']:.3f}" if r.get("sparsity") is not None else "-"
-        print(f"{r['run_id']:<58} {r['status']:<12} {r.get('seed', 1):>4} {metric:>16} {sp:>8} "
-              f"{r.get('steps', '-'):>6}")
+        print(f"{r['run_id']:<58} {r['status']:<8} {(r.get('stop') or '-')[:12]:<12} "
+              f"{r.get('seed', 1):>4} {r['target_sparsity']:>6g} {sp:>8} {metric:>16} "
+              f"{r.get('steps', '-'):>6}  {r['date'] or '-'}")
+    if not rows and terms:
+        print(f"no run matches FILTER={args.filter!r}")
     return 0
 
 
@@ -79,7 +140,45 @@ def config_diff(a: str, b: str) -> list:
             if ca.get(k) != cb.get(k) and k not in skip]
 
 
+def read_dotconfig(path: str) -> dict:
+    """{symbol: value} of a .config; '# CONFIG_X is not set' is X = n."""
+    out = {}
+    for line in open(path):
+        line = line.strip()
+        if line.startswith("CONFIG_") and "=" in line:
+            k, v = line[len("CONFIG_"):].split("=", 1)
+            out[k] = v
+        elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+            out[line[len("# CONFIG_"):-len(" is not set")]] = "n"
+    return out
+
+
+def dotconfig_diff(a: dict, b: dict) -> list:
+    """Linux scripts/diffconfig's lines: -SYM old (only in A), +SYM new (only in B),
+    ' SYM old -> new' (changed), sorted by symbol within each group."""
+    gone = [f"-{k} {a[k]}" for k in sorted(set(a) - set(b))]
+    new = [f"+{k} {b[k]}" for k in sorted(set(b) - set(a))]
+    changed = [f" {k} {a[k]} -> {b[k]}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
+    return gone + new + changed
+
+
+def is_matrix(name: str) -> bool:
+    try:
+        matrix_dir(name)
+        return True
+    except ConfigError:
+        return False
+
+
 def cmd_diffconfig(args) -> int:
+    names = set(os.listdir(RUNS)) if os.path.isdir(RUNS) else set()
+    is_run = lambda n: any(r.startswith(n) for r in names)  # noqa: E731
+    if not (is_run(args.a) and is_run(args.b)) and is_matrix(args.a) and is_matrix(args.b):
+        ma, mb = matrix_dir(args.a), matrix_dir(args.b)
+        print(f"A {os.path.basename(ma)}\nB {os.path.basename(mb)}")
+        lines = dotconfig_diff(*(read_dotconfig(os.path.join(m, "config")) for m in (ma, mb)))
+        print("\n".join(lines) if lines else "same .config")
+        return 0
     a, b = run_id(args.a), run_id(args.b)
     diff = config_diff(a, b)
     print(f"A {a}\nB {b}")
@@ -133,6 +232,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["runs", "diffconfig", "compare"])
     ap.add_argument("--matrix", default="")
+    ap.add_argument("--filter", default="", help='runs: "column=value ..." (FILTER=)')
+    ap.add_argument("--format", default="table", choices=["table", "csv"], help="runs: FORMAT=csv")
     ap.add_argument("--a", default="")
     ap.add_argument("--b", default="")
     args = ap.parse_args(argv)

@@ -2,6 +2,7 @@
 difference, the cell comparison against a direct computation, and one-line refusals that
 list close matches."""
 import csv
+import json
 import os
 
 import pytest
@@ -36,6 +37,35 @@ def test_runs_lists_every_run_and_one_matrix(two):
     assert p.returncode == 0 and p.stdout.count("lenet5_adamw_") == 8
     one = q(env, "runs", "--matrix", "qa")
     assert one.stdout.count("lenet5_adamw_") == 4 and "accuracy" in one.stdout
+
+
+def test_runs_filter_by_field_and_write_csv(two):
+    tmp, env = two
+    p = q(env, "runs", "--filter", "pruning=magnitude sparsity=0.5 seed=2", "--format", "csv")
+    assert p.returncode == 0, p.stderr
+    rows = list(csv.DictReader(p.stdout.splitlines()))
+    assert len(rows) == 2, p.stdout          # one magnitude seed-2 run in each matrix
+    for r in rows:
+        assert (r["pruning"], r["sparsity"], r["seed"], r["status"]) == ("magnitude", "0.5", "2", "done")
+        summ = json.load(open(tmp / "results" / "runs" / r["id"] / "summary.json"))
+        assert float(r["value"]) == pytest.approx(summ["eval_accuracy"])
+        assert float(r["achieved"]) == pytest.approx(summ["sparsity"]) and r["date"]
+    table = q(env, "runs", "--filter", "optimizer=sgd")
+    assert table.returncode == 0 and "no run matches" in table.stdout
+    bad = q(env, "runs", "--filter", "prunning=state")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "did you mean pruning?" in bad.stderr
+    make = run_cmd(["make", "--no-print-directory", "-n", "runs", "FILTER=seed=2", "FORMAT=csv"])
+    assert 'query runs' in make.stdout and '--filter "seed=2" --format csv' in make.stdout
+
+
+def test_diffconfig_of_two_matrices_is_linux_style(two):
+    tmp, env = two
+    p = q(env, "diffconfig", "--a", "qa", "--b", "qb")
+    assert p.returncode == 0, p.stderr
+    head, body = p.stdout.splitlines()[:2], p.stdout.splitlines()[2:]
+    assert head[0].startswith("A qa-") and head[1].startswith("B qb-")
+    assert body == [' LENET5_LR "2e-3" -> "3e-3"', ' MATRIX_NAME "qa" -> "qb"'], p.stdout
 
 
 def test_diffconfig_names_the_fields_that_differ(two):
