@@ -200,7 +200,7 @@ def cmd_compare(args) -> int:
                   f"{r.get('steps', '-')} steps")
         if ra.get("primary_value") is not None and rb.get("primary_value") is not None:
             print(f"B - A: {rb['primary_value'] - ra['primary_value']:+.4f} (one run each: no "
-                  f"interval; run seeds for one, docs/matrix.md)")
+                  f"interval; run seeds for one, docs/statistics.md)")
         for k, va, vb, semantic in config_diff(a, b):
             print(f"  config {k}: {va!r} -> {vb!r}{'' if semantic else ' (not in the id)'}")
         return 0

@@ -190,3 +190,10 @@ def test_seeds_give_cells_with_intervals_and_a_tested_baseline(tmp_path, monkeyp
     assert cells["none"]["diff"] == ""            # the baseline's own cell
     first = p.stdout[p.stdout.index("3 seeds per cell"):].splitlines()[0]
     assert "noise floor" in first
+    # BASELINE= on the finished matrix runs nothing and rewrites the cells against it
+    p = matrix("run", cfg, "--seeds", "1 2 3", "--baseline", mag["run_ids"].split()[0])
+    assert p.returncode == 0 and "are up to date" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+    again = {c["pruning_method"]: c for c in csv.DictReader(open(mdir / "cells.csv"))}
+    assert again["magnitude"]["diff"] == "" and again["none"]["test"] == "paired t (3 seeds)"
+    assert float(again["none"]["diff"]) == pytest.approx(-float(mag["diff"]))
+    assert "within noise" in p.stdout or "differs" in p.stdout
