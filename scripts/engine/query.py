@@ -5,8 +5,11 @@
   make diffconfig A=<run or matrix> B=<...>   what differs between two runs' resolved
                                               configs, or two matrices' .configs
   make compare A=<run or matrix> B=<...>      two runs: metric, steps, config; two matrices:
-                                              their common cells side by side, B - A with its
-                                              95% interval and p-value (scripts/engine/stats.py)
+                                              their common cells side by side (mean and 95%
+                                              interval, sparsity, throughput), B - A with its
+                                              95% interval and p-value (scripts/engine/stats.py);
+                                              and results/compare/<A>_vs_<B>.png, their loss
+                                              curves overlaid
 
 A run is named by its id or a unique prefix, a matrix by its folder under results/matrices
 (<name>-<hash>), a unique prefix of one, or its name (the newest of that name). An unknown
@@ -23,8 +26,8 @@ import time
 
 from lib import fsio
 from lib.runconfig import NON_SEMANTIC, ConfigError
-from lib.paths import MATRICES, RUNS
-from scripts.engine import report, run_main, stats
+from lib.paths import MATRICES, REPO, RESULTS, RUNS
+from scripts.engine import plots, report, run_main, stats
 
 
 def _pick(kind: str, name: str, names: list, suggest: list | None = None) -> str:
@@ -189,6 +192,18 @@ def cmd_diffconfig(args) -> int:
     return 0
 
 
+def _interval(c: dict) -> str:
+    return f"[{c['ci95_low']:.2f}, {c['ci95_high']:.2f}]" if c["ci95_low"] == c["ci95_low"] else "-"
+
+
+def compare_plot(pairs: list, name_a: str, name_b: str) -> str:
+    """One figure: per cell, A's and B's train loss (mean over their seeds, smoothed; raw
+    faint) and eval loss overlaid; written to results/compare/<A>_vs_<B>.png."""
+    path = os.path.join(RESULTS, "compare", f"{name_a}_vs_{name_b}.png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return plots.overlay_curves(path, pairs, name_a, name_b)
+
+
 def cmd_compare(args) -> int:
     names = set(os.listdir(RUNS)) if os.path.isdir(RUNS) else set()
     if any(n.startswith(args.a) for n in names) and any(n.startswith(args.b) for n in names):
@@ -197,34 +212,43 @@ def cmd_compare(args) -> int:
         for r in (ra, rb):
             print(f"{r['run_id']}: {r['status']}, {r.get('primary_metric', '')} "
                   f"{r.get('primary_value', float('nan')):.4f}, sparsity {r.get('sparsity', 0):.4f}, "
-                  f"{r.get('steps', '-')} steps")
+                  f"{r.get('steps', '-')} steps, {r.get('throughput') or 0:,.0f} {r.get('unit', '')}/s")
         if ra.get("primary_value") is not None and rb.get("primary_value") is not None:
             print(f"B - A: {rb['primary_value'] - ra['primary_value']:+.4f} (one run each: no "
                   f"interval; run seeds for one, docs/statistics.md)")
         for k, va, vb, semantic in config_diff(a, b):
             print(f"  config {k}: {va!r} -> {vb!r}{'' if semantic else ' (not in the id)'}")
+        print(f"curves: {os.path.relpath(compare_plot([(f'{a} vs {b}', [a], [b])], a, b), REPO)}")
         return 0
     ma, mb = matrix_dir(args.a), matrix_dir(args.b)
-    ca = {stats.cell_key(c): c for c in stats.cells(report.collect(
-        fsio.read_json(os.path.join(ma, "plan.json"))["runs"]))}
-    rows_b = report.collect(fsio.read_json(os.path.join(mb, "plan.json"))["runs"])
-    cb = {stats.cell_key(c): c for c in stats.cells(rows_b)}
-    runs_of = {}
-    for d, rows in ((ma, None), (mb, rows_b)):
-        for r in rows or report.collect(fsio.read_json(os.path.join(d, "plan.json"))["runs"]):
+    rows = {d: report.collect(fsio.read_json(os.path.join(d, "plan.json"))["runs"]) for d in (ma, mb)}
+    ca, cb = ({stats.cell_key(c): c for c in stats.cells(rows[d])} for d in (ma, mb))
+    runs_of, rate = {}, {}
+    for d in (ma, mb):
+        for r in rows[d]:
             if r["status"] == "done" and r.get("primary_value") is not None:
                 runs_of.setdefault((d, stats.cell_key(r)), {})[r.get("seed", 1)] = r["primary_value"]
+                rate.setdefault((d, stats.cell_key(r)), []).append(r.get("throughput") or 0.0)
     common = [k for k in ca if k in cb]
     print(f"A {os.path.basename(ma)}\nB {os.path.basename(mb)}\n{len(common)} common cells")
-    print(f"{'cell':<44} {'A':>14} {'B':>14} {'B - A':>9} {'95% interval':>18} {'p':>7}  test")
+    print(f"{'cell':<32} {'A [95%]':>27} {'B [95%]':>27} {'B - A':>7} {'95% interval':>16} "
+          f"{'p':>6} {'sparsity A/B':>13} {'throughput A/B':>15}  test")
     for k in common:
         cmp = stats.compare(runs_of[(mb, k)], runs_of[(ma, k)])
         lo, hi = cmp["diff_low"], cmp["diff_high"]
         interval = f"[{lo:+.2f}, {hi:+.2f}]" if lo == lo else "-"
         p = f"{cmp['p_value']:.3g}" if cmp["p_value"] == cmp["p_value"] else "-"
         cell = f"{k[0]} {k[1]} {k[2]} {k[3]:g}"
-        print(f"{cell:<44} {ca[k]['mean']:>9.2f} n={ca[k]['n']:<2} {cb[k]['mean']:>9.2f} n={cb[k]['n']:<2} "
-              f"{cmp['diff']:>+9.2f} {interval:>18} {p:>7}  {cmp['test']}")
+        side = lambda c: f"{c['mean']:.2f} {_interval(c)} n={c['n']}"  # noqa: E731
+        thr = "/".join(f"{sum(rate[(d, k)]) / len(rate[(d, k)]):,.0f}" for d in (ma, mb))
+        print(f"{cell:<32} {side(ca[k]):>27} {side(cb[k]):>27} {cmp['diff']:>+7.2f} "
+              f"{interval:>16} {p:>6} {ca[k]['sparsity']:>6.4f}/{cb[k]['sparsity']:<6.4f} "
+              f"{thr:>15}  {cmp['test']}")
+    if common:
+        pairs = [(f"{k[0]} {k[1]} {k[2]} {k[3]:g}", ca[k]["run_ids"], cb[k]["run_ids"])
+                 for k in common]
+        path = compare_plot(pairs, os.path.basename(ma), os.path.basename(mb))
+        print(f"curves: {os.path.relpath(path, REPO)}")
     return 0
 
 

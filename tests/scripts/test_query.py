@@ -94,6 +94,14 @@ def test_compare_two_matrices_cell_by_cell(two):
                          {int(k): v for k, v in vals["qa"].items()})
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("lenet5 adamw none"))
     assert f"{want['diff']:+.2f}" in line and "paired t (2 seeds)" in line
+    a = stats.describe(list(vals["qa"].values()))
+    assert f"{a['mean']:.2f} [{a['ci95_low']:.2f}, {a['ci95_high']:.2f}] n=2" in line
+    assert "0.0000/0.0000" in line                  # dense on both sides: no sparsity
+    mag = next(ln for ln in p.stdout.splitlines() if ln.startswith("lenet5 adamw magnitude"))
+    assert "0.5000/0.5000" in mag
+    curves = p.stdout.split("curves: ", 1)[1].strip()
+    assert os.path.getsize(os.path.join(REPO, curves)) > 10_000 and curves.endswith(".png")
+    assert os.path.basename(curves).startswith("qa-") and "_vs_qb-" in curves
 
 
 def test_unknown_names_are_one_line_with_close_matches(two):
