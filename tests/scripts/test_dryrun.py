@@ -82,7 +82,7 @@ def test_the_h200_resnet18_preset_is_estimated_from_its_measured_gpu_rate(tmp_pa
                 (r["model"], r["batch"], r["data_path"], r["compile_mode"]) ==
                 ("resnet18", "128", "gpu", "reduce-overhead") and "H200" in r["device"]]
     assert rows, "no measured H200 row for the preset in results/benchmarks.csv"
-    newest = max(rows, key=lambda r: r["date"])
+    newest = max(enumerate(rows), key=lambda ir: (ir[1]["date"], ir[0]))[1]  # ties: the later
     steps = 200 * (50000 // 128)
     want = progress.fmt_time(steps * 128 / float(newest["trainer_img_s"]))
     p = run_cmd([PY, MATRIX, "dry-run", "--config", cfg])
