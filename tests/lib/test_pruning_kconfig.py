@@ -38,7 +38,7 @@ def test_every_choice_value_validates(kconf):
     on = ("MATRIX_OPTIMIZER_ADAMWPRUNE", "MATRIX_OPTIMIZER_ADAMWSPAM", "MATRIX_OPTIMIZER_SGD",
           "MATRIX_PRUNING_MOVEMENT", "MATRIX_PRUNING_STATE")
     choices = [c for c in kconf.unique_choices if any(n.filename in FRAGMENTS for n in c.nodes)]
-    assert len(choices) == 5
+    assert len(choices) == 6        # 5 pruning choices and the LR schedule
     for choice in choices:
         for option in choice.syms:
             kconf.load_config(os.devnull)
@@ -47,8 +47,10 @@ def test_every_choice_value_validates(kconf):
             option.set_value(2)
             values = {s.name.lower(): s.str_value for s in own_symbols(kconf)
                       if not s.choice and s.str_value != ""}
-            # the option is named after its field and value: STATE_SCORE_SQRT_MOMENTUM
-            field = [f for f, v in values.items() if option.name == f"{f}_{v}".upper()]
+            # the option is named after its field and value: STATE_SCORE_SQRT_MOMENTUM,
+            # PRUNING_RAMP_CUBIC_IN for "cubic-in"
+            field = [f for f, v in values.items()
+                     if option.name == f"{f}_{v}".upper().replace("-", "_")]
             assert field, f"{option.name} sets no field to {option.name.lower()}'s value"
             cfg = RunConfig.from_dict({**values, "optimizer": "adamwprune",
                                        "pruning_method": "state", "target_sparsity": 0.5})
