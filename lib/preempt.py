@@ -39,10 +39,17 @@ def configured() -> list:
 
 
 def install(names: list | None = None) -> list:
-    """Catch the signals (a flag only); returns their names. Call from the main thread."""
+    """Catch the signals (a flag only); returns their names. Call from the main thread.
+
+    The SLURM batch script starts the trainer with the signal ignored, so that a warning
+    that comes during start-up (imports, data) cannot kill it, and leaves the file
+    KNLP_PREEMPT_FLAG when it forwards one: found here, it counts as caught."""
     names = list(names or configured())
     for n in names:
         signal.signal(getattr(signal, "SIG" + n), _handler)
+    flag = os.environ.get("KNLP_PREEMPT_FLAG")
+    if flag and os.path.exists(flag) and not _caught:
+        _caught.append(names[0])
     return names
 
 

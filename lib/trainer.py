@@ -20,8 +20,9 @@ rate, unit, elapsed_s, eta_s, last_eval): `make status` reads it.
 
 Test hooks: KNLP_CRASH_AT=<rank>:<step> makes that rank raise at that step, so
 tests/lib/test_ddp.py can check that one dead rank ends a torchrun job instead of hanging it;
-KNLP_SLOW_STEP=<step>:<seconds> sleeps inside that step (of this process's count), standing
-in for a slow compile or a stalled step.
+KNLP_SLOW_STEP=<step>:<seconds> sleeps inside that step, standing in for a slow compile or a
+stalled step; a preemption signal cuts the sleep short (the step then checkpoints), so a test
+of a scheduler's time-limit warning need not wait the sleep out.
 """
 from __future__ import annotations
 
@@ -426,7 +427,9 @@ class Run:
                     raise RuntimeError(f"KNLP_CRASH_AT: rank {self.rank} crashes at step {step}")
                 slow = os.environ.get("KNLP_SLOW_STEP", "").split(":")
                 if len(slow) == 2 and slow[0] == str(step):
-                    time.sleep(float(slow[1]))
+                    until = time.time() + float(slow[1])
+                    while time.time() < until and not preempt.should_stop():
+                        time.sleep(0.05)
                 lr = lr_at(cfg, step - 1, self.total_steps)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr

@@ -26,6 +26,7 @@ import time
 
 
 from lib import fsio, runrecord
+from lib.preempt import EXIT_PREEMPTED
 from lib.runconfig import ConfigError, config_class
 from scripts.engine import dryrun, executor as executors, plan as planner, progress, report, run_main
 from scripts.engine.executor import Handles, Job, State, die_with_parent
@@ -119,15 +120,19 @@ def settle(h: dict, st: State, cancelled: bool = False) -> int:
         if status not in final:
             runrecord.write_status(d, "interrupted", reason=f"cancelled ({h['kind']} {h['id']}); "
                                    "`make continue` resumes it")
+    elif status == "preempted" and rc in (None, EXIT_PREEMPTED):
+        # the trainer checkpointed on the signal and its job ended instead of requeueing
+        runrecord.write_status(d, "failed", reason=(
+            f"preempted and not requeued (past CONFIG_SLURM_MAX_REQUEUES, or the site cancels "
+            f"on preemption; {h['kind']} job {h['id']}); `make continue` resumes it from its "
+            f"checkpoint"))
     elif rc is not None and rc != 0 and status not in ("failed", "interrupted"):
         runrecord.write_status(d, "failed", reason=f"process exited with code {rc}; see output.log")
     elif rc == 0 and status != "done":
         runrecord.write_status(d, "failed", reason="process exited without finishing; see output.log")
     elif rc is None and status not in final:
-        why = ("preempted and not requeued (past CONFIG_SLURM_MAX_REQUEUES, or the site cancels "
-               "on preemption); `make continue` resumes it" if status == "preempted" else
-               f"{h['kind']} job {h['id']} ended without a final status; see output.log")
-        runrecord.write_status(d, "failed", reason=why)
+        runrecord.write_status(d, "failed", reason=f"{h['kind']} job {h['id']} ended without a "
+                               f"final status; see output.log")
     now = runrecord.read_status(d).get("status")
     bad = (rc not in (0, None)) or now != "done"
     label = "done " if not bad else ("cancel" if now == "interrupted" and cancelled else "FAIL ")

@@ -43,6 +43,10 @@ mkdir -p "$DIR"
 printf '{{"job": "%s", "job_id": "%s", "array_task_id": %s, "node": "%s", "restarts": %s, "cuda_visible_devices": "%s", "started": %s}}\\n' \\
   "$TASK" "$SLURM_JOB_ID" "$SLURM_ARRAY_TASK_ID" "${{SLURMD_NODENAME:-}}" "${{SLURM_RESTART_COUNT:-0}}" \\
   "${{CUDA_VISIBLE_DEVICES:-}}" "$(date +%s)" > "$DIR/slurm.json.tmp" && mv "$DIR/slurm.json.tmp" "$DIR/slurm.json"
+# the trainers start with the signal ignored (it would kill them before they install their
+# handler); a signal that comes that early leaves this file, which the handler's install reads
+export KNLP_PREEMPT_FLAG="$DIR/preempt.flag"
+rm -f "$KNLP_PREEMPT_FLAG"
 export PYTHONUNBUFFERED=1 KNLP_PREEMPT_SIGNALS={signal} OMP_WAIT_POLICY=${{OMP_WAIT_POLICY:-PASSIVE}}
 cd {repo}
 GPUS={gpus}
@@ -52,19 +56,21 @@ if [ "$NODES" -gt 1 ]; then
   FIRST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
   export MASTER_ADDR=$(scontrol show node "$FIRST" | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p')
   export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))
-  setsid srun --kill-on-bad-exit=1 bash -c 'RANK=$SLURM_PROCID LOCAL_RANK=$SLURM_LOCALID \\
-    WORLD_SIZE=$SLURM_NTASKS exec {python} "$0" --config "$1"' "${{SCRIPTS[$SLURM_ARRAY_TASK_ID]}}" \\
-    "$DIR/config.json" >> "$DIR/output.log" 2>&1 &
+  setsid srun --kill-on-bad-exit=1 bash -c 'trap "" {signal}; export RANK=$SLURM_PROCID \\
+    LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS; exec {python} "$0" --config "$1"' \\
+    "${{SCRIPTS[$SLURM_ARRAY_TASK_ID]}}" "$DIR/config.json" >> "$DIR/output.log" 2>&1 &
 elif [ "$GPUS" -gt 1 ]; then
   # torchrun dies on the signal unless it ignores it; its workers install their own handler
   setsid bash -c "trap '' {signal}; exec {python} -m torch.distributed.run --standalone \\
     --nproc_per_node=$GPUS \\"\\$0\\" --config \\"\\$1\\"" "${{SCRIPTS[$SLURM_ARRAY_TASK_ID]}}" \\
     "$DIR/config.json" >> "$DIR/output.log" 2>&1 &
 else
-  setsid {python} "${{SCRIPTS[$SLURM_ARRAY_TASK_ID]}}" --config "$DIR/config.json" >> "$DIR/output.log" 2>&1 &
+  setsid bash -c "trap '' {signal}; exec {python} \\"\\$0\\" --config \\"\\$1\\"" \\
+    "${{SCRIPTS[$SLURM_ARRAY_TASK_ID]}}" "$DIR/config.json" >> "$DIR/output.log" 2>&1 &
 fi
 PID=$!
-trap 'echo "$(date +%T) {signal}: forwarded to the trainer"; kill -{signal} -- -$PID 2>/dev/null' {signal}
+trap 'echo "$(date +%T) {signal}: forwarded to the trainer"; : > "$KNLP_PREEMPT_FLAG"
+  kill -{signal} -- -$PID 2>/dev/null' {signal}
 trap 'echo "$(date +%T) TERM: the trainer checkpoints and stops"' TERM
 while :; do
   wait $PID; RC=$?

@@ -37,6 +37,24 @@ def test_a_process_survives_usr1_and_usr2_once_installed(tmp_path):
     assert p.returncode == preempt.EXIT_PREEMPTED, p.stderr
 
 
+def test_a_signal_before_the_handler_is_installed_is_not_lost(tmp_path):
+    """The SLURM batch script starts the trainer with the signal ignored and, when one comes
+    before the trainer's handler is in place, leaves KNLP_PREEMPT_FLAG: install() reads it."""
+    flag = tmp_path / "preempt.flag"
+    code = ("import os, signal, sys; from lib import preempt\n"
+            "os.kill(os.getpid(), signal.SIGUSR2)\n"          # ignored: inherited SIG_IGN
+            "assert not preempt.should_stop(); open(os.environ['KNLP_PREEMPT_FLAG'], 'w').close()\n"
+            "preempt.install(['USR2']); sys.exit(preempt.EXIT_PREEMPTED if preempt.should_stop() else 0)")
+    p = subprocess.run(["bash", "-c", f"trap '' USR2; exec {sys.executable} -c \"$0\"", code],
+                       capture_output=True, text=True, env=dict(os.environ, KNLP_PREEMPT_FLAG=str(flag)))
+    assert p.returncode == preempt.EXIT_PREEMPTED, p.stderr
+    p = subprocess.run([sys.executable, "-c", "from lib import preempt; import sys; "
+                        "preempt.install(); sys.exit(1 if preempt.should_stop() else 0)"],
+                       capture_output=True, text=True, env=dict(os.environ, KNLP_PREEMPT_FLAG=str(
+                           tmp_path / "absent")))
+    assert p.returncode == 0, "no flag file, no preemption"
+
+
 def test_slurm_facts():
     assert preempt.slurm_facts({}) == {}
     got = preempt.slurm_facts({"SLURM_JOB_ID": "12", "SLURM_ARRAY_JOB_ID": "10",

@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+import torch
 
 from conftest import PY, REPO, run_cmd, write_config
 from slurm_cluster import Cluster, ensure_installed
@@ -58,15 +59,35 @@ def matrix(cmd, *extra, results, timeout=600):
                    timeout=timeout)
 
 
-def test_the_matrix_through_slurm_equals_the_local_one(cluster, tmp_path):
-    local = write_config(tmp_path / "local.config", TINY)
-    slurm = write_config(tmp_path / "slurm.config", TINY + SLURM)
-    p = matrix("run", "--config", local, "--jobs", "2", results=tmp_path / "a")
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The tiny matrix through the local executor, uninterrupted: what every SLURM run of
+    the same runs must equal."""
+    d = tmp_path_factory.mktemp("reference")
+    p = matrix("run", "--config", write_config(d / "local.config", TINY), "--jobs", "2",
+               results=d / "results")
     assert p.returncode == 0, p.stdout + p.stderr
+    return d / "results"
+
+
+def assert_identical(reference, results, rid):
+    """The run ended bit for bit where the uninterrupted local run did: final metrics and
+    every weight."""
+    a = json.load(open(reference / "runs" / rid / "summary.json"))
+    b = json.load(open(results / "runs" / rid / "summary.json"))
+    keys = [k for k in a if k.startswith("eval_")] + ["train_loss", "steps", "sparsity"]
+    assert {k: b[k] for k in keys} == {k: a[k] for k in keys}, rid
+    wa = torch.load(reference / "runs" / rid / "checkpoints" / "model.pt")
+    wb = torch.load(results / "runs" / rid / "checkpoints" / "model.pt")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), rid
+
+
+def test_the_matrix_through_slurm_equals_the_local_one(cluster, reference, tmp_path):
+    slurm = write_config(tmp_path / "slurm.config", TINY + SLURM)
     p = matrix("run", "--config", slurm, "--jobs", "2", results=tmp_path / "b")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "(slurm " in p.stdout, "the runs went through sbatch"
-    a, _ = summary(tmp_path / "a")
+    a, _ = summary(reference)
     b, mdir = summary(tmp_path / "b")
     assert a.keys() == b.keys() and len(a) == 3
     for rid in a:
@@ -155,3 +176,85 @@ def test_killed_make_cancel_and_continue(cluster, tmp_path):
     assert "resumed from" in open(results / "runs" / running[0] / "train.log").read()
     got, _ = summary(results)
     assert all(r["status"] == "done" for r in got.values()), got
+
+
+def wait_for(what, cond, timeout=120, proc=None):
+    deadline = time.time() + timeout
+    while not cond():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        assert proc is None or proc.poll() is None, f"the runner exited waiting for {what}"
+        time.sleep(0.2)
+
+
+def scancel_signal(task):
+    p = subprocess.run(["scancel", "--signal=USR2", "--batch", task], capture_output=True, text=True)
+    assert p.returncode == 0, f"scancel --signal=USR2 --batch {task}: {p.stderr}"
+
+
+def test_signalled_tasks_requeue_themselves_and_end_bit_identical(cluster, reference, tmp_path):
+    """`make DETACH=1` submits and returns; FORCE=1 is refused while the tasks are live; a
+    later `make continue` re-attaches and waits. Task 0 gets `scancel --signal=USR2 --batch`
+    after its first checkpoint, task 1 only the time-limit warning (--time=1 with
+    --signal=B:USR2@10, which SLURM sends 20-50 s into the task): both checkpoint, requeue their own array task and end bit-identical
+    to the uninterrupted local run. Task 2 is signalled again after its requeue: past
+    CONFIG_SLURM_MAX_REQUEUES=1 it is not requeued and the run fails with that reason."""
+    results = tmp_path / "results"
+    # every task's first incarnation rests at step 12 (after its checkpoint at 10) until a
+    # signal comes; task 2 rests again at step 14 after its requeue
+    setup = ("[ ${SLURM_RESTART_COUNT:-0} = 0 ] && export KNLP_SLOW_STEP=12:120;"
+             "[ ${SLURM_RESTART_COUNT:-0} != 0 ] && [ $SLURM_ARRAY_TASK_ID = 2 ] "
+             "&& export KNLP_SLOW_STEP=14:120")
+    cfg = write_config(tmp_path / ".config", TINY + SLURM + f"""CONFIG_SLURM_TIME_LIMIT="1"
+CONFIG_SLURM_SIGNAL_LEAD=10
+CONFIG_SLURM_MAX_REQUEUES=1
+CONFIG_SLURM_SETUP="{setup}"
+""")
+    t0 = time.time()
+    p = matrix("run", "--config", cfg, "--jobs", "3", "--detach", results=results)
+    assert p.returncode == 0 and "submitted;" in p.stdout, p.stdout + p.stderr
+    mdir = results / "matrices" / open(results / "matrices" / "LATEST").read().strip()
+    man = json.load(open(mdir / "slurm" / "manifest-0.json"))
+    rid = {int(i): r for i, r in man["tasks"].items()}
+    task = {i: f"{man['job']}_{i}" for i in rid}
+    q = squeue()
+    assert all(q.get(t) in ("PENDING", "RUNNING") for t in task.values()), (q, "DETACH=1 left "
+                                                                            "the tasks queued")
+    p = matrix("run", "--config", cfg, "--force", results=results)
+    assert p.returncode == 2 and "FORCE=1 while 3 run(s) of this matrix are still live" in p.stderr, \
+        p.stdout + p.stderr
+    assert all((results / "runs" / r / "config.json").exists() for r in rid.values()), \
+        "the refused FORCE=1 deleted nothing"
+    st = matrix("status", results=results)
+    assert all(f"[{t} " in st.stdout for t in task.values()), st.stdout
+    log = open(tmp_path / "continue.log", "w")
+    cont = subprocess.Popen([PY, MATRIX, "continue"], stdout=log, stderr=subprocess.STDOUT,
+                            env=dict(os.environ, KNLP_RESULTS=str(results)))
+    ckpt = lambda i: (results / "runs" / rid[i] / "checkpoints" / "ckpt_00000010.pt").exists()  # noqa: E731
+    for i in (0, 2):
+        wait_for(f"the first checkpoint of {task[i]}", lambda: ckpt(i), proc=cont)
+        scancel_signal(task[i])
+
+    def requeued_and_running(i):
+        rec = json.load(open(results / "runs" / rid[i] / "slurm.json"))
+        return rec["restarts"] == 1 and json.load(
+            open(results / "runs" / rid[i] / "status.json"))["status"] == "running"
+    wait_for(f"{task[2]} requeued and running again", lambda: requeued_and_running(2), proc=cont)
+    scancel_signal(task[2])
+    rc = cont.wait(timeout=180)
+    out = open(tmp_path / "continue.log").read()
+    print(out, f"took {time.time() - t0:.0f}s")
+    assert rc == 1, out
+    assert sum(f"adopt {r}" in out for r in rid.values()) == 3, out
+    for i in (0, 1):
+        assert_identical(reference, results, rid[i])
+        rec = json.load(open(results / "runs" / rid[i] / "slurm.json"))
+        assert rec["job"] == task[i] and rec["restarts"] == 1, rec
+        assert "resumed from" in open(results / "runs" / rid[i] / "train.log").read()
+        assert "USR2: forwarded to the trainer" in open(mdir / "slurm" / f"{task[i]}.out").read()
+    st = json.load(open(results / "runs" / rid[2] / "status.json"))
+    assert st["status"] == "failed" and "CONFIG_SLURM_MAX_REQUEUES" in st["reason"], st
+    assert "not requeued: restart 1 of CONFIG_SLURM_MAX_REQUEUES=1" in open(
+        mdir / "slurm" / f"{task[2]}.out").read()
+    subs = [json.loads(line) for line in open(mdir / "handles.jsonl")]
+    assert sorted(h["run_id"] for h in subs if h.get("id")) == sorted(rid.values()), \
+        "each run submitted once: the requeues are SLURM's own"
