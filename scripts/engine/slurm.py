@@ -57,7 +57,9 @@ if [ "$NODES" -gt 1 ]; then
   export MASTER_ADDR=$(scontrol show node "$FIRST" | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p')
   export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))
   setsid srun --kill-on-bad-exit=1 bash -c 'trap "" {signal}; export RANK=$SLURM_PROCID \\
-    LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS; exec {python} "$0" --config "$1"' \\
+    LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS
+    echo "rank $RANK of $WORLD_SIZE on $SLURMD_NODENAME (master $MASTER_ADDR:$MASTER_PORT)"
+    exec {python} "$0" --config "$1"' \\
     "${{SCRIPTS[$SLURM_ARRAY_TASK_ID]}}" "$DIR/config.json" >> "$DIR/output.log" 2>&1 &
 elif [ "$GPUS" -gt 1 ]; then
   # torchrun dies on the signal unless it ignores it; its workers install their own handler

@@ -258,3 +258,82 @@ CONFIG_SLURM_SETUP="{setup}"
     subs = [json.loads(line) for line in open(mdir / "handles.jsonl")]
     assert sorted(h["run_id"] for h in subs if h.get("id")) == sorted(rid.values()), \
         "each run submitted once: the requeues are SLURM's own"
+
+
+def test_a_node_set_down_mid_run_requeues_the_task_and_it_resumes(cluster, reference, tmp_path):
+    """`scontrol update nodename=<its node> state=down` after the task's first checkpoint:
+    SLURM kills it (NODE_FAIL) and requeues it; it resumes from the checkpoint and ends
+    bit-identical to the uninterrupted run, with no resubmission by the runner."""
+    results = tmp_path / "results"
+    setup = "[ ${SLURM_RESTART_COUNT:-0} = 0 ] && export KNLP_SLOW_STEP=12:120"
+    cfg = write_config(tmp_path / ".config", TINY.replace("CONFIG_MATRIX_OPTIMIZER_ADAMWPRUNE=y\n", "")
+                       + SLURM + f'CONFIG_SLURM_SETUP="{setup}"\n')
+    log = open(tmp_path / "run.log", "w")
+    runner = subprocess.Popen([PY, MATRIX, "run", "--config", cfg], stdout=log,
+                              stderr=subprocess.STDOUT, env=dict(os.environ, KNLP_RESULTS=str(results)))
+    wait_for("the run's first checkpoint", lambda: list(results.glob(
+        "runs/*/checkpoints/ckpt_00000010.pt")), proc=runner)
+    run = next(results.glob("runs/*/checkpoints/ckpt_00000010.pt")).parent.parent
+    node = json.load(open(run / "slurm.json"))["node"]
+    try:
+        p = subprocess.run(["scontrol", "update", f"nodename={node}", "state=down",
+                            "reason=knlp test"], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        wait_for("the requeued task", lambda: json.load(open(run / "slurm.json"))["restarts"] == 1,
+                 proc=runner)
+        rc = runner.wait(timeout=120)
+    finally:
+        subprocess.run(["scontrol", "update", f"nodename={node}", "state=resume"],
+                       capture_output=True)
+    out = open(tmp_path / "run.log").read()
+    assert rc == 0, out
+    assert json.load(open(run / "status.json"))["status"] == "done"
+    assert_identical(reference, results, run.name)
+    assert "ckpt_00000010.pt at step 10" in open(run / "train.log").read(), "resumed from step 10"
+    mdir = results / "matrices" / open(results / "matrices" / "LATEST").read().strip()
+    rec = json.load(open(run / "slurm.json"))
+    assert "DUE TO NODE FAILURE" in open(mdir / "slurm" / f"{rec['job']}.out").read()
+    subs = [json.loads(line) for line in open(mdir / "handles.jsonl")]
+    assert [h["id"] for h in subs] == [rec["job"]], "requeued by SLURM, not resubmitted"
+
+
+def test_a_two_node_ddp_run_through_srun_matches_one_process(cluster, tmp_path, monkeypatch):
+    """CONFIG_SLURM_NODES=2: the batch script's srun starts one rank per node (n1, n2), ranks
+    from SLURM_PROCID/LOCALID/NTASKS, MASTER_ADDR the first node's NodeAddr (n1 does not
+    resolve), gloo; the run matches one process within tests/lib/test_ddp.py's tolerance."""
+    from lib.runconfig import config_class
+    from scripts.engine import slurm
+    from scripts.engine.executor import Job
+    monkeypatch.setattr(slurm, "RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # SGD: Adam's first steps amplify the last-bit differences of a split gradient sum
+    settings = dict(optimizer="sgd", lr=0.05, batch_size=32, max_steps=8, log_interval=1,
+                    checkpoint_interval=4, monitor_interval=0.0)
+    Config = config_class("lenet5")
+    one, two = tmp_path / "one", tmp_path / "runs" / "ddp"
+    for d in (one, two):
+        d.mkdir(parents=True)
+        cfg = Config(**settings, out_dir=str(d)).validate()
+        (d / "config.json").write_text(json.dumps(cfg.to_dict()))
+    ex = slurm.SlurmExecutor({"kind": "slurm", "nodes": 2, "cpus_per_gpu": 1, "poll_interval": 1})
+    ex.bind(str(tmp_path / "m"))
+    ex.capacity([], 0)
+    train = os.path.join(REPO, "lenet5", "train.py")
+    [h] = ex.submit_all([Job("ddp", train, [], str(two / "output.log"))])
+    local = subprocess.run([PY, train, "--config", str(one / "config.json")], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0, local.stderr[-2000:]
+    wait_for("the 2-node task", lambda: not ex.poll(timeout=1.0) and not ex.tracked, timeout=180)
+    out = open(two / "output.log").read()
+    assert "rank 0 of 2 on n1 (master 127.0.0.1:" in out and "rank 1 of 2 on n2" in out, out
+    assert "(= 2 procs x 1 accum x 16)" in open(two / "train.log").read()
+    assert json.load(open(two / "status.json"))["status"] == "done", out[-3000:]
+    rows = lambda d: [r for r in map(json.loads, open(d / "metrics.jsonl"))  # noqa: E731
+                      if r.get("kind") == "train"]
+    a, b = rows(one), rows(two)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 9))
+    for ra, rb in zip(a, b):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-5, abs=1e-6), ra["step"]
+    sa, sb = (json.load(open(d / "summary.json")) for d in (one, two))
+    assert sb["eval_loss"] == pytest.approx(sa["eval_loss"], rel=1e-5)
+    assert sb["eval_accuracy"] == pytest.approx(sa["eval_accuracy"], abs=1e-9)
