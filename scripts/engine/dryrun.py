@@ -10,7 +10,7 @@ import time
 
 from lib import fsio, runrecord
 from lib.paths import REPO, RUNS
-from scripts.engine import plan as planner, progress
+from scripts.engine import executor as executors, plan as planner, progress
 
 
 def say(msg: str = "") -> None:
@@ -43,6 +43,10 @@ def cmd_dry_run(args, overrides: dict) -> int:
                         "est_peak_mb": 0, "gpu_mb": 0, "status": "FAIL",
                         "reason": f"{model}/train.py --dry-run crashed: {err}"} for pth in paths[:1]]
             rows += got
+    ex = executors.make(p.executor)
+    if not ex.runs_here:     # this machine's GPUs do not matter: the scheduler's nodes have them
+        for r in rows:
+            r["warnings"] = [w for w in r.get("warnings") or [] if not w.startswith("gpu:")]
     history = finished_step_times()
     for r in rows:
         r["est_s"], r["basis"] = estimate(r, history)
@@ -56,7 +60,7 @@ def cmd_dry_run(args, overrides: dict) -> int:
             f"{eta:>9}  {status}{'  ' + r['reason'] if r['reason'] else ''}")
     bad = [r for r in rows if r["status"] != "OK"]
     warned = [r for r in rows if r["status"] == "OK" and r.get("warnings")]
-    jobs = p.jobs or 1
+    jobs = args.jobs or p.jobs or 1
     known = [r["est_s"] for r in rows if r["est_s"] is not None]
     if known:
         total = sum(known) / jobs
@@ -75,6 +79,10 @@ def cmd_dry_run(args, overrides: dict) -> int:
             + (f" ({unknown} run(s) without an estimate)" if unknown else ""))
         for line in why:
             say(f"  {line}")
+    mdir = planner.matrix_dir_for(p.name, [{"run_id": c.run_id()} for c in p.runs])
+    for line in ex.preview([executors.job_for(c, os.path.join(RUNS, c.run_id())) for c in p.runs],
+                           args.jobs or p.jobs, mdir):
+        say(line)
     say(f"dry-run: {len(rows) - len(bad)}/{len(rows)} OK in {time.time() - t0:.1f}s"
         + (f", {len(warned)} with warnings" if warned else ""))
     by_msg: dict = {}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import os
 import shutil
 import sys
@@ -29,7 +28,8 @@ from lib import fsio, runrecord
 from lib.preempt import EXIT_PREEMPTED
 from lib.runconfig import ConfigError, config_class
 from scripts.engine import dryrun, executor as executors, plan as planner, progress, report, run_main
-from scripts.engine.executor import Handles, Job, State, die_with_parent
+from scripts.engine.executor import Handles, State, die_with_parent, job_for
+from scripts.engine.plan import matrix_dir_for
 
 from lib.paths import MATRICES, REPO, RESULTS, RUNS
 
@@ -69,11 +69,6 @@ def run_record(cfg) -> dict:
     d = cfg.to_dict()
     d["run_id"] = cfg.run_id()
     return d
-
-
-def matrix_dir_for(name: str, records: list) -> str:
-    h = hashlib.sha256(" ".join(sorted(r["run_id"] for r in records)).encode()).hexdigest()[:8]
-    return os.path.join(MATRICES, f"{name}-{h}")
 
 
 def record_to_cfg(rec: dict):
@@ -140,13 +135,6 @@ def settle(h: dict, st: State, cancelled: bool = False) -> int:
     return int(bad)
 
 
-def job_for(cfg, ex) -> Job:
-    return Job(run_id=cfg.run_id(), script=os.path.join(REPO, cfg.model, "train.py"),
-               args=["--config", os.path.join(cfg.out_dir, "config.json")],
-               log_path=os.path.join(cfg.out_dir, "output.log"),
-               gpus=cfg.gpus if cfg.device == "cuda" else 0)
-
-
 def live_handles(ex, mdir: str) -> dict:
     """run id -> handle of the recorded jobs of mdir that are still pending or running."""
     book = {r: h for r, h in Handles(mdir).latest().items() if h.get("id")}
@@ -180,10 +168,10 @@ def execute(cfgs: list, jobs: int, ex=None, mdir: str = "", detach: bool = False
                 say(f"       adopt {h['run_id']}  ({ex.kind} {h['id']}, still live)")
                 display.started(h["run_id"])
             while queue or live:
-                k = ex.slots([job_for(c, ex) for c in queue]) if queue else 0
+                k = ex.slots([job_for(c) for c in queue]) if queue else 0
                 if k:
                     batch, queue = queue[:k], queue[k:]
-                    for h in ex.submit_all([job_for(c, ex) for c in batch]):
+                    for h in ex.submit_all([job_for(c) for c in batch]):
                         started += 1
                         book.record(h)
                         live[h["id"]] = h
@@ -402,7 +390,7 @@ def cmd_status(args) -> int:
 # which make variable each command reads; any other given is refused by name, not ignored
 USES = {"run": {"jobs", "time", "models", "baseline", "seeds", "force", "detach"},
         "continue": {"jobs", "baseline", "detach"}, "cancel": {"run"},
-        "dry-run": {"time", "models", "seeds"},
+        "dry-run": {"jobs", "time", "models", "seeds"},
         "update-graphs": {"baseline"}, "archive": {"baseline"}, "status": {"baseline"}}
 VARIABLES = {"jobs": "JOBS", "time": "TIME", "models": "MODELS", "baseline": "BASELINE",
              "seeds": "SEEDS/SEED", "force": "FORCE", "detach": "DETACH", "run": "RUN"}

@@ -91,6 +91,14 @@ exit $RC
 """
 
 
+def groups(jobs: list) -> dict:
+    """GPUs per run -> its jobs, in order: one job array each."""
+    out: dict = {}
+    for j in jobs:
+        out.setdefault(j.gpus, []).append(j)
+    return out
+
+
 def _run(argv: list, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
@@ -98,6 +106,7 @@ def _run(argv: list, timeout: float = 60) -> subprocess.CompletedProcess:
 class SlurmExecutor(Executor):
     kind = "slurm"
     detach_ok = True
+    runs_here = False           # a login node needs no GPU: the allocation has them
 
     def __init__(self, settings: dict, mdir: str = ""):
         self.s, self.mdir = settings, mdir
@@ -126,12 +135,31 @@ class SlurmExecutor(Executor):
         return self.submit_all([job])[0]
 
     def submit_all(self, jobs: list) -> list:
-        groups: dict = {}
-        for j in jobs:
-            groups.setdefault(j.gpus, []).append(j)
         out = []
-        for gpus, group in groups.items():
+        for gpus, group in groups(jobs).items():
             out += self._submit_array(gpus, group)
+        return out
+
+    def preview(self, jobs: list, n: int, mdir: str) -> list:
+        """The arrays `make` would submit: per group, the sbatch command, its #SBATCH lines
+        and the first task -> run ids (make dry-run)."""
+        self.jobs = n
+        logs = os.path.join(mdir, "slurm")
+        gs = groups(jobs)
+        out = [f"slurm executor: {len(jobs)} run(s) in {len(gs)} job array(s), submitted from "
+               f"this machine" + (f", at most {n} task(s) of an array at once" if n else "")]
+        if not shutil.which("sbatch"):
+            out.append("  (sbatch is not on PATH here: run `make` on a login node of the cluster)")
+        for k, (gpus, group) in enumerate(gs.items()):
+            name = "knlp-" + os.path.basename(mdir)
+            extra = self.s.get("sbatch_args") or ""
+            out.append(f"  array {k}: {len(group)} task(s), "
+                       + (f"{gpus} GPU(s) each" if gpus else "CPU") + ": sbatch --parsable "
+                       + (extra + " " if extra else "") + os.path.join(logs, f"array-{k}.sh"))
+            out += ["    #SBATCH " + line for line in self.sbatch_lines(gpus, len(group), name, logs)]
+            out += [f"    task {i}: {j.run_id}" for i, j in enumerate(group[:3])]
+            if len(group) > 3:
+                out.append(f"    ... task {len(group) - 1}: {group[-1].run_id}")
         return out
 
     def poll(self, timeout: float = 0.0) -> dict:
