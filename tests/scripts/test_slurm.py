@@ -1,8 +1,13 @@
-"""The SLURM executor against a real SLURM on loopback (tests/slurm_cluster.py): the LeNet-5
-matrix equals the local one; each array task gets its own fake GPU; a killed `make`, one
-cancelled running and one cancelled pending task, then `make continue`: live tasks adopted,
-the cancelled ones resumed, none started twice. Skipped with the reason when SLURM cannot
-be installed (not root, apt fails)."""
+"""The SLURM executor against a real SLURM on loopback (tests/slurm_cluster.py), issue #22's
+seven tests: the LeNet-5 matrix equals the local one; a task signalled after its first
+checkpoint and one warned by its time limit requeue their own array task and end
+bit-identical to the uninterrupted run, and past CONFIG_SLURM_MAX_REQUEUES the run fails
+with the reason (with DETACH=1, the FORCE=1 refusal and re-attaching); a killed `make`,
+one cancelled running and one cancelled pending task, then `make continue`: live tasks
+adopted, the cancelled ones resumed, none started twice; a 2-node DDP run through srun
+matches one process; a node set down mid-run requeues the task, which resumes; each array
+task gets its own fake GPU. Skipped with the reason when SLURM cannot be installed (not
+root, apt fails). All of them take about 3 minutes on 2 cores."""
 import csv
 import json
 import os
