@@ -94,6 +94,7 @@ class Cluster:
                                 n1_port=free_port(), n2_port=free_port()))
         with open(os.path.join(self.d, "gres.conf"), "w") as f:
             f.write(GRES)
+        self.outer_conf = os.environ.get("SLURM_CONF")      # put back by stop()
         os.environ["SLURM_CONF"] = conf
         self.munge()
         log = open(os.path.join(self.d, "log", "daemons.out"), "ab")
@@ -143,5 +144,8 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        os.environ.pop("SLURM_CONF", None)
+        if getattr(self, "outer_conf", None):
+            os.environ["SLURM_CONF"] = self.outer_conf
+        else:
+            os.environ.pop("SLURM_CONF", None)
         shutil.rmtree(self.munge_dir, ignore_errors=True)
