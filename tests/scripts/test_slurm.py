@@ -269,6 +269,9 @@ CONFIG_SLURM_SETUP="{setup}"
         return rec["restarts"] == 1 and json.load(
             open(results / "runs" / rid[i] / "status.json"))["status"] == "running"
     wait_for(f"{task[2]} requeued and running again", lambda: requeued_and_running(2), proc=cont)
+    st = matrix("status", results=results)         # it rests at step 14 until signalled
+    line = next(ln for ln in st.stdout.splitlines() if rid[2] in ln)
+    assert f"[{task[2]} RUNNING@n" in line and "requeued 1x]" in line, st.stdout
     scancel_signal(task[2])
     rc = cont.wait(timeout=180)
     out = open(tmp_path / "continue.log").read()
