@@ -484,6 +484,8 @@ class Run:
                     self.saver.wait()     # on disk before the status says so
                     self.write_status("preempted", step=step, total_steps=self.total_steps,
                                       reason=preempt.reason())
+                    if self.world > 1:    # no rank exits before rank 0's files are written:
+                        dist.barrier()    # srun --kill-on-bad-exit ends the step at the first
                     raise preempt.Preempted(preempt.reason())
                 if cfg.time_budget and self.out_of_time(step):
                     stop_reason = f"time budget of {cfg.time_budget:g}s reached at step {step}"
@@ -556,6 +558,9 @@ def run(spec: ModelSpec, cfg: RunConfig) -> int:
         r.write_status("interrupted", reason="interrupted by the user (SIGINT/SIGTERM)")
         return 130
     except preempt.Preempted:
+        # checkpoint and status are written; a SIGTERM now (srun ending the other ranks,
+        # the scheduler's kill) must not turn the exit into `interrupted`
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return preempt.EXIT_PREEMPTED
     except BaseException as e:
         r.write_status("failed", reason=f"{type(e).__name__}: {e}")
