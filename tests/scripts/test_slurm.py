@@ -154,6 +154,33 @@ def test_a_second_cluster_on_this_machine_is_independent(cluster, tmp_path):
     assert sinfo(first) == ["n1", "idle", "n2", "idle"], "the first cluster still serves"
 
 
+def test_a_signal_during_start_up_is_neither_fatal_nor_lost(cluster, tmp_path, monkeypatch):
+    """A preemption (or SLURM's time-limit timer) can signal a task at any moment: sent
+    while the trainer is still starting, before its handler is installed, the signal does
+    not kill it; the trainer finds it at install and exits EXIT_PREEMPTED."""
+    from scripts.engine import slurm
+    from scripts.engine.executor import Job
+    monkeypatch.setattr(slurm, "RUNS", str(tmp_path / "runs"))
+    probe = tmp_path / "probe.py"     # a trainer whose start-up (imports, data) takes 3 s
+    probe.write_text(f"import sys, time; time.sleep(3); sys.path.insert(0, {REPO!r})\n"
+                     "from lib import preempt; preempt.install()\n"
+                     "print('caught' if preempt.should_stop() else 'missed')\n"
+                     "sys.exit(preempt.EXIT_PREEMPTED if preempt.should_stop() else 0)\n")
+    ex = slurm.SlurmExecutor({"kind": "slurm", "cpus_per_gpu": 1, "poll_interval": 1,
+                              "max_requeues": 0})
+    ex.bind(str(tmp_path / "m"))
+    ex.capacity([], 0)
+    [h] = ex.submit_all([Job("early", str(probe), [], str(tmp_path / "early.log"))])
+    rec = tmp_path / "runs" / "early" / "slurm.json"   # written once the script traps the signal
+    wait_for("the task to start", rec.exists, timeout=60)
+    scancel_signal(h["id"])
+    wait_for("the task to end", lambda: not ex.poll(timeout=1.0) and not ex.tracked, timeout=60)
+    log = open(tmp_path / "m" / "slurm" / f"{h['id']}.out").read()
+    assert "trainer exited with 85 (restart 0)" in log, log
+    assert "not requeued: restart 0 of CONFIG_SLURM_MAX_REQUEUES=0" in log, log
+    assert open(tmp_path / "runs" / "early" / "output.log").read().split() == ["caught"]
+
+
 def squeue():
     p = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True)
     return dict(line.split("|") for line in p.stdout.split())
