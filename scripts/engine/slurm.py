@@ -84,6 +84,13 @@ while :; do
   wait $PID 2>/dev/null; R=$?; [ $R -ne 127 ] && RC=$R; break
 done
 echo "$(date +%T) trainer exited with $RC (restart ${{SLURM_RESTART_COUNT:-0}})"
+# torchrun and srun report a worker's EXIT_PREEMPTED as a failure of their own (1); the
+# run's status, written after its checkpoint in this incarnation (which the flag shows), says
+if [ $RC -ne {preempted} ] && [ -f "$KNLP_PREEMPT_FLAG" ] && {python} -c 'import json, sys
+sys.exit(json.load(open(sys.argv[1])).get("status") != "preempted")' "$DIR/status.json" 2>/dev/null; then
+  echo "the run checkpointed and says preempted: taken as exit {preempted}"
+  RC={preempted}
+fi
 if [ $RC -eq {preempted} ]; then
   if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {max_requeues} ]; then
     scontrol requeue "$TASK" && exit 0

@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from lib import preempt
 
@@ -53,6 +54,27 @@ def test_a_signal_before_the_handler_is_installed_is_not_lost(tmp_path):
                        capture_output=True, text=True, env=dict(os.environ, KNLP_PREEMPT_FLAG=str(
                            tmp_path / "absent")))
     assert p.returncode == 0, "no flag file, no preemption"
+
+
+def test_a_flag_left_while_running_is_seen_by_should_stop(tmp_path, monkeypatch):
+    """torchrun's workers, in sessions of their own, never get the signal the batch script
+    forwards to the launcher; the flag file it leaves reaches them within a second."""
+    flag = tmp_path / "preempt.flag"
+    monkeypatch.setenv("KNLP_PREEMPT_FLAG", str(flag))
+    old = signal.getsignal(signal.SIGUSR2)
+    try:
+        preempt.reset()
+        preempt.install(["USR2"])
+        assert not preempt.should_stop()
+        flag.touch()
+        deadline = time.monotonic() + 3 * preempt.FLAG_EVERY_S
+        while not preempt.should_stop():
+            assert time.monotonic() < deadline, "should_stop() never looked at the flag"
+            time.sleep(0.05)
+        assert "SIGUSR2" in preempt.reason()
+    finally:
+        preempt.reset()
+        signal.signal(signal.SIGUSR2, old)
 
 
 def test_slurm_facts():
