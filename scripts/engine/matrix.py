@@ -118,9 +118,9 @@ def settle(h: dict, st: State, cancelled: bool = False) -> int:
     elif status == "preempted" and rc in (None, EXIT_PREEMPTED):
         # the trainer checkpointed on the signal and its job ended instead of requeueing
         runrecord.write_status(d, "failed", reason=(
-            f"preempted and not requeued (past CONFIG_SLURM_MAX_REQUEUES, or the site cancels "
-            f"on preemption; {h['kind']} job {h['id']}); `make continue` resumes it from its "
-            f"checkpoint"))
+            f"preempted and not requeued ({h['kind']} job {h['id']}; under SLURM: past "
+            f"CONFIG_SLURM_MAX_REQUEUES, or the site cancels on preemption); `make continue` "
+            f"resumes it from its checkpoint"))
     elif rc is not None and rc != 0 and status not in ("failed", "interrupted"):
         runrecord.write_status(d, "failed", reason=f"process exited with code {rc}; see output.log")
     elif rc == 0 and status != "done":
