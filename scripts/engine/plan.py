@@ -41,7 +41,7 @@ class Plan:
 SLURM_SYMBOLS = {"partition": str, "account": str, "qos": str, "time_limit": str, "nodes": int,
                  "cpus_per_gpu": int, "mem_per_gpu": str, "signal": str, "signal_lead": int,
                  "max_requeues": int, "setup": str, "sbatch_args": str, "poll_interval": int,
-                 "detach": bool}
+                 "detach": bool, "torchrun_per_node": bool}
 
 
 def matrix_dir_for(name: str, records: list) -> str:

@@ -58,17 +58,29 @@ cd {repo}
 GPUS={gpus}
 NODES=${{SLURM_JOB_NUM_NODES:-1}}
 if [ "$NODES" -gt 1 ]; then
-  # one process per GPU (per node on the CPU) on every node; ranks from SLURM
   FIRST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)
   export MASTER_ADDR=$(scontrol show node "$FIRST" | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p')
   export MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))
-  setsid srun --kill-on-bad-exit=1 bash -c 'trap "" {signal}; export RANK=$SLURM_PROCID \\
-    LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS
-    echo "rank $RANK of $WORLD_SIZE on $SLURMD_NODENAME (master $MASTER_ADDR:$MASTER_PORT)"
-    exec {python} "$0" --config "$1"' \\
-    "${{SCRIPTS[$SLURM_ARRAY_TASK_ID]}}" "$DIR/config.json" >> "$DIR/output.log" 2>&1 &
+  if [ {torchrun_per_node} = 1 ]; then
+    # one torchrun per node (static rendezvous at the first node), one worker per GPU
+    export KNLP_NPROC=$(( GPUS > 0 ? GPUS : 1 ))
+    setsid srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c 'trap "" {signal}
+      echo "node $SLURM_NODEID of $SLURM_NNODES on $SLURMD_NODENAME: torchrun, $KNLP_NPROC" \\
+        "process(es) (master $MASTER_ADDR:$MASTER_PORT)"
+      exec {python} -m torch.distributed.run --nnodes=$SLURM_NNODES --node_rank=$SLURM_NODEID \\
+        --nproc_per_node=$KNLP_NPROC --master_addr=$MASTER_ADDR --master_port=$MASTER_PORT \\
+        "$0" --config "$1"' \\
+      "${{SCRIPTS[$SLURM_ARRAY_TASK_ID]}}" "$DIR/config.json" >> "$DIR/output.log" 2>&1 &
+  else
+    # one process per GPU (per node on the CPU) on every node; ranks from SLURM
+    setsid srun --kill-on-bad-exit=1 bash -c 'trap "" {signal}; export RANK=$SLURM_PROCID \\
+      LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS
+      echo "rank $RANK of $WORLD_SIZE on $SLURMD_NODENAME (master $MASTER_ADDR:$MASTER_PORT)"
+      exec {python} "$0" --config "$1"' \\
+      "${{SCRIPTS[$SLURM_ARRAY_TASK_ID]}}" "$DIR/config.json" >> "$DIR/output.log" 2>&1 &
+  fi
 elif [ "$GPUS" -gt 1 ]; then
-  # torchrun dies on the signal unless it ignores it; its workers install their own handler
+  # torchrun dies on the signal unless it ignores it; its workers learn of it from the flag
   setsid bash -c "trap '' {signal}; exec {python} -m torch.distributed.run --standalone \\
     --nproc_per_node=$GPUS \\"\\$0\\" --config \\"\\$1\\"" "${{SCRIPTS[$SLURM_ARRAY_TASK_ID]}}" \\
     "$DIR/config.json" >> "$DIR/output.log" 2>&1 &
@@ -278,7 +290,8 @@ class SlurmExecutor(Executor):
         if gpus:
             lines += [f"--gres=gpu:{gpus}", f"--cpus-per-gpu={cpus}"]
             if nodes > 1:
-                lines.append(f"--ntasks-per-node={gpus}")
+                per_node = 1 if s.get("torchrun_per_node") else gpus
+                lines.append(f"--ntasks-per-node={per_node}")
             if s.get("mem_per_gpu"):
                 lines.append(f"--mem-per-gpu={s['mem_per_gpu']}")
         else:
@@ -307,6 +320,7 @@ class SlurmExecutor(Executor):
             scripts=" ".join(shlex.quote(j.script) for j in jobs),
             runs_dir=shlex.quote(RUNS), repo=shlex.quote(REPO), python=shlex.quote(sys.executable),
             gpus=gpus, signal=sig.removeprefix("SIG"), preempted=EXIT_PREEMPTED,
+            torchrun_per_node=int(bool(self.s.get("torchrun_per_node"))),
             max_requeues=int(self.s.get("max_requeues") or 0))
         script = os.path.join(logs, f"array-{k}.sh")
         fsio.atomic_write_text(script, text)

@@ -357,7 +357,7 @@ def test_a_node_set_down_mid_run_requeues_the_task_and_it_resumes(cluster, refer
     assert [h["id"] for h in subs] == [rec["job"]], "requeued by SLURM, not resubmitted"
 
 
-def signalled_two_process_run(tmp_path, monkeypatch, nodes: int, gpus: int):
+def two_process_run(tmp_path, monkeypatch, nodes: int, gpus: int, signalled=True, **extra):
     """A 2-process LeNet-5 run through the SLURM executor (nodes x gpus), signalled after
     its first checkpoint (it rests at step 5 until then), requeued and resumed; checked
     against one process within tests/lib/test_ddp.py's tolerance. Returns its folder."""
@@ -378,7 +378,7 @@ def signalled_two_process_run(tmp_path, monkeypatch, nodes: int, gpus: int):
     ex = slurm.SlurmExecutor({"kind": "slurm", "nodes": nodes, "cpus_per_gpu": 1,
                               "poll_interval": 1, "max_requeues": 1,
                               "setup": "[ ${SLURM_RESTART_COUNT:-0} = 0 ] "
-                              "&& export KNLP_SLOW_STEP=5:120"})
+                              "&& export KNLP_SLOW_STEP=5:120" if signalled else "", **extra})
     ex.bind(str(tmp_path / "m"))
     ex.capacity([], 0)
     train = os.path.join(REPO, "lenet5", "train.py")
@@ -386,13 +386,15 @@ def signalled_two_process_run(tmp_path, monkeypatch, nodes: int, gpus: int):
     local = subprocess.run([PY, train, "--config", str(one / "config.json")], cwd=REPO,
                            capture_output=True, text=True, timeout=300)
     assert local.returncode == 0, local.stderr[-2000:]
-    wait_for("the first checkpoint", lambda: (two / "checkpoints" / "ckpt_00000004.pt").exists())
-    scancel_signal(h["id"])
+    if signalled:
+        wait_for("the first checkpoint", lambda: (two / "checkpoints" / "ckpt_00000004.pt").exists())
+        scancel_signal(h["id"])
     wait_for("the task", lambda: not ex.poll(timeout=1.0) and not ex.tracked, timeout=180)
     out = open(two / "output.log").read()
     assert json.load(open(two / "status.json"))["status"] == "done", out[-3000:]
-    assert "resumed from" in out and "at step 5" in out, "preempted at step 5, resumed there"
-    assert json.load(open(two / "slurm.json"))["restarts"] == 1
+    if signalled:
+        assert "resumed from" in out and "at step 5" in out, "preempted at step 5, resumed there"
+        assert json.load(open(two / "slurm.json"))["restarts"] == 1
     assert "(= 2 procs x 1 accum x 16)" in open(two / "train.log").read()
     rows = lambda d: [r for r in map(json.loads, open(d / "metrics.jsonl"))  # noqa: E731
                       if r.get("kind") == "train"]
@@ -412,7 +414,7 @@ def test_a_two_node_ddp_run_through_srun_matches_one_process(cluster, tmp_path, 
     resolve), gloo. Signalled after its first checkpoint, srun forwards the signal to both
     ranks, they agree, checkpoint, and the task requeues and resumes; the run matches one
     process within tests/lib/test_ddp.py's tolerance."""
-    two = signalled_two_process_run(tmp_path, monkeypatch, nodes=2, gpus=0)
+    two = two_process_run(tmp_path, monkeypatch, nodes=2, gpus=0)
     out = open(two / "output.log").read()
     assert out.count("rank 0 of 2 on n1 (master 127.0.0.1:") == 2, out
     assert out.count("rank 1 of 2 on n2") == 2, out
@@ -423,6 +425,18 @@ def test_a_two_gpu_run_under_torchrun_is_preempted_and_resumes(cluster, tmp_path
     ignores the signal, starts its workers in sessions of their own that the forwarded
     signal never reaches; they learn of it from the batch script's preempt.flag,
     checkpoint, and the task requeues and resumes like any other."""
-    two = signalled_two_process_run(tmp_path, monkeypatch, nodes=1, gpus=2)
+    two = two_process_run(tmp_path, monkeypatch, nodes=1, gpus=2)
     assert "torch.distributed.run --standalone" in open(tmp_path / "m" / "slurm" / "array-0.sh").read()
     assert json.load(open(two / "slurm.json"))["cuda_visible_devices"] == "0,1"
+
+
+def test_one_torchrun_per_node_over_two_nodes(cluster, tmp_path, monkeypatch):
+    """CONFIG_SLURM_TORCHRUN_PER_NODE: srun starts one torchrun per node (n1, n2) with the
+    rendezvous at n1's NodeAddr; the 2-process run matches one process. (Preemption of
+    torchrun's workers is the 2-GPU test's.)"""
+    two = two_process_run(tmp_path, monkeypatch, nodes=2, gpus=0, signalled=False,
+                          torchrun_per_node=True)
+    out = open(two / "output.log").read()
+    assert "node 0 of 2 on n1: torchrun, 1 process(es) (master 127.0.0.1:" in out, out
+    assert "node 1 of 2 on n2: torchrun" in out, out
+    assert "#SBATCH --ntasks-per-node=1" in open(tmp_path / "m" / "slurm" / "array-0.sh").read()
