@@ -54,7 +54,11 @@ class Layout:
         return self.count, self.cols, self.t_count, self.t_cols
 
     def density(self) -> float:
-        return self.mask.float().mean().item()
+        """Fraction of nonzero tiles; one host sync on the first call, then kept (a layout
+        is never updated: a changed weight gets a new one)."""
+        if getattr(self, "_density", None) is None:
+            self._density = self.mask.float().mean().item()
+        return self._density
 
 
 _LAYOUTS: dict[int, tuple] = {}

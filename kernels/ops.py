@@ -22,8 +22,9 @@ pre-activation, attention's row log-sum-exp); the backward is a custom op too, s
 autograd traces the backward graph without a break. Gradients that are not needed come back
 as empty tensors (shape [0]); a custom op cannot return None. Bias gradients come back in
 the dtype they were summed in (fp32 on the triton route); the cast to the bias dtype is an
-ordinary traced op in the autograd formula. linear's bias gradient is not the op's at all:
-its autograd formula sums it with traced torch ops (need_bias is False for it).
+ordinary traced op in the autograd formula. linear's and block_sparse_linear's bias
+gradients are not the op's at all: their autograd formulas sum them with traced torch ops
+(need_bias is False there; the block-sparse backward keeps it for direct callers).
 
 Each op's fake (register_fake) allocates exactly as the real op does (shape, dtype and
 strides; tests/kernels/test_ops.py checks them with torch.library.opcheck). The bodies are
@@ -297,9 +298,12 @@ def _block_sparse_setup(ctx, inputs, output):
 def _block_sparse_grad(ctx, grad):
     x, weight, count, cols, t_count, t_cols = ctx.saved_tensors
     need = ctx.needs_input_grad
-    dx, dw, dbias = torch.ops.knlp_kernels.block_sparse_linear_backward(
+    dx, dw, _ = torch.ops.knlp_kernels.block_sparse_linear_backward(
         grad, x, weight, count, cols, t_count, t_cols, ctx.tile, ctx.density, ctx.sampled_dw,
-        need[0], need[1], need[2], ctx.route)
+        need[0], need[1], False, ctx.route)
+    # as in _linear_grad: the bias gradient as traced ops, which inductor fuses (inside the
+    # op, its fp32 copy of dY and the sum were ~3 ms of a 90-percent-pruned GPT-2 step)
+    dbias = grad.reshape(-1, grad.shape[-1]).sum(0, dtype=torch.float32) if need[2] else None
     return (dx if need[0] else None, dw if need[1] else None,
             _bias_grad(dbias, need[2], ctx.bias_dtype)) + (None,) * 9
 

@@ -388,7 +388,7 @@ def block_sparse_backward(route, grad, x, weight, count, cols, t_count, t_cols, 
                 n0, k0 = r * tile, c * tile
                 dw[n0:n0 + tile, k0:k0 + tile] = g[:, n0:n0 + tile].t() @ x2[:, k0:k0 + tile]
     if need_bias:
-        dbias = g.float().sum(0) if route == "triton" else g.sum(0)
+        dbias = g.sum(0, dtype=torch.float32) if route == "triton" else g.sum(0)
     return dx, dw, dbias
 
 

@@ -16,4 +16,5 @@ class Config(RunConfig):
     epochs: int = 10
     lr: float = 2e-3
     weight_decay: float = 1e-4
+    batch_norm: bool = False
     checkpoint_interval: int = 50

@@ -15,7 +15,7 @@ from lenet5.data import build_datasets, example_batch
 from lenet5.model import LeNet5
 from lib.trainer import ModelSpec, main
 
-SPEC = ModelSpec(name="lenet5", config_class=Config, build_model=lambda cfg: LeNet5(),
+SPEC = ModelSpec(name="lenet5", config_class=Config, build_model=lambda cfg: LeNet5(batch_norm=cfg.batch_norm),
                  build_datasets=build_datasets, example_batch=example_batch)
 
 if __name__ == "__main__":

@@ -6,3 +6,6 @@ RESULTS = os.path.abspath(os.environ.get("KNLP_RESULTS") or os.path.join(REPO, "
 RUNS = os.path.join(RESULTS, "runs")
 MATRICES = os.path.join(RESULTS, "matrices")
 ARCHIVE = os.path.join(RESULTS, "archive")
+# the committed table of benchmark rows (scripts/bench/table.py); KNLP_BENCHMARKS moves it
+BENCHMARKS = os.path.abspath(os.environ.get("KNLP_BENCHMARKS") or
+                             os.path.join(REPO, "results", "benchmarks.csv"))

@@ -2,7 +2,9 @@
 
 Zhu & Gupta 2017 ("To prune, or not to prune"), cubic ramp:
     s(t) = s_f * (1 - (1 - (t - t0) / (t1 - t0))^3)     for t0 < t < t1
-linear ramp: s(t) = s_f * (t - t0) / (t1 - t0); s(t) = 0 up to t0 and s_f from t1 on.
+linear ramp: s(t) = s_f * (t - t0) / (t1 - t0); cubic-in ramp (the original knlp's
+magnitude and state pruning): s(t) = s_f * ((t - t0) / (t1 - t0))^3, little early and most
+near t1; s(t) = 0 up to t0 and s_f from t1 on.
 t0 = round(pruning_warmup * total_steps), t1 = round(pruning_ramp_end * total_steps)
 (Python's round), with t1 >= 1 and t0 <= t1. See docs/pruning.md.
 
@@ -37,7 +39,9 @@ def sparsity_at(step: int, t0: int, t1: int, target: float, ramp: str) -> float:
         return target * (1.0 - (1.0 - frac) ** 3)
     if ramp == "linear":
         return target * frac
-    raise ValueError(f"pruning_ramp={ramp!r}: choose cubic or linear (--pruning-ramp)")
+    if ramp == "cubic-in":
+        return target * frac ** 3
+    raise ValueError(f"pruning_ramp={ramp!r}: choose cubic, linear or cubic-in (--pruning-ramp)")
 
 
 def is_update_step(step: int, t0: int, t1: int, frequency: int, at: int | None = None) -> bool:

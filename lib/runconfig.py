@@ -35,8 +35,9 @@ NON_SEMANTIC = ("data_dir", "data_download", "out_dir", "models_dir", "trackio_p
                 "id_seed", "kernels_tma", "kernels_persistent", "kernels_autotune",
                 "kernels_cache_dir")
 # Semantic fields added after run ids were first published: in the hash only when set away
-# from their default, so the runs that existed before them keep their ids.
-LATER = ("data_on_gpu",)
+# from their default, so the runs that existed before them keep their ids. A model's own
+# field (lenet5's batch_norm, resnet50's decode) counts for the models that have it.
+LATER = ("data_on_gpu", "decode", "batch_norm")
 # The kernels/ switches (environment variables, read at call time) and their fields
 KERNEL_SWITCHES = {"KERNELS_TMA": "kernels_tma", "KERNELS_PERSISTENT": "kernels_persistent",
                    "KERNELS_AUTOTUNE": "kernels_autotune", "KERNELS_CACHE_DIR": "kernels_cache_dir"}
@@ -109,7 +110,7 @@ class RunConfig:
     target_sparsity: float = setting(0.0, help="final fraction of prunable weights that are "
                                      "zero, in [0, 1) (in a matrix, CONFIG_MATRIX_SPARSITY_LEVELS)")
     pruning_scope: str = setting("global", choices=("global", "layer"))
-    pruning_ramp: str = setting("cubic", choices=("cubic", "linear"))
+    pruning_ramp: str = setting("cubic", choices=("cubic", "linear", "cubic-in"))
     pruning_warmup: float = 0.1
     pruning_ramp_end: float = 0.7
     pruning_frequency: int = setting(10, lo=1, hi=1000000)
@@ -215,8 +216,9 @@ class RunConfig:
         """What a run computes: every field but NON_SEMANTIC, and the LATER fields only where
         they differ from their default (so adding a setting keeps every existing run id)."""
         d = {k: v for k, v in self.to_dict().items() if k not in NON_SEMANTIC}
-        for name in LATER:
-            if d.get(name) == type(self).__dataclass_fields__[name].default:
+        for name in LATER:      # a model's own field only where the model has it
+            f = type(self).__dataclass_fields__.get(name)
+            if f is not None and d.get(name) == f.default:
                 d.pop(name, None)
         return d
 
@@ -245,6 +247,18 @@ class RunConfig:
                 raise ConfigError(f"unknown setting {k!r} in {source}{hint}")
             kwargs[k] = coerce(k, v, types[k], source)
         return cls(**kwargs)
+
+
+def data_path(cfg) -> str:
+    """How a run's training batches are made, in the names of scripts/bench/vision.py's rows
+    (data_path in results/benchmarks.csv): gpu (data_on_gpu), gpu-decode (resnet50's
+    decode=gpu), pil (an image folder decoded by PIL in DataLoader workers), workers (the
+    data set's own pipeline in DataLoader workers)."""
+    if cfg.data_on_gpu:
+        return "gpu"
+    if getattr(cfg, "decode", "pil") == "gpu":
+        return "gpu-decode"
+    return "pil" if getattr(cfg, "dataset", "") == "imagenet" else "workers"
 
 
 def model_part(model: str, part: str, attr: str, fix: str):

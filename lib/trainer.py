@@ -61,6 +61,9 @@ class ModelSpec:
                                                     # example_batch sample (dry-run; default 1)
     device_source: Callable = None                  # (cfg, train Dataset) -> lib.gpu_data.Source,
                                                     # for data_on_gpu (image models that can)
+    device_batches: Callable = None                 # (cfg, train Dataset, device) -> batches the
+                                                    # model makes on the device itself (an object
+                                                    # with DeviceBatches' loader()), or None
 
     def __post_init__(self):
         self.task = self.task or Classification()
@@ -236,6 +239,8 @@ class Run:
             self.device_batches = gpu_data.DeviceBatches(spec.device_source(cfg, train_ds),
                                                          self.device,
                                                          channels_last=cfg.device == "cuda")
+        elif spec.device_batches is not None:       # resnet50's JPEG decoding on the device
+            self.device_batches = spec.device_batches(cfg, train_ds, self.device)
         self.model, self.optimizer, self.pruner = build_training(spec, cfg, self.total_steps,
                                                                  self.device)
         self.raw_model = self.model
@@ -362,12 +367,13 @@ class Run:
         for i, batch in enumerate(micro_batches):
             batch = [t.to(self.device, non_blocking=True) for t in batch]
             sync = i == len(micro_batches) - 1 or self.world == 1
-            ctx = contextlib.nullcontext() if sync else model.no_sync()
+            # a fresh context each time: no_sync() is a generator context, entered only once
+            ctx = (lambda: contextlib.nullcontext()) if sync else model.no_sync
             if self.cudagraphs:       # this micro-step's outputs replace the last one's
                 torch.compiler.cudagraph_mark_step_begin()
-            with ctx, amp_context(cfg):
+            with ctx(), amp_context(cfg):
                 loss = self.task.loss(model, batch) / len(micro_batches)
-            with ctx:
+            with ctx():
                 self.scaler.scale(loss).backward()
             total += loss.detach()
         return total

@@ -6,7 +6,9 @@ datasets of (image [3, H, W] float32, label):
 - cifar10 / cifar100: torchvision's CIFAR under <data_dir>, random crop 32 pad 4 +
              horizontal flip + normalisation (the standard CIFAR pipeline).
 - imagenet:  torchvision ImageFolder under <data_dir>/imagenet/{train,val}/<class>/*,
-             RandomResizedCrop + flip for training, Resize(size/0.875) + CenterCrop eval.
+             RandomResizedCrop + flip for training, Resize(size/0.875) + CenterCrop eval;
+             with decode="gpu" the training split is EncodedFolder (the files' bytes),
+             decoded and augmented on the device by lib/gpu_data.DecodedBatches.
 
 Random augmentation runs in __getitem__ and draws from torch's global RNG (torchvision's
 transforms do too): lib/data.SeededDataset seeds it per (seed, epoch, index), so augmented
@@ -94,8 +96,30 @@ def cifar(name: str, data_dir: str, download: bool, symbol: str):
     return train, test
 
 
-def imagefolder(data_dir: str, image_size: int, num_classes: int, symbol: str):
-    """ImageNet layout: <data_dir>/imagenet/train/<class>/*.JPEG and .../val/<class>/*."""
+class EncodedFolder(Dataset):
+    """An ImageFolder's files as they are on disk: item i is (file i's bytes as a uint8
+    tensor, its class), in ImageFolder's order; an index is taken mod the length (the
+    sampler's e * N + i). Nothing is decoded: DataLoader workers only read."""
+
+    def __init__(self, root: str):
+        from torchvision.datasets import folder
+        self.root = root
+        self.classes, self.class_to_idx = folder.find_classes(root)
+        self.samples = folder.make_dataset(root, self.class_to_idx, folder.IMG_EXTENSIONS)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        path, label = self.samples[int(i) % len(self.samples)]
+        with open(path, "rb") as f:
+            return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8), label
+
+
+def imagefolder(data_dir: str, image_size: int, num_classes: int, symbol: str,
+                decode: str = "pil"):
+    """ImageNet layout: <data_dir>/imagenet/train/<class>/*.JPEG and .../val/<class>/*.
+    decode "gpu": the training split as EncodedFolder (evaluation stays on PIL)."""
     from torchvision import datasets, transforms
     root = os.path.join(data_dir, "imagenet")
     for split in ("train", "val"):
@@ -107,7 +131,8 @@ def imagefolder(data_dir: str, image_size: int, num_classes: int, symbol: str):
                                    transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm])
     eval_tf = transforms.Compose([transforms.Resize(round(image_size / 0.875)),   # 224 -> 256
                                   transforms.CenterCrop(image_size), transforms.ToTensor(), norm])
-    train = datasets.ImageFolder(os.path.join(root, "train"), transform=train_tf)
+    train = (EncodedFolder(os.path.join(root, "train")) if decode == "gpu" else
+             datasets.ImageFolder(os.path.join(root, "train"), transform=train_tf))
     test = datasets.ImageFolder(os.path.join(root, "val"), transform=eval_tf)
     if len(train.classes) != num_classes or test.classes != train.classes:
         raise ConfigError(f"{root}: train has {len(train.classes)} classes and val "

@@ -16,6 +16,7 @@ class Config(RunConfig):
     width: int = setting(64, lo=1, hi=1024)
     image_size: int = setting(224, lo=32, hi=1024)
     num_classes: int = setting(0, lo=0, hi=100000)
+    decode: str = setting("pil", choices=("pil", "gpu"))
     batch_size: int = 256
     epochs: int = 90
     lr: float = 1e-3

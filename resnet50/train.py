@@ -3,6 +3,8 @@
   python resnet50/train.py --dataset digits --width 8 --epochs 1 --batch-size 16
   python resnet50/train.py --device cuda --precision bf16 --data-dir /data --optimizer sgd \
       --lr 0.1 --weight-decay 1e-4 --epochs 90 --batch-size 256 --num-workers 8   (ImageNet)
+  python resnet50/train.py --device cuda --precision bf16 --data-dir /data --decode gpu \
+      --num-workers 4      (JPEGs decoded and augmented on the GPU, docs/data.md)
   python resnet50/train.py --device cuda --precision bf16 --dataset cifar100 --batch-size 128
   torchrun --nproc_per_node=8 resnet50/train.py --device cuda --precision bf16 --num-workers 8
   python resnet50/train.py --config results/runs/<run>/config.json     (what `make` runs)
@@ -18,7 +20,7 @@ import torch
 from lib import vision
 from lib.trainer import ModelSpec, main
 from resnet50.config import Config
-from resnet50.data import build_datasets, example_batch, num_classes
+from resnet50.data import build_datasets, device_batches, example_batch, num_classes
 from resnet50.model import ResNet50
 
 
@@ -32,7 +34,8 @@ def build_model(cfg):
 
 SPEC = ModelSpec(name="resnet50", config_class=Config, build_model=build_model,
                  build_datasets=build_datasets, example_batch=example_batch,
-                 device_source=lambda cfg, ds: vision.device_source(cfg.dataset, ds))
+                 device_source=lambda cfg, ds: vision.device_source(cfg.dataset, ds),
+                 device_batches=device_batches)
 
 if __name__ == "__main__":
     sys.exit(main(SPEC))

@@ -13,11 +13,13 @@ import json
 import os
 import subprocess
 
-from lib.paths import REPO
+from lib.paths import BENCHMARKS as TABLE, REPO
 
-TABLE = os.path.join(REPO, "results", "benchmarks.csv")
 COLUMNS = ("date", "device", "torch", "triton", "commit", "report", "op", "case", "layout",
-           "shape", "dtype", "pass", "ms", "torch_ms", "ratio", "tflops", "torch_tflops")
+           "shape", "dtype", "pass", "ms", "torch_ms", "ratio", "tflops", "torch_tflops",
+           # training throughput rows (scripts/bench/vision.py)
+           "model", "batch", "workers", "data_path", "compile_mode", "trainer_img_s",
+           "bare_img_s")
 
 
 def commit_of(path: str | None = None) -> str:
@@ -34,10 +36,35 @@ def commit_of(path: str | None = None) -> str:
     return head + ("-dirty" if head and dirty else "")
 
 
+def widen(path: str) -> None:
+    """Give a table written before columns were added the current header (its rows keep
+    their values, the new columns empty); a column this module does not know is an error."""
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), [])
+        if tuple(header) == COLUMNS:
+            return
+        unknown = [c for c in header if c not in COLUMNS]
+        if unknown:
+            raise ValueError(f"{path} has columns {unknown} that scripts/bench/table.py's "
+                             f"COLUMNS lacks; add them there")
+        f.seek(0)
+        rows = list(csv.DictReader(f))
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, restval="")
+        w.writeheader()
+        w.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def append(rows: list, meta: dict, report: str, path: str = TABLE, commit: str | None = None):
     """Append rows (dicts of a benchmark's JSON report) with the run's meta to the table."""
     commit = commit_of() if commit is None else commit
     new = not os.path.exists(path)
+    if not new:
+        widen(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
@@ -60,8 +87,9 @@ def main(argv=None) -> int:
     for p in args.reports:
         with open(p) as f:
             doc = json.load(f)
-        append(doc["rows"], doc.get("meta", {}), os.path.basename(p), args.table,
-               commit=commit_of(os.path.relpath(os.path.abspath(p), REPO)))
+        meta = doc.get("meta", {})
+        append(doc["rows"], meta, os.path.basename(p), args.table,
+               commit=meta.get("commit") or commit_of(os.path.relpath(os.path.abspath(p), REPO)))
     print(f"appended {len(args.reports)} report(s) to {os.path.relpath(args.table, REPO)}")
     return 0
 

@@ -1,7 +1,15 @@
 """`make dry-run`: two CPU steps per planned run, a memory check and a wall-time estimate,
-one table (docs/matrix.md)."""
+one table (docs/matrix.md).
+
+The estimate of a run, best basis first: 'runs', the seconds per step of earlier finished
+runs of the same shape; 'bench', for a GPU preset, the trainer's images/s that
+scripts/bench/vision.py measured for the same model, batch, data path and compile mode on
+the preset's GPU (the newest such row of results/benchmarks.csv, its date and device
+stated); 'cpu', the second CPU dry-run step scaled.
+"""
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -9,7 +17,8 @@ import tempfile
 import time
 
 from lib import fsio, runrecord
-from lib.paths import REPO, RUNS
+from lib.paths import BENCHMARKS, REPO, RUNS
+from lib.runconfig import data_path
 from scripts.engine import executor as executors, plan as planner, progress
 
 
@@ -47,9 +56,15 @@ def cmd_dry_run(args, overrides: dict) -> int:
     if not ex.runs_here:     # this machine's GPUs do not matter: the scheduler's nodes have them
         for r in rows:
             r["warnings"] = [w for w in r.get("warnings") or [] if not w.startswith("gpu:")]
-    history = finished_step_times()
+    history, rates = finished_step_times(), bench_rates()
+    cfgs = {c.run_id(): c for c in p.runs}
     for r in rows:
         r["est_s"], r["basis"] = estimate(r, history)
+        cfg = cfgs.get(r["run_id"])
+        if r["basis"] != "runs" and cfg is not None and cfg.device == "cuda" and r.get("planned_steps"):
+            got = bench_estimate(cfg, p.hw, r["planned_steps"], rates)
+            if got:
+                r["est_s"], r["basis"], r["bench"] = got[0], "bench", got[1]
     w = max([len(r["run_id"]) for r in rows] + [3])
     say(f"{'run':<{w}}  {'params':>12}  {'est. peak':>10}  {'GPU mem':>8}  {'est. time':>9}  result")
     for r in rows:
@@ -69,6 +84,8 @@ def cmd_dry_run(args, overrides: dict) -> int:
         if "runs" in basis:
             why.append("'runs': seconds per step of earlier finished runs of the same model, "
                        "device and batch in results/runs")
+        for line in sorted({r["bench"] for r in rows if r.get("basis") == "bench"}):
+            why.append(f"'bench': {line}")
         if "cpu" in basis:
             why.append("'cpu': the second CPU dry-run step, scaled to the batch and the planned "
                        "steps" + ("; CPU-BASED ESTIMATE for a GPU preset (device=cuda): the "
@@ -114,6 +131,37 @@ def finished_step_times() -> dict:
             key = (c["model"], c.get("device"), c.get("gpus", 1), c.get("batch_size"))
             out.setdefault(key, []).append(float(s["wall_time_s"]) / int(s["steps"]))
     return out
+
+
+def bench_rates(path: str = BENCHMARKS) -> list:
+    """The training-throughput rows of the benchmark table (scripts/bench/vision.py's):
+    [{model, batch, data_path, compile_mode, device, date, trainer_img_s}], oldest first."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if r.get("op") == "train_vision"
+                and r.get("model") and r.get("trainer_img_s")]
+
+
+def bench_estimate(cfg, hw: str, steps: int, rates: list):
+    """(seconds, label) of `steps` optimizer steps at the trainer's images/s measured for
+    this run's model, batch, data path and compile mode on the preset's GPU (hw, e.g. h200,
+    within the row's device name), from the newest such row; None without one."""
+    want = (cfg.model, str(cfg.batch_size), data_path(cfg), cfg.compile_mode)
+    match = [r for r in rates if (r["model"], r["batch"], r["data_path"],
+                                  r.get("compile_mode") or "default") == want
+             and hw and hw != "cpu" and hw.lower() in r["device"].lower()]
+    if cfg.gpus != 1 or not match:
+        return None
+    row = max(enumerate(match), key=lambda t: (t[1]["date"], t[0]))[1]   # ties: the last
+    rate = float(row["trainer_img_s"])
+    epochs = f"{cfg.epochs} epochs, " if not cfg.max_steps else ""
+    return steps * cfg.batch_size / rate, (
+        f"{cfg.model} batch {cfg.batch_size} ({data_path(cfg)} data path, compile "
+        f"{cfg.compile_mode}): {epochs}{steps:,} steps at {rate:,.0f} img/s, the trainer's "
+        f"rate measured on {row['device']} on {row['date']} (results/benchmarks.csv, "
+        f"scripts/bench/vision.py, with SGD); training steps only, without evaluation and "
+        f"compile")
 
 
 def estimate(row: dict, history: dict) -> tuple:

@@ -37,18 +37,28 @@ dashboard: $(STAMP)
 clean-results:
 	$(Q)rm -rf results/runs results/matrices results/trackio results/.lock
 
-# Query and compare finished work (scripts/engine/query.py)
+# Query and compare finished work (scripts/engine/query.py). They plan nothing, so a
+# SEEDS= or SEED= there would be ignored: refused by name instead.
+no_seeds = $(if $(SEEDS)$(SEED),$(error SEEDS=/SEED= does nothing for `make $@`; drop it))
+
 runs: $(STAMP)
-	$(Q)$(PY) -m scripts.engine.query runs $(if $(MATRIX),--matrix "$(MATRIX)")
+	$(no_seeds)$(Q)$(PY) -m scripts.engine.query runs $(if $(MATRIX),--matrix "$(MATRIX)") \
+		$(if $(FILTER),--filter "$(FILTER)") $(if $(FORMAT),--format $(FORMAT))
 
 diffconfig: $(STAMP)
-	$(Q)$(PY) -m scripts.engine.query diffconfig --a "$(A)" --b "$(B)"
+	$(no_seeds)$(Q)$(PY) -m scripts.engine.query diffconfig --a "$(A)" --b "$(B)"
 
 compare: $(STAMP)
-	$(Q)$(PY) -m scripts.engine.query compare --a "$(A)" --b "$(B)"
+	$(no_seeds)$(Q)$(PY) -m scripts.engine.query compare --a "$(A)" --b "$(B)"
 
 .PHONY: all continue cancel dry-run status update-graphs archive dashboard clean-results
 .PHONY: runs diffconfig compare
+
+# docs/statistics.md's measured noise floor and power table, from a 3-seed matrix's folder
+power-table: $(STAMP)
+	$(no_seeds)$(Q)$(PY) -m scripts.engine.power_table "$(MATRIX)"
+
+.PHONY: power-table
 
 # Kernels (docs/kernels.md): warm the autotuning cache; benchmark against torch.
 BENCH_OUT ?= results/kernels/bench-$(shell date +%F)

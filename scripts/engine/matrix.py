@@ -286,6 +286,9 @@ def cmd_run(args) -> int:
     if not pending:
         say(f"all {len(fresh)} runs of matrix {p.name} are up to date "
             f"({os.path.relpath(mdir, REPO)}); FORCE=1 re-runs them")
+        if args.baseline:      # `make BASELINE=` on finished work: the summary against it
+            say("")
+            say(redraw(mdir, args.baseline)[1])
         return 0
     say(f"matrix {p.name}: {len(pending)} to run, {len(fresh)} up to date -> {os.path.relpath(mdir, REPO)}")
     failed = execute(pending, args.jobs or p.jobs, ex, mdir, detach)

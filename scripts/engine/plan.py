@@ -66,6 +66,17 @@ def rejected_assignments(kconf) -> list[str]:
     and values it silently replaced (out of range, unmet dependency)."""
     bad = [w.replace("\n", " ").replace("warning: ", "") for w in kconf.warnings]
     for sym in kconf.unique_defined_syms:
+        if sym.choice and sym.user_value == 2 and sym.tri_value != 2 and not sym.visibility:
+            # a choice member asked for but hidden: Kconfig takes the choice's default
+            deps = kconfiglib.expr_str(sym.direct_dep).replace(" && <choice>", "")
+            if not sym.choice.visibility:
+                deps += f" && {kconfiglib.expr_str(sym.choice.direct_dep)}"
+            chosen = sym.choice.selection
+            bad.append(f"CONFIG_{sym.name}=y was rejected: its dependencies are not met "
+                       f"({deps}); Kconfig used "
+                       f"{'CONFIG_' + chosen.name if chosen else 'none of its choice'}; "
+                       f"pick a preset where they hold or drop the line")
+            continue
         if sym.user_value is None or sym.choice or not any(n.prompt for n in sym.nodes):
             continue
         want = sym.user_value

@@ -180,6 +180,49 @@ def training_curves(plt, matrix_dir, rows):
     return path
 
 
+def _mean_curves(run_ids: list) -> tuple:
+    """(train steps, train loss, eval steps, eval loss), each the mean over the runs at the
+    steps they all logged (the seeds of one cell log the same steps)."""
+    train, evals = {}, {}
+    for rid in run_ids:
+        for m in fsio.read_jsonl(os.path.join(RUNS, rid, "metrics.jsonl")):
+            if "loss" in m and m.get("kind") in ("train", "eval"):
+                (train if m["kind"] == "train" else evals).setdefault(m["step"], []).append(m["loss"])
+    pick = lambda d: sorted(s for s, v in d.items() if len(v) == len(run_ids))  # noqa: E731
+    ts, es = pick(train), pick(evals)
+    return (ts, [float(np.mean(train[s])) for s in ts], es, [float(np.mean(evals[s])) for s in es])
+
+
+def overlay_curves(path: str, pairs: list, name_a: str, name_b: str) -> str:
+    """make compare's figure: a panel per (title, A's run ids, B's run ids), A and B's train
+    loss (smoothed, raw faint) and eval loss (markers) on one log axis."""
+    plt = _plt()
+    cols = min(3, len(pairs))
+    rows_n = -(-len(pairs) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(5.5 * cols, 4 * rows_n), squeeze=False)
+    for ax, (title, ids_a, ids_b) in zip(axes.flat, pairs):
+        for ids, name, colour in ((ids_a, name_a, "tab:blue"), (ids_b, name_b, "tab:orange")):
+            ts, tl, es, el = _mean_curves(ids)
+            if ts:
+                ax.plot(ts, tl, color=colour, lw=0.6, alpha=0.25)
+                ax.plot(ts, smooth(tl, max(1, len(tl) // 20)), color=colour, lw=1.4,
+                        label=f"{name} train (n={len(ids)})")
+            if es:
+                ax.plot(es, el, color=colour, marker="o", ls="--", ms=4, label=f"{name} eval")
+        ax.set(title=title, xlabel="step", ylabel="loss", yscale="log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(pairs):]:
+        ax.set_visible(False)
+    fig.suptitle(f"A {name_a} (blue) vs B {name_b} (orange): loss, mean over seeds", fontsize=9)
+    fig.tight_layout()
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    plt.close(fig)
+    return path
+
+
 def throughput_memory(plt, matrix_dir, rows, cells):
     done = [r for r in rows if r["status"] == "done"]
     gpu = any(r.get("device") == "cuda" for r in done)

@@ -193,7 +193,7 @@ def head_lines(cells: list[dict], baseline: str | None) -> list[str]:
     tested = [c for c in cells if c.get("test") not in (None, "none")]
     if baseline and tested:
         out.append(f"against BASELINE={baseline}: {tested[0]['test'].split(' (')[0]} "
-                   f"(docs/matrix.md); 'within noise': the 95% interval of the difference holds 0")
+                   f"(docs/statistics.md); 'within noise': the 95% interval of the difference holds 0")
     return out
 
 

@@ -10,7 +10,7 @@ unequal-variance t-test (scipy.stats.ttest_ind, equal_var=False) with the
 Welch-Satterthwaite degrees of freedom. A difference whose 95 percent interval holds 0 is
 "within noise". The noise floor is the pooled standard deviation of the dense cells
 (sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1))): differences well below it are not visible.
-docs/matrix.md explains how to read them.
+docs/statistics.md explains how to read them.
 """
 from __future__ import annotations
 

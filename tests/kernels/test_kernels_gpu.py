@@ -188,3 +188,30 @@ def test_attention_shorter_than_a_tile_on_the_gpu(case):
     results = verify.run_case(case, importlib.import_module("kernels.attention").triton_attention,
                               "cuda", seed=5)
     assert all(r.ok for r in results), verify.format_failures(results)
+
+
+@pytest.mark.parametrize("n, k, sparsity", [(3072, 768, 0.9), (768, 3072, 0.75), (1001, 389, 0.5)])
+def test_block_sparse_layer_step_on_the_gpu(n, k, sparsity):
+    """A synced 64x64-block-pruned kernels.Linear in bf16 at GPT-2's MLP shapes (and an odd
+    one), 4096 tokens: forward, dX and the block-sampled dW (the tuned plan) against float64,
+    with dW exactly zero on the pruned blocks."""
+    kernels.set_backend("triton")
+    g = torch.Generator().manual_seed(n)
+    w = ref.prune_blocks(torch.randn(n, k, generator=g) * k ** -0.5, 64, sparsity, generator=g)
+    layer = kernels.Linear(k, n).cuda()
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    layer.sparse_block_size = 64
+    kernels.sync_block_layouts(layer, sampled_dw=True)
+    assert layer.block_active
+    x = torch.randn(4096, k, generator=g).cuda().requires_grad_()
+    dy = torch.randn(4096, n, generator=g).cuda()
+    with torch.autocast("cuda", torch.bfloat16):
+        y = layer(x)
+    y.backward(dy.to(y.dtype))
+    wd, xd, dyd = layer.weight.double(), x.detach().double(), dy.double()
+    keep = w.cuda() != 0
+    assert ref.rel_err(y, xd @ wd.t() + layer.bias.double()) < 1e-2
+    assert ref.rel_err(x.grad, dyd @ wd) < 1e-2
+    assert ref.rel_err(layer.weight.grad, (dyd.t() @ xd) * keep) < 1e-2
+    assert (layer.weight.grad[~keep] == 0).all()

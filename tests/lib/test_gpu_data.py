@@ -1,5 +1,6 @@
 """Batched device-side augmentation (lib/gpu_data.py) equals the per-image pipeline for the
 same crop corners and flips, and is a pure function of (seed, epoch, step)."""
+import pytest
 import torch
 
 from lib import gpu_data
@@ -96,3 +97,172 @@ def test_device_source_of_the_cifar_pipeline_matches_torchvision():
             img = transforms.functional.hflip(img)
         torch.testing.assert_close(x[i], norm(img), rtol=0, atol=1e-5)
     assert y.tolist() == list(range(10))
+
+
+# --- ImageNet-layout folders decoded on the device (DecodedBatches) --------------------------
+
+def jpeg_folder(root, classes=3, per_class=5, seed=0):
+    """A tiny ImageFolder of JPEGs of assorted sizes (smooth colours plus noise)."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            h, w = int(rng.integers(20, 60)), int(rng.integers(20, 60))
+            base = np.kron(rng.integers(0, 256, (4, 4, 3)), np.ones((16, 16, 1)))[:h, :w]
+            img = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / f"class{c}" / f"im{i}.JPEG", quality=90)
+    return root
+
+
+def decoded(root, size=16):
+    from lib import vision
+    return gpu_data.DecodedBatches(vision.EncodedFolder(str(root)), size, IMAGENET_MEAN,
+                                   IMAGENET_STD, "cpu")
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def test_the_reader_gives_each_files_bytes_in_the_samplers_order(tmp_path):
+    from types import SimpleNamespace
+    from torchvision import datasets
+    from lib import data
+    root = jpeg_folder(tmp_path / "train")
+    dev = decoded(root)
+    assert dev.files.samples == datasets.ImageFolder(str(root)).samples
+    cfg = SimpleNamespace(batch_size=6, grad_accum=1, seed=4, num_workers=2)
+    got = list(dev.reader(cfg, epoch=1, start_step=0))
+    want = list(data.StepBatchSampler(15, 6, 4, 1))
+    assert len(got) == len(want) == 2
+    for (raw, labels), idx in zip(got, want):
+        paths = [dev.files.samples[i % 15] for i in idx]
+        assert [bytes(r.numpy()) for r in raw] == [open(p, "rb").read() for p, _ in paths]
+        assert labels.tolist() == [c for _, c in paths]
+
+
+def test_crop_boxes_follow_torchvisions_rule():
+    from torchvision import transforms
+    sizes = [(375, 500), (500, 333), (37, 41), (10, 1000), (1000, 10)]
+    draws = gpu_data.crop_draws(2000 * len(sizes), 1, 0, 0)
+    boxes = gpu_data.crop_boxes(draws, sizes * 2000)
+    hw = torch.tensor(sizes * 2000)
+    top, left, h, w = boxes.T
+    assert (top >= 0).all() and (left >= 0).all() and (h > 0).all() and (w > 0).all()
+    assert (top + h <= hw[:, 0]).all() and (left + w <= hw[:, 1]).all()
+    # images too thin for any attempt take torchvision's fallback, the same box exactly
+    for k, (H, W) in enumerate(sizes[3:], 3):
+        tv = transforms.RandomResizedCrop.get_params(torch.zeros(1, H, W), [0.08, 1.0], [3 / 4, 4 / 3])
+        assert boxes[k].tolist() == list(tv)
+    # the others: the area fraction and aspect ratio torchvision draws, to sampling noise
+    torch.manual_seed(0)
+    for k, (H, W) in enumerate(sizes[:2]):
+        ours = boxes[k::len(sizes)].double()
+        tv = torch.tensor([transforms.RandomResizedCrop.get_params(torch.zeros(1, H, W),
+                           [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(2000)]).double()
+        for b in (ours, tv):
+            area = b[:, 2] * b[:, 3] / (H * W)
+            assert area.min() >= 0.079 and area.max() <= 1.0
+        a_ours, a_tv = (b[:, 2] * b[:, 3] / (H * W) for b in (ours, tv))
+        assert abs(a_ours.mean() - a_tv.mean()) < 0.03
+        r_ours, r_tv = ((b[:, 3] / b[:, 2]).log() for b in (ours, tv))
+        assert abs(r_ours.mean() - r_tv.mean()) < 0.03
+        assert abs((ours[:, 0] / H).mean() - (tv[:, 0] / H).mean()) < 0.03
+
+
+def test_the_device_arithmetic_equals_torchvisions_transforms_for_the_same_boxes():
+    """Crop, flip and normalise of uint8 images against RandomResizedCrop's functional form,
+    hflip, ToTensor and Normalize, box by box: exact where no resampling happens (a box of the
+    output's size: the crop and flip are uint8 copies), within one uint8 level where the box
+    is resized (bilinear antialiased, float then rounded here; torchvision's uint8 kernel
+    rounds on its own), normalisation to float rounding (1e-5)."""
+    from torchvision import transforms
+    import torchvision.transforms.functional as TF
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+              for h, w in [(40, 52), (33, 29), (64, 48), (16, 20), (25, 70), (16, 16)]]
+    dev = gpu_data.DecodedBatches([], 16, IMAGENET_MEAN, IMAGENET_STD, "cpu")
+    norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    draws = gpu_data.crop_draws(len(images), 3, 1, 2)
+    draws["flip"] = torch.tensor([True, False, True, False, True, True])
+    boxes = gpu_data.crop_boxes(draws, [tuple(im.shape[-2:]) for im in images])
+    x = dev.augment(images, draws)
+    assert x.shape == (6, 3, 16, 16) and x.dtype == torch.float32
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    for k, (img, (t, l, h, w)) in enumerate(zip(images, boxes.tolist())):
+        ref = TF.resized_crop(img, t, l, h, w, [16, 16], antialias=True)
+        if draws["flip"][k]:
+            ref = TF.hflip(ref)
+        levels = (x[k] * std + mean) * 255
+        torch.testing.assert_close(levels, levels.round(), rtol=0, atol=1e-3)  # uint8 levels
+        assert (levels.round() - ref.float()).abs().max() <= 1, k
+        torch.testing.assert_close(norm(levels.round() / 255), x[k], rtol=0, atol=1e-5)
+    # boxes of the output's size: no resampling, so the crop and flip are exact
+    draws["area"][:] = 16 * 16 / torch.tensor([im[0].numel() for im in images]).double()[:, None]
+    draws["logr"][:] = 0.0
+    boxes = gpu_data.crop_boxes(draws, [tuple(im.shape[-2:]) for im in images])
+    assert (boxes[:, 2:] == 16).all()
+    x = dev.augment(images, draws)
+    for k, (img, (t, l, h, w)) in enumerate(zip(images, boxes.tolist())):
+        ref = img[:, t:t + 16, l:l + 16]
+        ref = ref.flip(-1) if draws["flip"][k] else ref
+        torch.testing.assert_close(x[k], norm(TF.to_tensor(ref.permute(1, 2, 0).numpy())),
+                                   rtol=0, atol=1e-5)
+
+
+def test_decoded_batches_are_a_pure_function_of_the_position_and_resume(tmp_path):
+    from types import SimpleNamespace
+    root = jpeg_folder(tmp_path / "train", classes=2, per_class=8)
+    dev = decoded(root)
+    one = SimpleNamespace(batch_size=4, grad_accum=1, seed=2, num_workers=0)
+    whole = list(dev.loader(one, epoch=3, start_step=0))
+    assert len(whole) == 4 and whole[0][0].shape == (4, 3, 16, 16)
+    again = list(dev.loader(one, epoch=3, start_step=0))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(whole, again))
+    # resumed at step 2 (a fresh reader, workers this time): the steps it would have seen
+    resumed = list(dev.loader(SimpleNamespace(**{**vars(one), "num_workers": 2}), 3, 2))
+    assert len(resumed) == 2
+    for (x, y), (wx, wy) in zip(resumed, whole[2:]):
+        assert torch.equal(x, wx) and torch.equal(y, wy)
+    # two ranks x two micro-steps reassemble one process's batch: the draws are global
+    split = SimpleNamespace(batch_size=4, grad_accum=2, seed=2, num_workers=0)
+    parts = [list(dev.loader(split, 3, 0, rank=r, world=2)) for r in (0, 1)]
+    step0 = torch.cat([parts[0][0][0], parts[0][1][0], parts[1][0][0], parts[1][1][0]])
+    assert torch.equal(step0, whole[0][0])
+    assert not torch.equal(list(dev.loader(one, 4, 0))[0][0], whole[0][0])   # next epoch
+
+
+def test_cpu_decode_of_the_bytes_is_pils(tmp_path):
+    """The decode step on the CPU (libjpeg-turbo through torchvision) gives PIL's pixels, so
+    the two paths differ only in the resize arithmetic; nvJPEG on the GPU may differ from
+    both by an IDCT rounding (checked on the GPU by scripts/bench/vision.py's run only)."""
+    import numpy as np
+    from PIL import Image
+    root = jpeg_folder(tmp_path / "train", classes=1, per_class=4)
+    dev = decoded(root)
+    raw = [dev.files[i][0] for i in range(4)]
+    for (path, _), img in zip(dev.files.samples, dev.decode(raw)):
+        pil = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+        assert torch.equal(img, pil)
+
+
+def test_decoding_ahead_in_a_thread_keeps_the_batches_and_stops_cleanly(tmp_path):
+    """The GPU's read-ahead thread (here on the CPU): the same batches in the same order, an
+    error inside it reaches the training loop, and leaving mid-epoch ends the thread."""
+    import threading
+    from types import SimpleNamespace
+    root = jpeg_folder(tmp_path / "train", classes=2, per_class=8)
+    plain, ahead = decoded(root), decoded(root)
+    ahead.ahead = True
+    cfg = SimpleNamespace(batch_size=2, grad_accum=1, seed=5, num_workers=0)
+    want, got = list(plain.loader(cfg, 0, 1)), list(ahead.loader(cfg, 0, 1))
+    assert len(got) == len(want) == 7
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, want))
+    it = ahead.loader(cfg, 0, 0)
+    next(it)
+    it.close()                                   # the trainer stops at max_steps mid-epoch
+    assert not [t for t in threading.enumerate() if t.name == "gpu-decode"]
+    ahead.decode = lambda raw: (_ for _ in ()).throw(RuntimeError("nvjpeg says no"))
+    with pytest.raises(RuntimeError, match="nvjpeg says no"):
+        list(ahead.loader(cfg, 0, 0))

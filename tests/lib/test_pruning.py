@@ -140,7 +140,8 @@ def test_block_pruning_on_a_cnn(digits, scope, method, opt_name):
 # -----------------------------------------------------------------------------
 # the schedule
 
-@pytest.mark.parametrize("ramp,mid", [("cubic", 0.8 * (1 - 0.5 ** 3)), ("linear", 0.4)])
+@pytest.mark.parametrize("ramp,mid", [("cubic", 0.8 * (1 - 0.5 ** 3)), ("linear", 0.4),
+                                      ("cubic-in", 0.8 * 0.5 ** 3)])
 def test_schedule_exact_at_warmup_mid_and_end(ramp, mid):
     cfg = config(pruning_ramp=ramp, target_sparsity=0.8, pruning_frequency=10,
                  pruning_warmup=0.1, pruning_ramp_end=0.7)

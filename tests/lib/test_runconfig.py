@@ -81,3 +81,17 @@ def test_a_later_setting_enters_the_hash_only_when_set():
     assert "data_on_gpu" in LATER and "data_on_gpu" not in base.semantic_dict()
     on = RunConfig(model="lenet5", data_on_gpu=True)
     assert on.semantic_dict()["data_on_gpu"] is True and on.run_id() != base.run_id()
+
+
+def test_a_later_model_field_enters_only_the_hash_of_its_model_when_set():
+    """batch_norm is lenet5's own LATER field: off, it is not hashed (the archived default
+    matrix keeps its ids: tests/scripts/test_plan.py); on, the id changes; a model without
+    the field hashes as before."""
+    from lenet5.config import Config as LeNet5Config
+    from lib.runconfig import LATER
+    off = LeNet5Config()
+    assert "batch_norm" in LATER and "batch_norm" not in off.semantic_dict()
+    on = LeNet5Config(batch_norm=True)
+    assert on.semantic_dict()["batch_norm"] is True and on.run_id() != off.run_id()
+    gpt2 = RunConfig(model="gpt2")
+    assert "batch_norm" not in gpt2.semantic_dict() and len(gpt2.config_hash()) == 8

@@ -173,3 +173,30 @@ def test_block_pruned_gpt2_trains_on_the_block_sparse_kernels(sparse_runs):
     assert "block_sparse" not in r and abs(s["sparsity"] - 0.75) < 0.01
     assert abs(s["eval_loss"] - r["eval_loss"]) < 2e-3 * r["eval_loss"], (s, r)
     assert_identical(a, b)
+
+
+def test_block_pruned_gpt2_under_ddp_matches_one_process(tmp_path, data_dir):
+    """The block-sparse layers under DDP (two gloo ranks, the same global batch): every rank
+    sets the same final masks and syncs the same layouts, so the run trains as one process
+    does (dropout off: a rank's dropout stream is its own). GPT-2 accumulates 4 micro-steps:
+    before this test, DDP with grad_accum > 1 died re-entering DDP's no_sync() context."""
+    import subprocess
+    from conftest import PY, REPO
+    args = [*ARGS, "--data-dir", str(data_dir), *SPARSE, "--dropout", "0.0",
+            "--max-steps", "16", "--checkpoint-interval", "100", "--eval-interval", "100"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    script = os.path.join(REPO, "gpt2", "train.py")
+    cmds = {"one": [PY, script], "two": [PY, "-m", "torch.distributed.run", "--standalone",
+                                         "--nproc_per_node=2", script]}
+    procs = {n: subprocess.Popen([*c, "--out-dir", str(tmp_path / n), *args], env=env, cwd=REPO,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for n, c in cmds.items()}
+    for p in procs.values():
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-3000:]
+    one, two = summary(tmp_path / "one"), summary(tmp_path / "two")
+    assert two["block_sparse"]["layers"] == one["block_sparse"]["layers"] != {}
+    a, b = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
+    assert len(a) == len(b) == 8
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4 * max(a), (a, b)
+    assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-4)

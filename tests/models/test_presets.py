@@ -16,7 +16,8 @@ CPU_SMOKE = ("resnet18", "resnet50", "gpt2")
 GPU = ("w7900", "a10g", "a100", "h100")
 PRESETS = [*CPU_SMOKE, *(f"{m}-{hw}" for m in ("resnet18", "resnet50", "gpt2", "lenet5") for hw in GPU),
            "resnet18-state-pruning-compare", "resnet18-movement-pruning-compare",
-           "resnet18-comprehensive-pruning-compare", "resnet18-adam-all-pruning-methods"]
+           "resnet18-comprehensive-pruning-compare", "resnet18-adam-all-pruning-methods",
+           "resnet18-h200"]
 
 
 def plan_of(tmp_path, name, extra=""):
@@ -34,7 +35,7 @@ def test_preset_plans_for_its_hardware(tmp_path, name):
     assert first.startswith("# ") and ("CPU" in first or "one " in first), first
     p = plan_of(tmp_path, name)
     assert p.name == name and p.runs
-    hw = name.split("-")[1] if name.split("-")[-1] in GPU else ("w7900" if "compare" in name
+    hw = name.split("-")[1] if name.split("-")[-1] in (*GPU, "h200") else ("w7900" if "compare" in name
                                                                  or "methods" in name else "cpu")
     assert p.hw == hw
     for cfg in p.runs:
@@ -43,7 +44,7 @@ def test_preset_plans_for_its_hardware(tmp_path, name):
             assert (cfg.device, cfg.precision, cfg.compile) == ("cpu", "fp32", False)
         else:
             assert (cfg.device, cfg.precision, cfg.compile) == ("cuda", "bf16", True)
-            assert cfg.gpu_memory_gb == {"w7900": 48, "a10g": 24}.get(hw, 80)
+            assert cfg.gpu_memory_gb == {"w7900": 48, "a10g": 24, "h200": 140}.get(hw, 80)
 
 
 def test_cpu_smoke_presets_dry_run(tmp_path):

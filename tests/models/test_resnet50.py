@@ -82,3 +82,52 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     killed_and_resumed("resnet50", a, b, ARGS, first_ckpt=5)
     assert_identical(a, b)
+
+
+def jpeg_imagenet(root, per_class=12):
+    """<root>/imagenet/{train,val}/<2 classes>/*.JPEG of assorted sizes."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("val", 4)):
+        for c in ("n01", "n02"):
+            d = root / "imagenet" / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                h, w = int(rng.integers(36, 80)), int(rng.integers(36, 80))
+                img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                Image.fromarray(img).save(d / f"{i}.JPEG", quality=90)
+    return str(root)
+
+
+DECODE_ARGS = ["--dataset", "imagenet", "--num-classes", "2", "--image-size", "32", "--width", "4",
+               "--batch-size", "4", "--max-steps", "8", "--checkpoint-interval", "3",
+               "--log-interval", "1", "--eval-batches", "1", "--optimizer", "sgd", "--lr", "0.05"]
+
+
+def test_gpu_decode_choice_is_checked_and_recorded(tmp_path):
+    with pytest.raises(ConfigError, match="CONFIG_RESNET50_DECODE_PIL.*CONFIG_RESNET50_DATASET_IMAGENET"):
+        build_datasets(Config(dataset="digits", decode="gpu"))
+    with pytest.raises(ConfigError, match="decode"):
+        Config(decode="nvjpeg").validate()
+    # at its default the field stays out of the run id (ids published before it stay)
+    assert "decode" not in Config().semantic_dict()
+    assert Config(decode="gpu").run_id() != Config().run_id()
+    from lib.vision import EncodedFolder
+    train, val = build_datasets(Config(data_dir=jpeg_imagenet(tmp_path), num_classes=2,
+                                       decode="gpu", image_size=32))
+    assert isinstance(train, EncodedFolder) and train.classes == val.classes
+    assert val[0][0].shape == (3, 32, 32)          # evaluation stays on PIL
+
+
+def test_gpu_decode_through_the_trainer_resumes_bit_identically(tmp_path):
+    """The device decode path on the CPU (decode_jpeg there): a run SIGKILLed after its first
+    checkpoint and resumed sees the same batches as an uninterrupted one (its losses and
+    weights are identical), and the run config records the choice."""
+    import json
+    args = DECODE_ARGS + ["--data-dir", jpeg_imagenet(tmp_path / "data"), "--decode", "gpu",
+                          "--num-workers", "1"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    killed_and_resumed("resnet50", a, b, args, first_ckpt=3)
+    assert_identical(a, b)
+    assert json.loads((a / "config.json").read_text())["decode"] == "gpu"

@@ -71,6 +71,48 @@ def test_the_default_matrix_gets_a_wall_time_per_run_and_in_all(tmp_path, result
     assert "'runs': seconds per step of earlier finished runs" in p.stdout
 
 
+def test_the_h200_resnet18_preset_is_estimated_from_its_measured_gpu_rate(tmp_path, results):
+    """200 CIFAR-10 epochs at the trainer's img/s that scripts/bench/vision.py measured on an
+    H200 for the same model, batch, data path and compile mode: the newest such row of
+    results/benchmarks.csv, named by its date and device; without one, the CPU estimate."""
+    import csv
+    cfg = write_config(tmp_path / ".config", open(f"{REPO}/defconfigs/resnet18-h200").read())
+    with open(f"{REPO}/results/benchmarks.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["op"] == "train_vision" and
+                (r["model"], r["batch"], r["data_path"], r["compile_mode"]) ==
+                ("resnet18", "128", "gpu", "reduce-overhead") and "H200" in r["device"]]
+    assert rows, "no measured H200 row for the preset in results/benchmarks.csv"
+    newest = max(enumerate(rows), key=lambda ir: (ir[1]["date"], ir[0]))[1]  # ties: the later
+    steps = 200 * (50000 // 128)
+    want = progress.fmt_time(steps * 128 / float(newest["trainer_img_s"]))
+    p = run_cmd([PY, MATRIX, "dry-run", "--config", cfg])
+    assert p.returncode == 0, p.stdout + p.stderr
+    table = [ln for ln in p.stdout.splitlines() if ln.startswith("resnet18_")]
+    assert len(table) == 2 and all(f"{want} bench  WARN" in ln for ln in table), p.stdout
+    rate = float(newest["trainer_img_s"])
+    assert (f"'bench': resnet18 batch 128 (gpu data path, compile reduce-overhead): 200 epochs, "
+            f"{steps:,} steps at {rate:,.0f} img/s, the trainer's rate measured on "
+            f"{newest['device']} on {newest['date']}") in p.stdout, p.stdout
+
+    # only a row of the same shape on the preset's GPU counts, and the newest of them
+    from scripts.bench import table as bench_table
+    fake = tmp_path / "bench.csv"
+    base = {"op": "train_vision", "model": "resnet18", "batch": 128, "data_path": "gpu",
+            "compile_mode": "reduce-overhead", "trainer_img_s": 1000.0}
+    bench_table.append([dict(base, trainer_img_s=9e9)], {"device": "NVIDIA H100", "date": "2027-01-01"},
+                       "r", str(fake), commit="c")
+    bench_table.append([dict(base, batch=512, trainer_img_s=9e9)],
+                       {"device": "NVIDIA H200", "date": "2027-01-01"}, "r", str(fake), commit="c")
+    p = run_cmd([PY, MATRIX, "dry-run", "--config", cfg], env_extra={"KNLP_BENCHMARKS": str(fake)})
+    assert "bench" not in p.stdout and "CPU-BASED ESTIMATE" in p.stdout, p.stdout
+    for date, rate in (("2026-01-01", 100.0), ("2026-06-01", 1000.0)):
+        bench_table.append([dict(base, trainer_img_s=rate)], {"device": "NVIDIA H200", "date": date},
+                           "r", str(fake), commit="c")
+    p = run_cmd([PY, MATRIX, "dry-run", "--config", cfg], env_extra={"KNLP_BENCHMARKS": str(fake)})
+    assert f"{progress.fmt_time(steps * 128 / 1000.0)} bench" in p.stdout, p.stdout
+    assert "on NVIDIA H200 on 2026-06-01" in p.stdout
+
+
 def test_the_dry_run_under_slurm_shows_the_arrays_it_would_submit(tmp_path, results):
     """Through the executor seam: the SLURM executor's preview lists each job array with
     its sbatch command and #SBATCH lines, submits nothing, and this login-like machine's

@@ -119,3 +119,39 @@ def test_triton_backend_defaults_to_cuda_graphs(kconf):
     assert kconf.syms["COMPILE_MODE"].str_value == "reduce-overhead"
     kconf.syms["COMPILE_MODE_DEFAULT"].set_value(2)
     assert kconf.syms["COMPILE_MODE"].str_value == "default"
+
+
+def test_gpu_jpeg_decode_is_refused_on_the_cpu_preset_by_name(tmp_path):
+    """CONFIG_RESNET50_DECODE_GPU depends on a GPU preset: asked for on the CPU preset it is
+    an error naming it, its unmet dependency and the fix, in `make menuconfig`'s place a
+    comment says why; on a GPU preset it reaches the run config, whose id then differs."""
+    path = _config_from(tmp_path, "resnet50")
+    before = path.read_text()
+    for change in (["RESNET50_DECODE_GPU=y"], ["RESNET50_DATASET_IMAGENET=y", "RESNET50_DECODE_GPU=y"]):
+        with pytest.raises(planner.ConfigError) as e:
+            kc.set_values(str(path), change)
+        for words in ("CONFIG_RESNET50_DECODE_GPU=y was rejected", "!HW_CPU",
+                      "pick a preset where they hold or drop the line"):
+            assert words in str(e.value)
+        assert path.read_text() == before
+    path.write_text(before + "CONFIG_RESNET50_DECODE_GPU=y\n")   # by hand in the file
+    with pytest.raises(planner.ConfigError, match="CONFIG_RESNET50_DECODE_GPU=y was rejected"):
+        planner.plan(str(path))
+    k = kc.load("resnet50")
+    k.syms["RESNET50_DATASET_IMAGENET"].set_value(2)
+    comments = [n.prompt[0] for n in k.node_iter() if n.item == kconfiglib.COMMENT
+                and n.prompt and kconfiglib.expr_value(n.dep)]
+    assert "GPU JPEG decoding needs a GPU preset (HW_CPU is chosen)" in comments
+    gpu = _config_from(tmp_path, "resnet50-h100")
+    pil_ids = sorted(c.run_id() for c in planner.plan(str(gpu)).runs)
+    kc.set_values(str(gpu), ["RESNET50_DECODE_GPU=y"])
+    runs = planner.plan(str(gpu)).runs
+    assert {c.decode for c in runs} == {"gpu"} and all(c.to_dict()["decode"] == "gpu" for c in runs)
+    # from the defconfig (not a .config holding every value) the workers default to 4: they
+    # only read files
+    from conftest import write_config
+    text = open(os.path.join(REPO, "defconfigs", "resnet50-h100")).read()
+    plain = planner.plan(write_config(tmp_path / "a.config", text)).runs
+    runs = planner.plan(write_config(tmp_path / "b.config", text + "CONFIG_RESNET50_DECODE_GPU=y\n")).runs
+    assert {c.num_workers for c in plain} == {12} and {c.num_workers for c in runs} == {4}
+    assert not set(pil_ids) & {c.run_id() for c in runs}

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 from conftest import PY, REPO, run_cmd, write_config
@@ -188,5 +189,36 @@ def test_seeds_give_cells_with_intervals_and_a_tested_baseline(tmp_path, monkeyp
     assert mag["test"] == "paired t (3 seeds)" and mag["verdict"] in ("within noise", "differs")
     assert 0.0 <= float(mag["p_value"]) <= 1.0 and float(mag["diff_low"]) <= float(mag["diff_high"])
     assert cells["none"]["diff"] == ""            # the baseline's own cell
+    # every number against a direct computation (numpy, scipy) from the runs' summary.json
+    from scipy import stats as st
+    acc = {m: {int(r.split("_seed")[1].split("-")[0]): json.load(open(
+        tmp_path / "results" / "runs" / r / "summary.json"))["eval_accuracy"]
+        for r in c["run_ids"].split()} for m, c in cells.items()}
+    for m, c in cells.items():
+        x = np.array([acc[m][s] for s in (1, 2, 3)])
+        lo, hi = st.t.interval(0.95, 2, loc=x.mean(), scale=st.sem(x))
+        for key, want in (("mean", x.mean()), ("std", x.std(ddof=1)), ("ci95_low", lo),
+                          ("ci95_high", hi)):
+            assert float(c[key]) == pytest.approx(want, abs=1e-9), (m, key)
+    d = np.array([acc["magnitude"][s] - acc["none"][s] for s in (1, 2, 3)])
+    if d.std() > 0:
+        lo, hi = st.t.interval(0.95, 2, loc=d.mean(), scale=st.sem(d))
+        want_p = st.ttest_rel([acc["magnitude"][s] for s in (1, 2, 3)],
+                              [acc["none"][s] for s in (1, 2, 3)]).pvalue
+        assert float(mag["diff_low"]) == pytest.approx(lo) and float(mag["diff_high"]) == pytest.approx(hi)
+        assert float(mag["p_value"]) == pytest.approx(want_p)
+        assert mag["verdict"] == ("within noise" if lo <= 0 <= hi else "differs")
+    else:                                          # no spread: the interval is the point
+        assert float(mag["diff_low"]) == float(mag["diff_high"]) == pytest.approx(d.mean())
+    assert float(mag["diff"]) == pytest.approx(d.mean())
+    floor = np.sqrt(np.var(list(acc["none"].values()), ddof=1))      # one dense cell
+    assert f"noise floor (pooled std of the dense cells) {floor:.3g}" in p.stdout
     first = p.stdout[p.stdout.index("3 seeds per cell"):].splitlines()[0]
     assert "noise floor" in first
+    # BASELINE= on the finished matrix runs nothing and rewrites the cells against it
+    p = matrix("run", cfg, "--seeds", "1 2 3", "--baseline", mag["run_ids"].split()[0])
+    assert p.returncode == 0 and "are up to date" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+    again = {c["pruning_method"]: c for c in csv.DictReader(open(mdir / "cells.csv"))}
+    assert again["magnitude"]["diff"] == "" and again["none"]["test"] == "paired t (3 seeds)"
+    assert float(again["none"]["diff"]) == pytest.approx(-float(mag["diff"]))
+    assert "within noise" in p.stdout or "differs" in p.stdout

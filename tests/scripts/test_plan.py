@@ -106,3 +106,42 @@ def test_seeds_are_a_matrix_dimension(tmp_path):
 def test_bad_seed_lists_name_the_symbol(tmp_path, text, words):
     with pytest.raises(ConfigError, match=words):
         plan_of(tmp_path, f"CONFIG_MATRIX_SEEDS={text}\n")
+
+
+def test_every_defconfig_keeps_its_run_ids(tmp_path):
+    """A setting added later (runconfig.LATER) leaves every preset's run ids as they were:
+    tests/scripts/defconfig_run_ids.json holds them. A change that means to give a preset
+    new runs updates that file in the same commit, saying why."""
+    import json
+    with open(f"{planner.REPO}/tests/scripts/defconfig_run_ids.json") as f:
+        pinned = json.load(f)
+    now = {n: sorted(c.run_id() for c in plan_of(tmp_path, open(
+        f"{planner.REPO}/defconfigs/{n}").read()).runs) for n in kc.names()}
+    changed = sorted(n for n in pinned if now.get(n) != pinned[n])
+    assert not changed, f"run ids changed for {changed}"
+    assert sorted(now) == sorted(pinned), "a defconfig was added or removed: pin its run ids"
+
+
+# What defconfigs/lenet5-knlp changes, the original knlp's LeNet-5 recipe
+# (docs/results-lenet5.md lists each against its source line in mcgrof/knlp)
+KNLP_RECIPE = {"batch_size": 64, "lr": 1e-3, "lr_schedule": "constant", "batch_norm": True,
+               "pruning_ramp": "cubic-in", "pruning_warmup": 0.4545, "pruning_ramp_end": 0.8,
+               "pruning_frequency": 50, "prune_head": True}
+
+
+def test_lenet5_knlp_differs_from_the_default_only_in_the_listed_recipe(tmp_path):
+    knlp = plan_of(tmp_path, open(f"{planner.REPO}/defconfigs/lenet5-knlp").read())
+    default = plan_of(tmp_path, open(f"{planner.REPO}/defconfigs/default").read())
+    ours = {(c.optimizer, c.pruning_method, c.target_sparsity): c for c in default.runs}
+    assert [(c.optimizer, c.pruning_method, c.target_sparsity) for c in knlp.runs] == [
+        ("adamw", "none", 0.0), ("adamw", "magnitude", 0.7)]
+    for run in knlp.runs:
+        base = ours[(run.optimizer, run.pruning_method, run.target_sparsity)]
+        diff = {f: getattr(run, f) for f in run.field_types()
+                if getattr(run, f) != getattr(base, f) and f != "trackio_project"}
+        assert diff == KNLP_RECIPE, run.run_id()
+        assert run.run_id() != base.run_id()
+    # each setting is in the docs' difference table
+    doc = open(f"{planner.REPO}/docs/results-lenet5.md").read()
+    missing = [f for f in KNLP_RECIPE if f"`{f}`" not in doc]
+    assert not missing, f"docs/results-lenet5.md does not list {missing}"

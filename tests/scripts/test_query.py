@@ -2,6 +2,7 @@
 difference, the cell comparison against a direct computation, and one-line refusals that
 list close matches."""
 import csv
+import json
 import os
 
 import pytest
@@ -38,6 +39,35 @@ def test_runs_lists_every_run_and_one_matrix(two):
     assert one.stdout.count("lenet5_adamw_") == 4 and "accuracy" in one.stdout
 
 
+def test_runs_filter_by_field_and_write_csv(two):
+    tmp, env = two
+    p = q(env, "runs", "--filter", "pruning=magnitude sparsity=0.5 seed=2", "--format", "csv")
+    assert p.returncode == 0, p.stderr
+    rows = list(csv.DictReader(p.stdout.splitlines()))
+    assert len(rows) == 2, p.stdout          # one magnitude seed-2 run in each matrix
+    for r in rows:
+        assert (r["pruning"], r["sparsity"], r["seed"], r["status"]) == ("magnitude", "0.5", "2", "done")
+        summ = json.load(open(tmp / "results" / "runs" / r["id"] / "summary.json"))
+        assert float(r["value"]) == pytest.approx(summ["eval_accuracy"])
+        assert float(r["achieved"]) == pytest.approx(summ["sparsity"]) and r["date"]
+    table = q(env, "runs", "--filter", "optimizer=sgd")
+    assert table.returncode == 0 and "no run matches" in table.stdout
+    bad = q(env, "runs", "--filter", "prunning=state")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "did you mean pruning?" in bad.stderr
+    make = run_cmd(["make", "--no-print-directory", "-n", "runs", "FILTER=seed=2", "FORMAT=csv"])
+    assert 'query runs' in make.stdout and '--filter "seed=2" --format csv' in make.stdout
+
+
+def test_diffconfig_of_two_matrices_is_linux_style(two):
+    tmp, env = two
+    p = q(env, "diffconfig", "--a", "qa", "--b", "qb")
+    assert p.returncode == 0, p.stderr
+    head, body = p.stdout.splitlines()[:2], p.stdout.splitlines()[2:]
+    assert head[0].startswith("A qa-") and head[1].startswith("B qb-")
+    assert body == [' LENET5_LR "2e-3" -> "3e-3"', ' MATRIX_NAME "qa" -> "qb"'], p.stdout
+
+
 def test_diffconfig_names_the_fields_that_differ(two):
     tmp, env = two
     runs = sorted(os.listdir(tmp / "results" / "runs"))
@@ -64,6 +94,14 @@ def test_compare_two_matrices_cell_by_cell(two):
                          {int(k): v for k, v in vals["qa"].items()})
     line = next(ln for ln in p.stdout.splitlines() if ln.startswith("lenet5 adamw none"))
     assert f"{want['diff']:+.2f}" in line and "paired t (2 seeds)" in line
+    a = stats.describe(list(vals["qa"].values()))
+    assert f"{a['mean']:.2f} [{a['ci95_low']:.2f}, {a['ci95_high']:.2f}] n=2" in line
+    assert "0.0000/0.0000" in line                  # dense on both sides: no sparsity
+    mag = next(ln for ln in p.stdout.splitlines() if ln.startswith("lenet5 adamw magnitude"))
+    assert "0.5000/0.5000" in mag
+    curves = p.stdout.split("curves: ", 1)[1].strip()
+    assert os.path.getsize(os.path.join(REPO, curves)) > 10_000 and curves.endswith(".png")
+    assert os.path.basename(curves).startswith("qa-") and "_vs_qb-" in curves
 
 
 def test_unknown_names_are_one_line_with_close_matches(two):
@@ -75,3 +113,10 @@ def test_unknown_names_are_one_line_with_close_matches(two):
     assert p.returncode == 2 and "matrix 'qz' matches nothing; close: q" in p.stderr
     make = run_cmd(["make", "--no-print-directory", "-n", "compare", "A=qa", "B=qb"])
     assert "scripts.engine.query compare --a \"qa\" --b \"qb\"" in make.stdout
+
+
+@pytest.mark.parametrize("target", ["runs", "diffconfig", "compare", "power-table"])
+def test_seeds_are_refused_where_they_would_be_ignored(target):
+    p = run_cmd(["make", "--no-print-directory", "-n", target, "A=x", "B=y", "MATRIX=z", "SEEDS=1 2"])
+    assert p.returncode != 0
+    assert f"SEEDS=/SEED= does nothing for `make {target}`; drop it" in p.stderr

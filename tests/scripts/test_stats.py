@@ -80,3 +80,68 @@ def test_the_power_table_in_the_docs_is_computed():
     for ratio, n80, n90 in rows:
         assert int(n80) == stats.seeds_needed(float(ratio), 1.0)
         assert int(n90) == stats.seeds_needed(float(ratio), 1.0, power=0.9)
+
+
+# docs/results-lenet5.md's knlp study: (the first column of a table row, matrix A, matrix B)
+KNLP_ROWS = [
+    ("AdamW dense", "default", "lenet5-knlp"),
+    ("AdamW magnitude 70%", "default", "lenet5-knlp"),
+    ("knlp without BatchNorm", "lenet5-knlp", "knlp-no-bn"),
+    ("knlp with lr 2e-3", "lenet5-knlp", "knlp-lr2e-3"),
+    ("knlp with the cosine schedule", "lenet5-knlp", "knlp-cosine"),
+    ("knlp at batch 32", "lenet5-knlp", "knlp-batch32"),
+    ("knlp with our pruning schedule", "lenet5-knlp", "knlp-our-ramp"),
+    ("knlp with the output layer left dense", "lenet5-knlp", "knlp-no-head"),
+    ("this project + BatchNorm, against the knlp recipe", "ours-bn", "lenet5-knlp"),
+    ("this project + BatchNorm, against this project", "default", "ours-bn"),
+    ("this project -> knlp recipe", "ours-30ep", "knlp-30ep"),
+    ("this project -> this project + BatchNorm", "ours-30ep", "ours-bn-30ep"),
+    ("this project + BatchNorm -> knlp recipe", "ours-bn-30ep", "knlp-30ep"),
+]
+
+
+def test_the_knlp_study_in_the_docs_is_computed_from_its_runs():
+    """Every difference, interval and p-value of docs/results-lenet5.md's knlp study,
+    recomputed with scipy (paired t over seeds) from the archived per-run table."""
+    import csv
+    import os
+    import numpy as np
+    from scipy import stats as st
+    from conftest import REPO
+    acc = {}
+    with open(os.path.join(REPO, "results", "archive", "2026-12-04-lenet5-knlp-study.csv")) as f:
+        for r in csv.DictReader(f):
+            key = (r["matrix"].rsplit("-", 1)[0], r["pruning"])
+            acc.setdefault(key, {})[int(r["seed"])] = float(r["accuracy"])
+    doc = open(os.path.join(REPO, "docs", "results-lenet5.md")).read()
+    table = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]]
+             for ln in doc.splitlines() if ln.startswith("| ")}
+    checked = 0
+    for label, a, b in KNLP_ROWS:
+        row = next(v for k, v in table.items() if k.startswith(label))
+        methods = {"AdamW dense": ["none"], "AdamW magnitude 70%": ["magnitude"]}.get(
+            label, ["none", "magnitude"])
+        # the first table: A [95%] | B [95%] | B - A [95%] | p; the others a cell per method
+        texts = [", ".join(row[-2:])] if len(methods) == 1 else row
+        for method, text in zip(methods, texts):
+            if text == "(no change)":
+                assert (a, method) in acc and (b, method) not in acc, label
+                continue
+            seeds = sorted(acc[(a, method)])
+            x, y = (np.array([acc[(m, method)][s] for s in seeds]) for m in (a, b))
+            d = y - x
+            assert seeds == [1, 2, 3] and f"{d.mean():+.2f}" in text, (label, method, text)
+            if d.std() == 0:
+                assert "the same accuracy for each seed" in text, (label, method)
+            else:
+                lo, hi = st.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=st.sem(d))
+                p = st.ttest_rel(y, x).pvalue
+                assert f"[{lo:+.2f}, {hi:+.2f}], {p:.2g}" in text, (label, method, text)
+            if "->" in label:                     # the 30-epoch table gives A and B too
+                assert text.startswith(f"{x.mean():.2f}, {y.mean():.2f}, "), (label, text)
+            if len(methods) == 1:                 # and the first, each side's interval
+                for side, v in zip(row[:2], (x, y)):
+                    lo, hi = st.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=st.sem(v))
+                    assert side == f"{v.mean():.2f} [{lo:.2f}, {hi:.2f}]", (label, side)
+            checked += 1
+    assert checked == 22

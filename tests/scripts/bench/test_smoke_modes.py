@@ -118,3 +118,56 @@ def test_bench_kernels_times_the_shapes_it_is_given(tmp_path):
     bad = subprocess.run([sys.executable, "scripts/bench/kernel_ops.py", "--device", "cpu",
                           "--shapes", "256x2048"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "'256x2048' is not MxKxN" in bad.stderr
+
+
+def test_bench_pruned_smoke(tmp_path):
+    """scripts/bench/pruned.py on the CPU: a dense and a 16x16 block-pruned tiny GPT-2 through
+    the trainer and `make infer`'s loader. The pruned run reaches its sparsity, takes the
+    block-sparse path after its final mask, and the report's ratios are the runs' own rates
+    divided by the dense run's."""
+    out = tmp_path / "p"
+    run(["-m", "scripts.bench.pruned", "--smoke", "--parts", "train", "infer", "--sparsity",
+         "0.75", "--steps", "20", "--seconds", "0.05", "--out", str(out)])
+    r = json.loads((out / "pruned.json").read_text())
+    dense, block = r["runs"]["dense"], r["runs"]["block75"]
+    assert abs(block["sparsity"] - 0.75) < 0.02 and dense["sparsity"] == 0
+    assert block["block_sparse"]["layers"] and block["block_sparse"]["from_step"] <= 8
+    assert r["train_speedup"]["block75"] == pytest.approx(
+        block["tokens_per_s"] / dense["tokens_per_s"])
+    for mode in ("eager", "compiled"):
+        rates = r["infer_tokens_per_s"][mode]
+        assert rates["dense"] > 0 and r["infer_speedup"][mode]["block75"] == pytest.approx(
+            rates["block75"] / rates["dense"])
+    assert r["losses"] == {"dense": dense["eval_loss"], "block75": block["eval_loss"]}
+    assert (out / "loss_vs_speed.png").stat().st_size > 1000
+
+
+def test_bench_pruned_merges_a_later_part_into_an_earlier_report():
+    from scripts.bench.pruned import merged
+    a = {"meta": {"commit": "a"}, "losses": {"dense": 2.5, "block90": 2.4},
+         "runs": {"dense": {"tokens_per_s": 1.0}}, "train_speedup": {"block90": 1.1}}
+    b = {"meta": {"commit": "b"}, "losses": {"dense": 2.6},
+         "runs": {"dense": {"wall_s": 3}, "state": {"tokens_per_s": 2.0}},
+         "prune_overhead": {"state": 0.01}}
+    m = merged(a, b)
+    assert m["losses"] == {"dense": 2.6, "block90": 2.4}
+    assert m["runs"]["dense"] == {"tokens_per_s": 1.0, "wall_s": 3} and "state" in m["runs"]
+    assert m["train_speedup"] == {"block90": 1.1} and m["prune_overhead"] == {"state": 0.01}
+    assert m["meta"]["commit"] == "b" and m["meta"]["parts"] == [{"commit": "b"}]
+
+
+def test_bench_block_conv_smoke(tmp_path):
+    """scripts/bench/block_conv.py on the CPU: every one of ResNet-50's 53 convs as its im2col
+    GEMM (K = C_in*kh*kw), the totals their sums, the estimates the totals' ratios."""
+    run(["-m", "scripts.bench.block_conv", "--smoke", "--out", str(tmp_path)])
+    r = json.loads((tmp_path / "block_conv.json").read_text())
+    e, t = r["estimate"], r["today"]
+    assert len(e["convs"]) == 53
+    stem = e["convs"][0]
+    assert stem["kernel"] == "7x7/2" and stem["K"] == 3 * 49 and stem["M"] == 2 * 32 * 32
+    for k, v in e["total"].items():
+        assert v == pytest.approx(sum(c[k] for c in e["convs"])) and v > 0
+    assert e["implicit_gemm_speedup"] == pytest.approx(
+        e["total"]["conv_ms"] / e["total"]["sparse_gemm_ms"])
+    assert t["train_speedup"] == pytest.approx(
+        t["dense"]["train_ms"] / t["pruned"]["train_ms"])

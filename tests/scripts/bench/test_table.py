@@ -26,3 +26,21 @@ def test_the_committed_table_has_every_column():
     rows = list(csv.DictReader(open(table.TABLE)))
     assert rows and set(table.COLUMNS) == set(rows[0])
     assert all(r["device"] and r["date"] and r["commit"] and r["torch"] for r in rows)
+
+
+def test_a_table_of_older_columns_is_widened_keeping_its_rows(tmp_path):
+    path = tmp_path / "b.csv"
+    old = table.COLUMNS[:17]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=old)
+        w.writeheader()
+        w.writerow(dict(zip(old, [f"v{i}" for i in range(17)])))
+    table.append([{"op": "train_vision", "model": "resnet50", "batch": 256, "bare_img_s": 5.5}],
+                 {"device": "NVIDIA H200", "date": "2026-12-04"}, "r.json", str(path), commit="c")
+    rows = list(csv.DictReader(open(path)))
+    assert tuple(rows[0]) == table.COLUMNS
+    assert [rows[0][c] for c in old] == [f"v{i}" for i in range(17)] and rows[0]["model"] == ""
+    assert (rows[1]["model"], rows[1]["batch"], rows[1]["bare_img_s"]) == ("resnet50", "256", "5.5")
+    path.write_text("date,mystery\n1,2\n")
+    with pytest.raises(ValueError, match="mystery"):
+        table.append([{}], {}, "r.json", str(path), commit="c")
