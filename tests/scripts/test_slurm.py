@@ -162,7 +162,7 @@ def test_a_signal_during_start_up_is_neither_fatal_nor_lost(cluster, tmp_path, m
     from scripts.engine.executor import Job
     monkeypatch.setattr(slurm, "RUNS", str(tmp_path / "runs"))
     probe = tmp_path / "probe.py"     # a trainer whose start-up (imports, data) takes 3 s
-    probe.write_text(f"import sys, time; time.sleep(3); sys.path.insert(0, {REPO!r})\n"
+    probe.write_text("import sys, time; time.sleep(3)\n"     # lib/ from PYTHONPATH (conftest)
                      "from lib import preempt; preempt.install()\n"
                      "print('caught' if preempt.should_stop() else 'missed')\n"
                      "sys.exit(preempt.EXIT_PREEMPTED if preempt.should_stop() else 0)\n")
