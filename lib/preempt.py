@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 EXIT_PREEMPTED = 85          # not a code Python, torch or a signal death uses
 DEFAULT_SIGNALS = ("USR1", "USR2")
+FLAG_EVERY_S = 1.0           # how often should_stop() looks for KNLP_PREEMPT_FLAG
 
 _caught: list = []
+_watch = {"names": list(DEFAULT_SIGNALS), "last": 0.0}
 
 
 class Preempted(Exception):
@@ -39,15 +42,34 @@ def configured() -> list:
 
 
 def install(names: list | None = None) -> list:
-    """Catch the signals (a flag only); returns their names. Call from the main thread."""
+    """Catch the signals (a flag only); returns their names. Call from the main thread.
+
+    The SLURM batch script starts the trainer with the signal ignored, so that a warning
+    that comes during start-up (imports, data) cannot kill it, and leaves the file
+    KNLP_PREEMPT_FLAG when it receives one: found, here or by should_stop(), it counts
+    as caught."""
     names = list(names or configured())
     for n in names:
         signal.signal(getattr(signal, "SIG" + n), _handler)
+    _watch.update(names=names, last=0.0)
+    _flag_left()
     return names
 
 
+def _flag_left() -> bool:
+    flag = os.environ.get("KNLP_PREEMPT_FLAG")
+    if flag and not _caught and os.path.exists(flag):
+        _caught.append(_watch["names"][0])
+    return bool(_caught)
+
+
 def should_stop() -> bool:
-    """This process was signalled."""
+    """This process was signalled, or the batch script left word that its task was: the
+    workers of torchrun run in sessions of their own, which a signal to the launcher's
+    process group does not reach, so they look for the file (once a second at most)."""
+    if not _caught and time.monotonic() - _watch["last"] >= FLAG_EVERY_S:
+        _watch["last"] = time.monotonic()
+        _flag_left()
     return bool(_caught)
 
 

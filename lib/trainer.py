@@ -20,8 +20,9 @@ rate, unit, elapsed_s, eta_s, last_eval): `make status` reads it.
 
 Test hooks: KNLP_CRASH_AT=<rank>:<step> makes that rank raise at that step, so
 tests/lib/test_ddp.py can check that one dead rank ends a torchrun job instead of hanging it;
-KNLP_SLOW_STEP=<step>:<seconds> sleeps inside that step (of this process's count), standing
-in for a slow compile or a stalled step.
+KNLP_SLOW_STEP=<step>:<seconds> sleeps inside that step, standing in for a slow compile or a
+stalled step; a preemption signal cuts the sleep short (the step then checkpoints), so a test
+of a scheduler's time-limit warning need not wait the sleep out.
 """
 from __future__ import annotations
 
@@ -432,7 +433,9 @@ class Run:
                     raise RuntimeError(f"KNLP_CRASH_AT: rank {self.rank} crashes at step {step}")
                 slow = os.environ.get("KNLP_SLOW_STEP", "").split(":")
                 if len(slow) == 2 and slow[0] == str(step):
-                    time.sleep(float(slow[1]))
+                    until = time.time() + float(slow[1])
+                    while time.time() < until and not preempt.should_stop():
+                        time.sleep(0.05)
                 lr = lr_at(cfg, step - 1, self.total_steps)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
@@ -487,6 +490,8 @@ class Run:
                     self.saver.wait()     # on disk before the status says so
                     self.write_status("preempted", step=step, total_steps=self.total_steps,
                                       reason=preempt.reason())
+                    if self.world > 1:    # no rank exits before rank 0's files are written:
+                        dist.barrier()    # srun --kill-on-bad-exit ends the step at the first
                     raise preempt.Preempted(preempt.reason())
                 if cfg.time_budget and self.out_of_time(step):
                     stop_reason = f"time budget of {cfg.time_budget:g}s reached at step {step}"
@@ -559,6 +564,9 @@ def run(spec: ModelSpec, cfg: RunConfig) -> int:
         r.write_status("interrupted", reason="interrupted by the user (SIGINT/SIGTERM)")
         return 130
     except preempt.Preempted:
+        # checkpoint and status are written; a SIGTERM now (srun ending the other ranks,
+        # the scheduler's kill) must not turn the exit into `interrupted`
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return preempt.EXIT_PREEMPTED
     except BaseException as e:
         r.write_status("failed", reason=f"{type(e).__name__}: {e}")

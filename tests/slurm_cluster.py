@@ -1,12 +1,15 @@
 """A SLURM cluster on loopback for the `slurm` tests (settings: ../shared/env-facts.md):
 munged, slurmctld and two slurmd "nodes" n1 and n2 on this host, each with 2 CPUs and two
 fake GPUs (GRES backed by /dev/tty*), a private SLURM_CONF and state under a temp folder.
-Installs Debian's packages when missing (as root); every daemon it started is stopped by
-its pid."""
+Each cluster has its own munged on its own socket (AuthInfo=socket=...), its own ports and
+its own state, so two test sessions on one machine do not share or stop each other's
+daemons. Installs Debian's packages when missing (as root); every daemon it started is
+stopped by its pid."""
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
@@ -42,7 +45,7 @@ SlurmctldPort={ctld_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=cred_expire=10
+AuthInfo=cred_expire=5,socket={munge_socket}
 StateSaveLocation={d}/state
 SlurmdSpoolDir={d}/spool/%n
 SlurmctldPidFile={d}/slurmctld.pid
@@ -76,16 +79,22 @@ class Cluster:
     def __init__(self, root: str):
         self.d, self.procs = root, []
         self.host = socket.gethostname().split(".")[0]
+        # munged runs as the munge user, which cannot enter pytest's 0700 temp folders: its
+        # socket, pid, seed and log live in a folder of their own under /tmp
+        self.munge_dir = tempfile.mkdtemp(prefix="knlp-munge-", dir="/tmp")
+        self.munge_socket = os.path.join(self.munge_dir, "munge.socket")
 
     def start(self) -> None:
         for sub in ("state", "spool", "log"):
             os.makedirs(os.path.join(self.d, sub), exist_ok=True)
         conf = os.path.join(self.d, "slurm.conf")
         with open(conf, "w") as f:
-            f.write(CONF.format(host=self.host, d=self.d, ctld_port=free_port(),
+            f.write(CONF.format(host=self.host, d=self.d, munge_socket=self.munge_socket,
+                                ctld_port=free_port(),
                                 n1_port=free_port(), n2_port=free_port()))
         with open(os.path.join(self.d, "gres.conf"), "w") as f:
             f.write(GRES)
+        self.outer_conf = os.environ.get("SLURM_CONF")      # put back by stop()
         os.environ["SLURM_CONF"] = conf
         self.munge()
         log = open(os.path.join(self.d, "log", "daemons.out"), "ab")
@@ -106,19 +115,23 @@ class Cluster:
                            f"{self.d}/log")
 
     def munge(self) -> None:
-        ok = subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0
-        if ok:
-            return                      # a munged is already serving this host: share it
-        os.makedirs("/run/munge", exist_ok=True)
-        shutil.chown("/run/munge", "munge", "munge")
-        os.chmod("/run/munge", 0o755)
-        self.procs.append(subprocess.Popen(["/usr/sbin/munged", "-F"], user="munge", group="munge",
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for _ in range(50):
-            if subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0:
+        """This cluster's own munged (never one another session started)."""
+        shutil.chown(self.munge_dir, "munge", "munge")
+        os.chmod(self.munge_dir, 0o755)
+        d = self.munge_dir
+        self.procs.append(subprocess.Popen(
+            ["/usr/sbin/munged", "-F", f"--socket={self.munge_socket}", f"--pid-file={d}/munged.pid",
+             f"--seed-file={d}/munged.seed", f"--log-file={d}/munged.log"],
+            user="munge", group="munge", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        check = f"munge -S {self.munge_socket} -n | unmunge -S {self.munge_socket}"
+        for _ in range(100):
+            if subprocess.run(check, shell=True, capture_output=True).returncode == 0:
                 return
+            if self.procs[-1].poll() is not None:
+                break
             time.sleep(0.1)
-        raise RuntimeError("munged did not start")
+        log = open(f"{d}/munged.log").read()[-500:] if os.path.exists(f"{d}/munged.log") else ""
+        raise RuntimeError(f"munged on {self.munge_socket} did not start: {log}")
 
     def stop(self) -> None:
         if shutil.which("scancel"):
@@ -131,4 +144,8 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        os.environ.pop("SLURM_CONF", None)
+        if getattr(self, "outer_conf", None):
+            os.environ["SLURM_CONF"] = self.outer_conf
+        else:
+            os.environ.pop("SLURM_CONF", None)
+        shutil.rmtree(self.munge_dir, ignore_errors=True)

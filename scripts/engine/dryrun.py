@@ -19,7 +19,7 @@ import time
 from lib import fsio, runrecord
 from lib.paths import BENCHMARKS, REPO, RUNS
 from lib.runconfig import data_path
-from scripts.engine import plan as planner, progress
+from scripts.engine import executor as executors, plan as planner, progress
 
 
 def say(msg: str = "") -> None:
@@ -52,6 +52,10 @@ def cmd_dry_run(args, overrides: dict) -> int:
                         "est_peak_mb": 0, "gpu_mb": 0, "status": "FAIL",
                         "reason": f"{model}/train.py --dry-run crashed: {err}"} for pth in paths[:1]]
             rows += got
+    ex = executors.make(p.executor)
+    if not ex.runs_here:     # this machine's GPUs do not matter: the scheduler's nodes have them
+        for r in rows:
+            r["warnings"] = [w for w in r.get("warnings") or [] if not w.startswith("gpu:")]
     history, rates = finished_step_times(), bench_rates()
     cfgs = {c.run_id(): c for c in p.runs}
     for r in rows:
@@ -71,7 +75,7 @@ def cmd_dry_run(args, overrides: dict) -> int:
             f"{eta:>9}  {status}{'  ' + r['reason'] if r['reason'] else ''}")
     bad = [r for r in rows if r["status"] != "OK"]
     warned = [r for r in rows if r["status"] == "OK" and r.get("warnings")]
-    jobs = p.jobs or 1
+    jobs = args.jobs or p.jobs or 1
     known = [r["est_s"] for r in rows if r["est_s"] is not None]
     if known:
         total = sum(known) / jobs
@@ -92,6 +96,10 @@ def cmd_dry_run(args, overrides: dict) -> int:
             + (f" ({unknown} run(s) without an estimate)" if unknown else ""))
         for line in why:
             say(f"  {line}")
+    mdir = planner.matrix_dir_for(p.name, [{"run_id": c.run_id()} for c in p.runs])
+    for line in ex.preview([executors.job_for(c, os.path.join(RUNS, c.run_id())) for c in p.runs],
+                           args.jobs or p.jobs, mdir):
+        say(line)
     say(f"dry-run: {len(rows) - len(bad)}/{len(rows)} OK in {time.time() - t0:.1f}s"
         + (f", {len(warned)} with warnings" if warned else ""))
     by_msg: dict = {}

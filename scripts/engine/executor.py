@@ -10,6 +10,8 @@ The seam (every executor):
   poll(timeout) -> {id: State}  the state of every job this executor tracks
   cancel(handle)             stop one job (from any process: `make cancel`)
   attach(handle) -> bool     track a recorded job again if it is still live
+  preview(jobs, n, mdir) -> [line]  what submit_all would do, doing nothing (make dry-run)
+  runs_here                  whether the jobs run on this machine (so its GPUs matter)
 
 LocalExecutor: up to `jobs` subprocesses at once on this machine. A job that asks for
 g GPUs gets g free GPUs of its own (CUDA_VISIBLE_DEVICES) and runs under torchrun, one
@@ -30,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 
 from lib import fsio
+from lib.paths import REPO
 from lib.runconfig import ConfigError
 
 
@@ -41,6 +44,15 @@ class Job:
     log_path: str               # stdout+stderr of the process
     gpus: int = 0               # 0 = CPU
     env: dict = field(default_factory=dict)
+
+
+def job_for(cfg, out_dir: str = "") -> Job:
+    """The Job of a planned run whose folder is out_dir (default cfg.out_dir)."""
+    out_dir = out_dir or cfg.out_dir
+    return Job(run_id=cfg.run_id(), script=os.path.join(REPO, cfg.model, "train.py"),
+               args=["--config", os.path.join(out_dir, "config.json")],
+               log_path=os.path.join(out_dir, "output.log"),
+               gpus=cfg.gpus if cfg.device == "cuda" else 0)
 
 
 @dataclass
@@ -99,6 +111,7 @@ class Handles:
 class Executor:
     kind = "?"
     detach_ok = False           # may `make` submit and return (DETACH=1)?
+    runs_here = True            # do the jobs run on this machine (its GPUs matter)?
 
     def bind(self, mdir: str) -> None:
         """The matrix folder, for executors that keep files there (batch scripts, logs)."""
@@ -126,6 +139,11 @@ class Executor:
 
     def states(self, handles: list) -> dict:
         """{id: State} of recorded handles, live or not, without tracking them (make status)."""
+        raise NotImplementedError
+
+    def preview(self, jobs: list, n: int, mdir: str) -> list:
+        """Lines saying what submit_all(jobs) would start, n at a time, for the matrix folder
+        mdir; nothing is started or written."""
         raise NotImplementedError
 
     def stop_all(self) -> None:
@@ -220,6 +238,14 @@ class LocalExecutor(Executor):
                           if h["id"].split(":")[0] == socket.gethostname()
                           and pid_alive(h["pid"], h["run_id"]) else State("ended"))
                 for h in handles if h.get("kind") == self.kind and h.get("pid")}
+
+    def preview(self, jobs: list, n: int, mdir: str) -> list:
+        gpus = sorted({j.gpus for j in jobs})
+        how = ("on the CPU, one process each" if gpus == [0] else
+               f"{'/'.join(map(str, gpus))} GPU(s) each, pinned with CUDA_VISIBLE_DEVICES"
+               + (", under torchrun" if max(gpus) > 1 else ""))
+        at = f"{n} at a time" if n else "one per free GPU (1 on the CPU) at a time"
+        return [f"local executor: {len(jobs)} run(s) as processes of this machine, {at}, {how}"]
 
     def cancel(self, handle: dict) -> None:
         """SIGTERM: the trainer checkpoints, writes `interrupted` and exits."""

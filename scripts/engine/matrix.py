@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import os
 import shutil
 import sys
@@ -26,9 +25,11 @@ import time
 
 
 from lib import fsio, runrecord
+from lib.preempt import EXIT_PREEMPTED
 from lib.runconfig import ConfigError, config_class
 from scripts.engine import dryrun, executor as executors, plan as planner, progress, report, run_main
-from scripts.engine.executor import Handles, Job, State, die_with_parent
+from scripts.engine.executor import Handles, State, die_with_parent, job_for
+from scripts.engine.plan import matrix_dir_for
 
 from lib.paths import MATRICES, REPO, RESULTS, RUNS
 
@@ -68,11 +69,6 @@ def run_record(cfg) -> dict:
     d = cfg.to_dict()
     d["run_id"] = cfg.run_id()
     return d
-
-
-def matrix_dir_for(name: str, records: list) -> str:
-    h = hashlib.sha256(" ".join(sorted(r["run_id"] for r in records)).encode()).hexdigest()[:8]
-    return os.path.join(MATRICES, f"{name}-{h}")
 
 
 def record_to_cfg(rec: dict):
@@ -119,27 +115,24 @@ def settle(h: dict, st: State, cancelled: bool = False) -> int:
         if status not in final:
             runrecord.write_status(d, "interrupted", reason=f"cancelled ({h['kind']} {h['id']}); "
                                    "`make continue` resumes it")
+    elif status == "preempted" and rc in (None, EXIT_PREEMPTED):
+        # the trainer checkpointed on the signal and its job ended instead of requeueing
+        runrecord.write_status(d, "failed", reason=(
+            f"preempted and not requeued ({h['kind']} job {h['id']}; under SLURM: past "
+            f"CONFIG_SLURM_MAX_REQUEUES, or the site cancels on preemption); `make continue` "
+            f"resumes it from its checkpoint"))
     elif rc is not None and rc != 0 and status not in ("failed", "interrupted"):
         runrecord.write_status(d, "failed", reason=f"process exited with code {rc}; see output.log")
     elif rc == 0 and status != "done":
         runrecord.write_status(d, "failed", reason="process exited without finishing; see output.log")
     elif rc is None and status not in final:
-        why = ("preempted and not requeued (past CONFIG_SLURM_MAX_REQUEUES, or the site cancels "
-               "on preemption); `make continue` resumes it" if status == "preempted" else
-               f"{h['kind']} job {h['id']} ended without a final status; see output.log")
-        runrecord.write_status(d, "failed", reason=why)
+        runrecord.write_status(d, "failed", reason=f"{h['kind']} job {h['id']} ended without a "
+                               f"final status; see output.log")
     now = runrecord.read_status(d).get("status")
     bad = (rc not in (0, None)) or now != "done"
     label = "done " if not bad else ("cancel" if now == "interrupted" and cancelled else "FAIL ")
     say(f"       {label} {h['run_id']}  {describe_result(h['run_id'])}")
     return int(bad)
-
-
-def job_for(cfg, ex) -> Job:
-    return Job(run_id=cfg.run_id(), script=os.path.join(REPO, cfg.model, "train.py"),
-               args=["--config", os.path.join(cfg.out_dir, "config.json")],
-               log_path=os.path.join(cfg.out_dir, "output.log"),
-               gpus=cfg.gpus if cfg.device == "cuda" else 0)
 
 
 def live_handles(ex, mdir: str) -> dict:
@@ -175,10 +168,10 @@ def execute(cfgs: list, jobs: int, ex=None, mdir: str = "", detach: bool = False
                 say(f"       adopt {h['run_id']}  ({ex.kind} {h['id']}, still live)")
                 display.started(h["run_id"])
             while queue or live:
-                k = ex.slots([job_for(c, ex) for c in queue]) if queue else 0
+                k = ex.slots([job_for(c) for c in queue]) if queue else 0
                 if k:
                     batch, queue = queue[:k], queue[k:]
-                    for h in ex.submit_all([job_for(c, ex) for c in batch]):
+                    for h in ex.submit_all([job_for(c) for c in batch]):
                         started += 1
                         book.record(h)
                         live[h["id"]] = h
@@ -400,7 +393,7 @@ def cmd_status(args) -> int:
 # which make variable each command reads; any other given is refused by name, not ignored
 USES = {"run": {"jobs", "time", "models", "baseline", "seeds", "force", "detach"},
         "continue": {"jobs", "baseline", "detach"}, "cancel": {"run"},
-        "dry-run": {"time", "models", "seeds"},
+        "dry-run": {"jobs", "time", "models", "seeds"},
         "update-graphs": {"baseline"}, "archive": {"baseline"}, "status": {"baseline"}}
 VARIABLES = {"jobs": "JOBS", "time": "TIME", "models": "MODELS", "baseline": "BASELINE",
              "seeds": "SEEDS/SEED", "force": "FORCE", "detach": "DETACH", "run": "RUN"}

@@ -14,6 +14,7 @@ the same .config always gives the same runs and run ids.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 import kconfiglib
 
 from lib import settings
-from lib.paths import REPO
+from lib.paths import MATRICES, REPO
 from lib.runconfig import (OPTIMIZERS, PRUNING_METHODS, ConfigError, RunConfig,
                            combination_reason, config_class)
 from lib.settings import parse_kconfig
@@ -40,7 +41,13 @@ class Plan:
 SLURM_SYMBOLS = {"partition": str, "account": str, "qos": str, "time_limit": str, "nodes": int,
                  "cpus_per_gpu": int, "mem_per_gpu": str, "signal": str, "signal_lead": int,
                  "max_requeues": int, "setup": str, "sbatch_args": str, "poll_interval": int,
-                 "detach": bool}
+                 "detach": bool, "torchrun_per_node": bool}
+
+
+def matrix_dir_for(name: str, records: list) -> str:
+    """results/matrices/<name>-<hash8>: the hash is of the planned run ids."""
+    h = hashlib.sha256(" ".join(sorted(r["run_id"] for r in records)).encode()).hexdigest()[:8]
+    return os.path.join(MATRICES, f"{name}-{h}")
 
 
 def executor_settings(kconf) -> dict:

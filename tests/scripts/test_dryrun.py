@@ -111,3 +111,27 @@ def test_the_h200_resnet18_preset_is_estimated_from_its_measured_gpu_rate(tmp_pa
     p = run_cmd([PY, MATRIX, "dry-run", "--config", cfg], env_extra={"KNLP_BENCHMARKS": str(fake)})
     assert f"{progress.fmt_time(steps * 128 / 1000.0)} bench" in p.stdout, p.stdout
     assert "on NVIDIA H200 on 2026-06-01" in p.stdout
+
+
+def test_the_dry_run_under_slurm_shows_the_arrays_it_would_submit(tmp_path, results):
+    """Through the executor seam: the SLURM executor's preview lists each job array with
+    its sbatch command and #SBATCH lines, submits nothing, and this login-like machine's
+    missing GPUs are no warning (the allocation has them)."""
+    cfg = write_config(tmp_path / ".config", open(f"{REPO}/defconfigs/lenet5-h100").read()
+                       + 'CONFIG_EXECUTOR_SLURM=y\nCONFIG_SLURM_PARTITION="gpu"\n'
+                       'CONFIG_SLURM_TIME_LIMIT="4:00:00"\nCONFIG_SLURM_CPUS_PER_GPU=8\n'
+                       'CONFIG_SLURM_MEM_PER_GPU="64G"\n')
+    p = run_cmd([PY, MATRIX, "dry-run", "--config", cfg, "--jobs", "4"],
+                env_extra={"CUDA_VISIBLE_DEVICES": ""})
+    assert p.returncode == 0, p.stdout + p.stderr
+    n = len([ln for ln in p.stdout.splitlines() if ln.startswith("lenet5_")])
+    assert n > 4 and f"slurm executor: {n} run(s) in 1 job array(s)" in p.stdout, p.stdout
+    assert re.search(rf"^  array 0: {n} task\(s\), 1 GPU\(s\) each: sbatch --parsable "
+                     rf"\S+/matrices/lenet5-h100-[0-9a-f]{{8}}/slurm/array-0\.sh$", p.stdout, re.M), p.stdout
+    for line in (f"--array=0-{n - 1}%4", "--gres=gpu:1", "--cpus-per-gpu=8", "--mem-per-gpu=64G",
+                 "--partition=gpu", "--time=4:00:00", "--signal=B:USR2@120", "--requeue"):
+        assert f"    #SBATCH {line}\n" in p.stdout, (line, p.stdout)
+    assert re.search(r"^    task 0: lenet5_sgd_none_s0-[0-9a-f]{8}$", p.stdout, re.M), p.stdout
+    assert "estimated wall time:" in p.stdout and "at JOBS=4" in p.stdout
+    assert "WARN gpu:" not in p.stdout, "a login node has no GPU; the allocation has them"
+    assert not results.exists(), "dry-run writes nothing under results/"
