@@ -149,15 +149,28 @@ def render_markdown(rows, title: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_csv(rows) -> str:
+# with several seeds, each run's row of summary.csv also carries its cell's statistics
+CELL_IN_RUN_ROWS = ("n", "mean", "std", "ci95_low", "ci95_high", "diff", "diff_low",
+                    "diff_high", "p_value", "verdict")
+
+
+def render_csv(rows, cells: list[dict] | None = None) -> str:
+    """One row per run. With several seeds (a cell of n > 1), the row gains its cell's n,
+    mean, std, interval and, against a baseline, difference, interval, p and verdict, as
+    cell_<name> columns; a single-seed matrix's file is as it always was."""
     keys = [c[1] for c in COLUMNS] + ["steps_flag", "model", "train_loss", "params",
                                       "stop_reason", "reason", "warmup_s", "train_s",
                                       "evaluation_s"]
+    of_run = {}
+    if cells and any(c.get("n", 1) > 1 for c in cells):
+        keys += [f"cell_{k}" for k in CELL_IN_RUN_ROWS]
+        of_run = {rid: {f"cell_{k}": c.get(k) for k in CELL_IN_RUN_ROWS}
+                  for c in cells for rid in c["run_ids"]}
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     w.writeheader()
     for r in rows:
-        w.writerow(r)
+        w.writerow({**r, **of_run.get(r.get("run_id"), {})})
     return buf.getvalue()
 
 
@@ -215,7 +228,8 @@ def render_cells_csv(cells: list[dict]) -> str:
 
 def write_summary(matrix_dir: str, rows: list[dict], title: str,
                   baseline: str | None = None) -> str:
-    """summary.md (cells, then runs), summary.csv (runs), cells.csv; returns the printed
+    """summary.md (cells, then runs), summary.csv (runs, with their cell's statistics when
+    there are several seeds), cells.csv; returns the printed
     text: the seed note, the cell table, then the run table."""
     cells = cell_rows(rows, baseline)
     head, body = cell_table(cells)
@@ -225,7 +239,7 @@ def write_summary(matrix_dir: str, rows: list[dict], title: str,
     md += ["| " + " | ".join(b) + " |" for b in body]
     runs_md = render_markdown(rows, "Runs").replace("# Runs", "## Runs", 1)
     fsio.atomic_write_text(os.path.join(matrix_dir, "summary.md"), "\n".join(md) + "\n\n" + runs_md)
-    fsio.atomic_write_text(os.path.join(matrix_dir, "summary.csv"), render_csv(rows))
+    fsio.atomic_write_text(os.path.join(matrix_dir, "summary.csv"), render_csv(rows, cells))
     fsio.atomic_write_text(os.path.join(matrix_dir, "cells.csv"), render_cells_csv(cells))
     return "\n".join(lines + [""] + _text_table(head, body) + ["", "runs:"] + [render_text(rows)])
 

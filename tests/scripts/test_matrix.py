@@ -65,6 +65,8 @@ def test_matrix_runs_and_reports(finished):
     assert p.stdout.count("1 seed: differences below the noise floor") == 1
     md = (mdir / "summary.md").read_text()
     assert md.index("## Cells") < md.index("## Runs") and "1 seed" in md
+    header = (mdir / "summary.csv").read_text().splitlines()[0]
+    assert "cell_" not in header            # one seed: summary.csv as before seeds existed
     archived = list((tmp / "results" / "archive").glob(f"*-{mdir.name}"))   # <date>-<name>-<hash>
     assert archived and (archived[0] / "summary.md").exists() and (archived[0] / "config").exists()
     assert "skip" not in p.stdout or "adamwprune" in p.stdout
@@ -211,6 +213,13 @@ def test_seeds_give_cells_with_intervals_and_a_tested_baseline(tmp_path, monkeyp
     else:                                          # no spread: the interval is the point
         assert float(mag["diff_low"]) == float(mag["diff_high"]) == pytest.approx(d.mean())
     assert float(mag["diff"]) == pytest.approx(d.mean())
+    # summary.csv: each run's row carries its cell's figures, as cells.csv has them
+    per_run = {r["run_id"]: r for r in csv.DictReader(open(mdir / "summary.csv"))}
+    assert len(per_run) == 6
+    for c in cells.values():
+        for rid in c["run_ids"].split():
+            for k in ("n", "mean", "std", "ci95_low", "ci95_high", "diff", "p_value", "verdict"):
+                assert per_run[rid][f"cell_{k}"] == c[k], (rid, k)
     floor = np.sqrt(np.var(list(acc["none"].values()), ddof=1))      # one dense cell
     assert f"noise floor (pooled std of the dense cells) {floor:.3g}" in p.stdout
     first = p.stdout[p.stdout.index("3 seeds per cell"):].splitlines()[0]
