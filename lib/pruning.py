@@ -166,6 +166,7 @@ class Pruner:
         self.t0, self.t1 = schedule.ramp_steps(total_steps, cfg.pruning_warmup,
                                                cfg.pruning_ramp_end)
         self.sparsity = 0.0  # the level the masks were last set to
+        self.achieved = 0.0  # the fraction of prunable weights the masks zero (measured)
         self.on_final: list = []          # callables run once when the masks are final
         self._final_done = self.weights_stay_zero = False
         self.masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.params.items()}
@@ -265,6 +266,15 @@ class Pruner:
         for group in ([[n] for n in names] if self.cfg.pruning_scope == "layer" else [names]):
             self._prune_group(group, sparsity)
         self.sparsity = sparsity
+        self._measure()
+
+    @torch.no_grad()
+    def _measure(self) -> None:
+        """achieved from the masks themselves: block pruning lands on the total of whole
+        blocks closest to the level, not on it (one host sync per mask update)."""
+        total = sum(m.numel() for m in self.masks.values())
+        kept = sum(m.count_nonzero() for m in self.masks.values()) if total else 0
+        self.achieved = 1.0 - float(kept) / total if total else 0.0
 
     def _prune_group(self, names: list[str], sparsity: float) -> None:
         """Prune round(sparsity * N) of the N weights of `names` together (whole blocks when
@@ -308,6 +318,7 @@ class Pruner:
             for k, v in theirs.items():
                 mine[k].copy_(v)
         self.sparsity = float(sd["sparsity"])
+        self._measure()
         self._check_final()   # the model's weights and the optimizer's state are loaded first
 
 

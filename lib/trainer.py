@@ -474,7 +474,8 @@ class Run:
                     self.metric({"kind": "train", "step": step, "epoch": epoch, "loss": last_loss,
                                  "lr": lr, "throughput": rate, "unit": self.task.unit,
                                  "time": self.clock["wall_s"], "train_s": self.clock["train_s"],
-                                 "sparsity": self.pruner.sparsity,
+                                 "sparsity": self.pruner.achieved,
+                                 "sparsity_level": self.pruner.sparsity,
                                  "sparsity_target": self.pruner.target_at(step, self.budget_used)})
                     self.log(f"step {step}/{self.total_steps} loss {last_loss:.4f} lr {lr:.2e} "
                              f"{rate:,.0f} {self.task.unit}/s")

@@ -173,6 +173,10 @@ def test_block_pruned_gpt2_trains_on_the_block_sparse_kernels(sparse_runs):
     assert "block_sparse" not in r and abs(s["sparsity"] - 0.75) < 0.01
     assert abs(s["eval_loss"] - r["eval_loss"]) < 2e-3 * r["eval_loss"], (s, r)
     assert_identical(a, b)
+    # each logged step has the achieved sparsity (the masks' zeros) beside the level set
+    last = [json.loads(x) for x in open(a / "metrics.jsonl") if '"train"' in x][-1]
+    assert last["sparsity"] == pytest.approx(s["sparsity"], abs=1e-4)
+    assert last["sparsity_level"] == 0.75 and last["sparsity_target"] == 0.75
 
 
 def test_block_pruned_gpt2_under_ddp_matches_one_process(tmp_path, data_dir):
