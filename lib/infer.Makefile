@@ -12,11 +12,11 @@ define need-run
 endef
 
 infer: $(STAMP)
-	$(need-run)
+	$(no_seeds)$(need-run)
 	$(Q)$(PY) -m lib.infer --run '$(RUN)' $(INFER_ARGS)
 
 export: $(STAMP)
-	$(need-run)
+	$(no_seeds)$(need-run)
 	$(Q)$(PY) -m lib.export --run '$(RUN)' $(if $(OUT),--out '$(OUT)')
 
 .PHONY: infer export

@@ -31,14 +31,15 @@ archive: $(STAMP)
 	$(Q)$(PY) -m scripts.engine.matrix archive $(MATRIX_ARGS)
 
 dashboard: $(STAMP)
-	$(Q)TRACKIO_DIR=$(CURDIR)/results/trackio $(VENV)/bin/trackio show \
+	$(no_seeds)$(Q)TRACKIO_DIR=$(CURDIR)/results/trackio $(VENV)/bin/trackio show \
 		--project "$$($(PY) -c "from scripts.engine import plan; print(plan.plan('.config').name)")"
 
 clean-results:
 	$(Q)rm -rf results/runs results/matrices results/trackio results/.lock
 
 # Query and compare finished work (scripts/engine/query.py). They plan nothing, so a
-# SEEDS= or SEED= there would be ignored: refused by name instead.
+# SEEDS= or SEED= there would be ignored: refused by name instead (as by infer, export,
+# dashboard, autotune and bench-kernels).
 no_seeds = $(if $(SEEDS)$(SEED),$(error SEEDS=/SEED= does nothing for `make $@`; drop it))
 
 runs: $(STAMP)
@@ -63,10 +64,10 @@ power-table: $(STAMP)
 # Kernels (docs/kernels.md): warm the autotuning cache; benchmark against torch.
 BENCH_OUT ?= results/kernels/bench-$(shell date +%F)
 autotune: $(STAMP)
-	$(Q)$(PY) -m kernels.autotune --preset gpt2 --preset resnet --dtype bf16
+	$(no_seeds)$(Q)$(PY) -m kernels.autotune --preset gpt2 --preset resnet --dtype bf16
 
 bench-kernels: $(STAMP)
-	$(Q)$(PY) -m scripts.bench.kernel_ops --out $(BENCH_OUT).json --md $(BENCH_OUT).md --table results/benchmarks.csv \
+	$(no_seeds)$(Q)$(PY) -m scripts.bench.kernel_ops --out $(BENCH_OUT).json --md $(BENCH_OUT).md --table results/benchmarks.csv \
 		$(if $(BASELINE),--baseline $(BASELINE)) $(if $(SHAPES),--ops matmul --shapes $(SHAPES))
 
 .PHONY: autotune bench-kernels

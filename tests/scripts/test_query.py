@@ -115,8 +115,10 @@ def test_unknown_names_are_one_line_with_close_matches(two):
     assert "scripts.engine.query compare --a \"qa\" --b \"qb\"" in make.stdout
 
 
-@pytest.mark.parametrize("target", ["runs", "diffconfig", "compare", "power-table"])
+@pytest.mark.parametrize("target", ["runs", "diffconfig", "compare", "power-table", "infer",
+                                    "export", "dashboard", "autotune", "bench-kernels"])
 def test_seeds_are_refused_where_they_would_be_ignored(target):
-    p = run_cmd(["make", "--no-print-directory", "-n", target, "A=x", "B=y", "MATRIX=z", "SEEDS=1 2"])
+    p = run_cmd(["make", "--no-print-directory", "-n", target, "A=x", "B=y", "MATRIX=z", "RUN=r",
+                 "SEEDS=1 2"])
     assert p.returncode != 0
     assert f"SEEDS=/SEED= does nothing for `make {target}`; drop it" in p.stderr
