@@ -11,7 +11,7 @@
 #      sm_90), so 4 processes warm the shared compile cache with every benchmark candidate
 #      plan (KERNELS_AUTOTUNE=compile) while 4 more run the verification grid in shards;
 #   2. the GPU-only tests (tests/kernels/test_kernels_gpu.py, and training under CUDA graphs:
-#      tests/lib/test_trainer_cudagraphs_gpu.py);
+#      tests/lib/test_trainer_cudagraphs_gpu.py, the ResNet-18 GPU data path's resume);
 #   3. the benchmark, alone on the GPU: it tunes (timing only, compiles are cached), writes the
 #      autotune cache to $OUT/autotune/, and reports to $OUT/bench.json and $OUT/bench.md;
 #   4. with GPT2=1, GPT-2 124M trained with the torch reference and with the kernels (200
@@ -82,7 +82,8 @@ EOF
 [ $? -eq 0 ] || status=1
 
 stage "2. GPU-only tests"
-$PY -m pytest -q -p no:cacheprovider tests/kernels/test_kernels_gpu.py tests/lib/test_trainer_cudagraphs_gpu.py || status=1
+$PY -m pytest -q -p no:cacheprovider tests/kernels/test_kernels_gpu.py tests/lib/test_trainer_cudagraphs_gpu.py \
+	tests/models/test_resnet18.py::test_gpu_path_under_cuda_graphs_resumes_on_the_same_batches || status=1
 
 stage "3. benchmark (time budget ${BUDGET}s)"
 $PY -m scripts.bench.kernel_ops --out "$OUT/bench.json" --md "$OUT/bench.md" \

@@ -8,7 +8,8 @@ from lib.runconfig import ConfigError
 from resnet18.config import Config
 from resnet18.data import build_datasets
 from resnet18.model import ResNet18
-from trainrun import assert_identical, killed_and_resumed, summary, train, train_losses
+from trainrun import (assert_identical, batch_sums, killed_and_resumed, summary, train,
+                      train_losses)
 
 ARGS = ["--dataset", "digits", "--width", "8", "--batch-size", "16", "--max-steps", "24",
         "--checkpoint-interval", "8", "--log-interval", "2", "--eval-batches", "8",
@@ -79,15 +80,37 @@ def test_resume_mid_epoch_is_bit_identical(runs):
     assert_identical(*runs)
 
 
-def test_device_batches_resume_bit_identical_and_learn(tmp_path):
+def test_device_batches_resume_bit_identical_and_learn(tmp_path, monkeypatch):
     """--data-on-gpu (here on the CPU device: the same code, batched augmentation in the
     training process): SIGKILL after the first checkpoint and resume give the uninterrupted
-    run's result bit for bit, and the run learns like the worker path does."""
+    run's batches (checksums of the augmented inputs per step) and result bit for bit, and
+    the run learns like the worker path does."""
     a, b = tmp_path / "a", tmp_path / "b"
+    monkeypatch.setenv("KNLP_BATCH_SUMS", "1")
     killed_and_resumed("resnet18", a, b, ARGS + ["--data-on-gpu"], first_ckpt=8)
+    monkeypatch.delenv("KNLP_BATCH_SUMS")
+    assert batch_sums(a) == batch_sums(b) and sorted(batch_sums(a)) == list(range(1, 25))
     assert_identical(a, b)
     workers = tmp_path / "w"
     train("resnet18", workers, ARGS)
     assert train_losses(a) != train_losses(workers), "a different augmentation stream"
     train("resnet18", tmp_path / "learn", LEARN_ARGS + ["--data-on-gpu"])
     assert summary(tmp_path / "learn")["eval_accuracy"] > 50, "chance is 10 percent"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_path_under_cuda_graphs_resumes_on_the_same_batches(tmp_path, monkeypatch):
+    """Issue 24 on the GPU (scripts/bench/gpu_check_kernels.sh runs it): batches made on the
+    GPU, bf16, CUDA graphs (reduce-overhead), SIGKILLed after its first checkpoint and
+    resumed: every step sees exactly the uninterrupted run's augmented inputs, and the run
+    ends within bf16 noise of its loss."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    gpu = ["--device", "cuda", "--precision", "bf16", "--compile", "--compile-mode",
+           "reduce-overhead", "--data-on-gpu"]
+    monkeypatch.setenv("KNLP_BATCH_SUMS", "1")
+    killed_and_resumed("resnet18", a, b, ARGS + gpu, first_ckpt=8)
+    assert batch_sums(a) == batch_sums(b) and sorted(batch_sums(a)) == list(range(1, 25))
+    sa, sb = summary(a), summary(b)
+    assert sa["steps"] == sb["steps"] == 24
+    assert abs(sa["eval_loss"] - sb["eval_loss"]) < 0.02 * sa["eval_loss"], (sa, sb)
+    assert abs(sa["sparsity"] - sb["sparsity"]) < 1e-3

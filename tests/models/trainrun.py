@@ -60,6 +60,17 @@ def killed_and_resumed(model: str, a, b, args, first_ckpt: int) -> str:
     return resumed.stdout
 
 
+def batch_sums(out) -> dict:
+    """step -> the input checksums a run with KNLP_BATCH_SUMS=1 logged (rank 0). A step run
+    twice (past the last checkpoint before a kill, and again after the resume) must have
+    seen the same batches both times."""
+    seen = {}
+    with open(os.path.join(out, "batch_sums.rank0.jsonl")) as f:
+        for row in map(json.loads, f):
+            assert seen.setdefault(row["step"], row["sums"]) == row["sums"], row["step"]
+    return seen
+
+
 def assert_identical(a, b) -> None:
     sa, sb = summary(a), summary(b)
     keys = [k for k in sa if k.startswith("eval_")] + ["train_loss", "steps", "sparsity"]
