@@ -18,12 +18,7 @@ not eval_*: those are the evaluation's metrics).
 status.json is rewritten at every log step while the run trains (step, total_steps, loss,
 rate, unit, elapsed_s, eta_s, last_eval): `make status` reads it.
 
-Test hooks: KNLP_CRASH_AT=<rank>:<step> makes that rank raise at that step, so
-tests/lib/test_ddp.py can check that one dead rank ends a torchrun job instead of hanging it;
-KNLP_BATCH_SUMS=1 appends each step's input checksums to <out_dir>/batch_sums.rank<r>.jsonl;
-KNLP_SLOW_STEP=<step>:<seconds> sleeps inside that step, standing in for a slow compile or a
-stalled step; a preemption signal cuts the sleep short (the step then checkpoints), so a test
-of a scheduler's time-limit warning need not wait the sleep out.
+Test hooks (KNLP_CRASH_AT, KNLP_SLOW_STEP, KNLP_BATCH_SUMS): lib/testhooks.py.
 """
 from __future__ import annotations
 
@@ -43,7 +38,7 @@ import torch.distributed as dist
 
 import kernels
 from lib import (checkpoint, cli, data, dryrun, fsio, gpu_data, monitor, optim, preempt,
-                 pruning, runrecord, tracking)
+                 pruning, runrecord, testhooks, tracking)
 from lib.build import build_training, kernel_switches
 from lib.paths import REPO, RESULTS, RUNS
 from lib.runconfig import ConfigError, RunConfig
@@ -379,16 +374,6 @@ class Run:
             total += loss.detach()
         return total
 
-    def batch_sums(self, step: int, micro) -> None:
-        """KNLP_BATCH_SUMS=1: each step's inputs as checksums (float64 sum and sum of squares
-        of every micro-batch's first tensor), appended to <out_dir>/batch_sums.rank<r>.jsonl,
-        so a test sees that a resumed run trained on exactly the batches of an uninterrupted
-        one. A host sync per step: a test hook, never set in a real run."""
-        sums = [[float(m[0].double().sum()), float(m[0].double().square().sum())]
-                for m in micro]
-        fsio.append_jsonl(os.path.join(self.cfg.out_dir, f"batch_sums.rank{self.rank}.jsonl"),
-                          {"step": step, "sums": sums})
-
     def out_of_time(self, step: int) -> bool:
         """Whether the TIME budget's training time is spent; updates budget_used, the
         pruning schedule's clock. Ranks' clocks differ, and a rank that stopped alone would
@@ -440,15 +425,7 @@ class Run:
                 step += 1
                 b += 1
                 self.step_now = step
-                if os.environ.get("KNLP_CRASH_AT") == f"{self.rank}:{step}":
-                    raise RuntimeError(f"KNLP_CRASH_AT: rank {self.rank} crashes at step {step}")
-                slow = os.environ.get("KNLP_SLOW_STEP", "").split(":")
-                if len(slow) == 2 and slow[0] == str(step):
-                    until = time.time() + float(slow[1])
-                    while time.time() < until and not preempt.should_stop():
-                        time.sleep(0.05)
-                if os.environ.get("KNLP_BATCH_SUMS"):
-                    self.batch_sums(step, micro)
+                testhooks.at_step(self.rank, step, cfg.out_dir, micro)
                 lr = lr_at(cfg, step - 1, self.total_steps)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
