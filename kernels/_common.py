@@ -91,6 +91,18 @@ class KernelPlanError(ValueError):
                          f"[plan: {knobs}]")
 
 
+def compile_run(op: str, shape, run, plan: dict) -> None:
+    """run(plan), the launch that compiles the plan's kernel: a Triton compiler error comes
+    back as a KernelPlanError that names the op, the shape and the plan."""
+    try:
+        run(plan)
+    except Exception as exc:
+        if type(exc).__module__.startswith("triton"):
+            raise KernelPlanError(op, "compile", shape, f"{type(exc).__name__}: {exc}",
+                                  plan) from exc
+        raise
+
+
 def device_limits(device: torch.device | None) -> tuple[int, int]:
     """(shared memory bytes per block, max threads per block) of the device."""
     if device is not None and device.type == "cuda":

@@ -27,7 +27,8 @@ import torch
 
 from . import autotune, ops
 from ._common import (ELEMENT_BYTES, SUPPORTED_DTYPES, KernelPlanError, autocast_inputs,
-                      dot_precision, empty, empty_like, launch_knobs, next_pow2, validate_plan)
+                      compile_run, dot_precision, empty, empty_like, launch_knobs, next_pow2,
+                      validate_plan)
 from ._triton import HAS_TRITON, require, tl, triton
 
 LOG2E = 1.4426950408889634
@@ -406,13 +407,7 @@ def _launch(kind, key, args, entry_for, config):
     if plan["BLOCK_D"] < D:
         raise KernelPlanError(f"attention.{kind}", "validate", shape,
                               f"BLOCK_D={plan['BLOCK_D']} is below the head dim {D}", plan)
-    try:
-        run(plan)
-    except Exception as exc:
-        if type(exc).__module__.startswith("triton"):
-            raise KernelPlanError(f"attention.{kind}", "compile", shape,
-                                  f"{type(exc).__name__}: {exc}", plan) from exc
-        raise
+    compile_run(f"attention.{kind}", shape, run, plan)
     if config is None:
         _LAUNCHES[key] = entry_for(plan)
 

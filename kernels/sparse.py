@@ -30,7 +30,7 @@ import torch
 
 from . import autotune, ops
 from ._common import (ELEMENT_BYTES, SUPPORTED_DTYPES, KernelPlanError, autocast_inputs,
-                      dot_precision, empty, launch_knobs, next_pow2, validate_plan)
+                      compile_run, dot_precision, empty, launch_knobs, next_pow2, validate_plan)
 from ._triton import HAS_TRITON, require, tl, triton
 from .block_layout import (CPU_MIN_TILE, MAX_TILE, Layout, clear_cache,  # noqa: F401 (API)
                            cpu_tile_for, layout, tile_for)
@@ -184,16 +184,6 @@ def _check_dtypes(x, b):
     require("the Triton block-sparse matmul")
 
 
-def _run_plan(op, shape, run, plan):
-    try:
-        run(plan)
-    except Exception as exc:
-        if type(exc).__module__.startswith("triton"):
-            raise KernelPlanError(op, "compile", shape, f"{type(exc).__name__}: {exc}",
-                                  plan) from exc
-        raise
-
-
 def _tuned(op, key, candidates, run, device, config, shape, dtype, tile):
     plan = config or autotune.pick(op, key, candidates, run, device)
     validate_plan(op, plan, shape, lambda p: smem_bytes(p, dtype), device,
@@ -245,7 +235,7 @@ def launch(x: torch.Tensor, b: torch.Tensor, count: torch.Tensor, cols: torch.Te
                                    "M": autotune.bucket(M), "N": N, "K": K, "density": dens},
                   candidate_plans(M, tile, x.dtype, x.device), run, x.device, config,
                   (M, N, K), x.dtype, tile)
-    _run_plan("block_sparse", (M, N, K), run, plan)
+    compile_run("block_sparse", (M, N, K), run, plan)
     if config is None:
         _LAUNCHES[key] = entry_for(plan)
     return y
@@ -287,7 +277,7 @@ def launch_sampled_dw(g: torch.Tensor, x: torch.Tensor, count: torch.Tensor,
                   candidate_plans(M, tile, x.dtype, x.device, dw=True), run, x.device,
                   config, (M, N, K), x.dtype, tile)
     out.zero_()        # timing runs of the autotuner wrote into it
-    _run_plan("block_sparse_dw", (M, N, K), run, plan)
+    compile_run("block_sparse_dw", (M, N, K), run, plan)
     return out
 
 

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 
 from .. import autotune
-from .._common import SUPPORTED_DTYPES, KernelPlanError, dot_precision, empty
+from .._common import SUPPORTED_DTYPES, KernelPlanError, compile_run, dot_precision, empty
 from .._triton import require
 from ..reference import activate
 from . import split_k, tiled, tma
@@ -164,12 +164,6 @@ def _first_launch(key, a, b, c, bias, z, config):
                        "M": autotune.bucket(M), "N": N, "K": K},
             candidate_plans(M, N, K, dtype, device, la + lb), run, device)
     check_plan(plan, (M, N, K), dtype, device, la + lb)
-    try:   # the first launch compiles: name the plan if the compiler refuses it
-        run(plan)
-    except Exception as exc:
-        if type(exc).__module__.startswith("triton"):
-            raise KernelPlanError("matmul", "compile", (M, N, K),
-                                  f"{type(exc).__name__}: {exc}", plan) from exc
-        raise
+    compile_run("matmul", (M, N, K), run, plan)   # the first launch compiles
     if config is None:
         _LAUNCHES[key] = entry_for(plan, p)
