@@ -124,13 +124,9 @@ def fake_imagenet(root: str, n_train: int, n_val: int, mean_hw=(350, 400), sd_hw
 
 
 def spec_of(model: str):
-    if model == "resnet18":
-        from resnet18.config import Config
-        from resnet18.train import SPEC
-    else:
-        from resnet50.config import Config
-        from resnet50.train import SPEC
-    return SPEC, Config
+    """(the model's ModelSpec, its Config class), found by name (runconfig's lookup)."""
+    return (runconfig.model_part(model, "train", "SPEC", "a vision model of this repo"),
+            runconfig.config_class(model))
 
 
 def config(args, model: str, batch: int, path: str, mode: str, out_dir: str):
