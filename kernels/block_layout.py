@@ -42,6 +42,7 @@ class Layout:
         self.mask = mask
         self.count, self.cols = self._lists(mask)
         self.t_count, self.t_cols = self._lists(mask.t())
+        self._density = None          # measured on the first density() call
 
     @staticmethod
     def _lists(mask):
@@ -56,7 +57,7 @@ class Layout:
     def density(self) -> float:
         """Fraction of nonzero tiles; one host sync on the first call, then kept (a layout
         is never updated: a changed weight gets a new one)."""
-        if getattr(self, "_density", None) is None:
+        if self._density is None:
             self._density = self.mask.float().mean().item()
         return self._density
 
