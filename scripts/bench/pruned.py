@@ -261,20 +261,16 @@ def main(argv=None) -> int:
         plot(results, os.path.join(args.out, "loss_vs_speed.png"), args.steps)
     print(json.dumps({k: v for k, v in report.items() if k not in ("runs", "meta")}, indent=1))
     if not args.smoke:
-        rows = [{"op": "gpt2_pruned", "case": f"train {n} ({BLOCK}x{BLOCK} blocks)",
-                 "layout": "trainer vs dense torch trainer", "shape": "16x1024",
-                 "dtype": "bfloat16", "pass": "train", "ratio": round(v, 4)}
-                for n, v in report.get("train_speedup", {}).items()]
-        rows += [{"op": "gpt2_pruned", "case": f"infer {n} {mode}", "layout": "vs dense torch",
-                  "shape": "16x1024", "dtype": "bfloat16", "pass": "fwd", "ratio": round(v, 4)}
+        def row(case, layout, pas, ratio):
+            return {"op": "gpt2_pruned", "case": case, "layout": layout, "shape": "16x1024",
+                    "dtype": "bfloat16", "pass": pas, "ratio": round(ratio, 4)}
+        rows = [row(f"train {n} ({BLOCK}x{BLOCK} blocks)", "trainer vs dense torch trainer",
+                    "train", v) for n, v in report.get("train_speedup", {}).items()]
+        rows += [row(f"infer {n} {mode}", "vs dense torch", "fwd", v)
                  for mode, d in report.get("infer_speedup", {}).items() for n, v in d.items()]
-        rows += [{"op": "gpt2_pruned", "case": f"prune overhead {m}",
-                  "layout": "1 - pruned/unpruned tokens/s", "shape": "16x1024",
-                  "dtype": "bfloat16", "pass": "train", "ratio": round(v, 4)}
+        rows += [row(f"prune overhead {m}", "1 - pruned/unpruned tokens/s", "train", v)
                  for m, v in report.get("prune_overhead", {}).items()]
-        rows += [{"op": "gpt2_pruned", "case": f"pruner share {m}",
-                  "layout": "pruner GPU ms / step ms (CUDA events)", "shape": "16x1024",
-                  "dtype": "bfloat16", "pass": "train", "ratio": round(v, 4)}
+        rows += [row(f"pruner share {m}", "pruner GPU ms / step ms (CUDA events)", "train", v)
                  for m, v in report.get("pruner_share", {}).items() if v is not None]
         table.append(rows, meta, "pruned.json", path=args.table, commit=meta["commit"])
     return 0
